@@ -1,0 +1,201 @@
+"""Hosting one replica: carry out its outputs in the contract's order.
+
+Theory of operation
+-------------------
+``ReplicaHost`` sits between a sans-I/O replica and whatever drives it (the
+deterministic simulator, the Trio runtime, a test).  It owns the node's
+storage, state machine and the client requests submitted at this node, and
+for every ``Outputs`` it does, in order (see ``consensus.replica``):
+
+1. persist (compact, append, sync), 2. send, 3. restore and apply,
+4. answer clients (results, rejections, reads once applied far enough).
+
+The driver gives it two callables: ``send(dst, message)`` and
+``reply(waiter, reply)``; ``waiter`` is an opaque token the driver passed to
+``submit`` (the host never looks inside it).  The host never blocks and never
+reads a clock: ``now`` arrives with each input.
+
+A crash discards the host; a restart builds a new one over the same storage,
+so the replica recovers from its records and the state machine is rebuilt by
+re-applying committed entries (or restoring a snapshot).
+
+Invariant: every waiter is answered at most once; a waiter whose node crashes
+is never answered (the client's timeout handles it).
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from typing import Any, Callable
+
+import attrs
+
+from consensus.commands import READ_ONLY, Request
+from consensus.registry import ProtocolSpec
+from consensus.replica import Outputs, ReadReady, ReplicaContext
+from consensus.statemachine import KVStore, StateMachine
+from consensus.storage import Storage
+
+__all__ = ["ClientReply", "ReplicaHost", "TickLoopError"]
+
+
+@attrs.frozen(kw_only=True)
+class ClientReply:
+    """The answer to one submitted request.
+
+    ``ok``: applied, ``result`` is the state machine's result.  Otherwise the
+    request was rejected (``reason``) and may be retried, at ``leader_hint``.
+    """
+
+    ok: bool
+    result: Any = None
+    reason: str = ""
+    leader_hint: int | None = None
+    node: int = -1
+
+
+class TickLoopError(RuntimeError):
+    """A replica still wants a tick at or before ``now`` right after one."""
+
+
+class ReplicaHost:
+    """One node: a replica with its storage, state machine and waiting clients."""
+
+    def __init__(
+        self,
+        *,
+        node_id: int,
+        spec: ProtocolSpec,
+        members: tuple[int, ...],
+        options: Any,
+        seed: int | str,
+        storage: Storage,
+        send: Callable[[int, Any], None],
+        reply: Callable[[Any, ClientReply], None],
+        incarnation: int = 0,
+        snapshot_every: int = 0,
+        record_applied: bool = True,
+        state_machine: StateMachine | None = None,
+    ) -> None:
+        self.node_id = node_id
+        self.storage = storage
+        self._send = send
+        self._reply = reply
+        self.snapshot_every = snapshot_every
+        self.record_applied = record_applied
+        rng = random.Random(f"{seed}:replica:{node_id}:{incarnation}")
+        ctx = ReplicaContext(node_id=node_id, members=members, options=options, rng=rng)
+        self.replica = spec.create(ctx, storage.load())
+        self.sm: StateMachine = state_machine if state_machine is not None else KVStore()
+        #: (index, payload) applied here, in order, when ``record_applied``.
+        self.applied: list[tuple[int, Any]] = []
+        self.sent: Counter[str] = Counter()
+        self.received: Counter[str] = Counter()
+        self.sent_bytes: Counter[str] = Counter()
+        #: (client_id, seq) -> (request, waiter) for requests submitted here.
+        self.waiting: dict[tuple[int, int], tuple[Request, Any]] = {}
+        self._reads: list[ReadReady] = []
+        self._last_snapshot = 0
+
+    # -- inputs ----------------------------------------------------------------------
+
+    def start(self, now: float) -> None:
+        self.handle(now, self.replica.start(now))
+
+    def step(self, now: float, src: int, message: Any) -> None:
+        self.received[type(message).__name__] += 1
+        self.handle(now, self.replica.step(now, src, message))
+
+    def tick(self, now: float) -> None:
+        self.handle(now, self.replica.tick(now))
+        deadline = self.replica.next_deadline()
+        if deadline is not None and deadline <= now:
+            raise TickLoopError(
+                f"node {self.node_id}: {type(self.replica).__name__} asks for a tick at"
+                f" {deadline} right after ticking at {now}"
+            )
+
+    def submit(self, now: float, request: Request, waiter: Any) -> None:
+        """A client request arrived here; ``waiter`` is answered through ``reply``."""
+        self.waiting[(request.client_id, request.seq)] = (request, waiter)
+        if self.replica.supports_reads and isinstance(request.command, READ_ONLY):
+            self.handle(now, self.replica.read(now, request))
+        else:
+            self.handle(now, self.replica.propose(now, request))
+
+    # -- outputs ---------------------------------------------------------------------
+
+    def handle(self, now: float, out: Outputs) -> None:
+        """Carry out ``out``: persist, send, apply, answer (in that order)."""
+        storage = self.storage
+        if out.compact is not None:
+            storage.replace(out.compact)
+        if out.persist:
+            storage.append(out.persist)
+        if out.compact is not None or out.persist:
+            storage.sync()
+
+        if out.messages:
+            send, sent = self._send, self.sent
+            for dst, message in out.messages:
+                sent[type(message).__name__] += 1
+                send(dst, message)
+
+        if out.restore is not None:
+            snap = out.restore
+            self.sm.restore(snap.index, snap.data)
+            self._last_snapshot = snap.index
+            if self.record_applied:
+                self.applied.append((snap.index, snap))
+        if out.committed:
+            self._apply(now, out)
+
+        for rejection in out.rejected:
+            entry = self.waiting.pop((rejection.client_id, rejection.seq), None)
+            if entry is not None:
+                self._reply(
+                    entry[1],
+                    ClientReply(
+                        ok=False,
+                        reason=rejection.reason,
+                        leader_hint=rejection.leader_hint,
+                        node=self.node_id,
+                    ),
+                )
+        if out.reads:
+            self._reads.extend(out.reads)
+        if self._reads:
+            self._serve_reads()
+
+    def _apply(self, now: float, out: Outputs) -> None:
+        sm, waiting, record = self.sm, self.waiting, self.record_applied
+        for entry in out.committed:
+            if entry.index <= sm.applied_index:
+                continue  # already covered by a restored snapshot
+            results = sm.apply(entry.index, entry.payload)
+            if record:
+                self.applied.append((entry.index, entry.payload))
+            for request, result in results:
+                entry = waiting.pop((request.client_id, request.seq), None)
+                if entry is not None:
+                    self._reply(entry[1], ClientReply(ok=True, result=result, node=self.node_id))
+        if self.snapshot_every and sm.applied_index - self._last_snapshot >= self.snapshot_every:
+            index = sm.applied_index
+            self._last_snapshot = index
+            self.handle(now, self.replica.compact(now, index, sm.snapshot()))
+
+    def _serve_reads(self) -> None:
+        applied = self.sm.applied_index
+        still: list[ReadReady] = []
+        for ready in self._reads:
+            if ready.index > applied:
+                still.append(ready)
+                continue
+            entry = self.waiting.pop((ready.client_id, ready.seq), None)
+            if entry is None:
+                continue
+            request, waiter = entry
+            result = self.sm.query(request.command)
+            self._reply(waiter, ClientReply(ok=True, result=result, node=self.node_id))
+        self._reads = still

@@ -1,0 +1,98 @@
+"""Protocol plugins, registered by name through package entry points.
+
+A plugin package exposes one ``ProtocolSpec`` and names it in its
+``pyproject.toml``::
+
+    [project.entry-points."consensus.protocols"]
+    raft = "protocols.raft:PROTOCOL"
+
+``get_protocol("raft")`` loads it.  Tests and notebooks may also
+``register(spec)`` a plugin at run time without packaging it.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import entry_points
+from typing import Any
+
+import attrs
+
+from consensus.replica import ReplicaFactory
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "NoOptions",
+    "ProtocolSpec",
+    "UnknownProtocolError",
+    "available_protocols",
+    "get_protocol",
+    "register",
+]
+
+ENTRY_POINT_GROUP = "consensus.protocols"
+
+
+@attrs.frozen(kw_only=True)
+class NoOptions:
+    """Options for a protocol that takes none."""
+
+
+@attrs.frozen(kw_only=True)
+class ProtocolSpec:
+    """Everything the framework needs to know about a protocol plugin.
+
+    ``messages`` and ``records`` list the plugin's wire and durable types for
+    the codec; their order fixes their wire tags, so only ever append.
+    ``options`` is an attrs class whose defaults are usable as they stand;
+    config files set its fields by name.
+    """
+
+    name: str
+    create: ReplicaFactory
+    summary: str
+    options: type = NoOptions
+    messages: tuple[type, ...] = ()
+    records: tuple[type, ...] = ()
+
+    def make_options(self, values: dict[str, Any] | None = None) -> Any:
+        """Build this protocol's options from a mapping, rejecting unknown keys."""
+        from consensus.config import structure
+
+        return structure(self.options, dict(values or {}), path=f"protocol_options.{self.name}")
+
+
+class UnknownProtocolError(LookupError):
+    """No plugin is registered under the requested name."""
+
+
+_registered: dict[str, ProtocolSpec] = {}
+
+
+def register(spec: ProtocolSpec) -> ProtocolSpec:
+    """Register ``spec`` under ``spec.name`` for this process (overrides entry points)."""
+    _registered[spec.name] = spec
+    return spec
+
+
+def _entry_points() -> dict[str, Any]:
+    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def available_protocols() -> list[str]:
+    """Names of every protocol that can be chosen in config, sorted."""
+    return sorted(set(_entry_points()) | set(_registered))
+
+
+def get_protocol(name: str) -> ProtocolSpec:
+    """The plugin registered as ``name``; a clear error lists the choices."""
+    if name in _registered:
+        return _registered[name]
+    eps = _entry_points()
+    if name not in eps:
+        choices = ", ".join(available_protocols()) or "(none installed)"
+        raise UnknownProtocolError(f"unknown protocol {name!r}; available: {choices}")
+    spec = eps[name].load()
+    if not isinstance(spec, ProtocolSpec):
+        raise TypeError(f"entry point {name!r} is {type(spec).__name__}, not a ProtocolSpec")
+    _registered[name] = spec
+    return spec

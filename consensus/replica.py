@@ -1,0 +1,236 @@
+"""The sans-I/O replica interface every protocol plugin implements.
+
+Theory of operation
+-------------------
+A replica is a pure, synchronous state machine.  It never awaits, never opens
+a socket, never reads a clock and never touches the global ``random``: the
+host (the deterministic simulator, the Trio runtime, or a unit test) feeds it
+inputs and carries out its outputs.
+
+Inputs, each with the current time ``now`` in seconds:
+
+* ``start(now)``: once, after construction (fresh or recovered from storage).
+* ``step(now, src, message)``: a message from peer ``src`` arrived.
+* ``tick(now)``: the host calls it once ``now >= next_deadline()``.  Timers
+  are deadlines, not periodic ticks: a replica reports the earliest time it
+  wants to be woken and the host guarantees a ``tick`` at or after it.
+* ``propose(now, request)``: a client request arrived at this node.
+* ``read(now, request)``: a read-only request (a ``Get``) arrived; only for
+  replicas with ``supports_reads``, others get reads proposed through the log.
+  The replica answers with ``ReadReady`` or a ``Rejection`` for the request.
+* ``compact(now, index, data)``: the host took a state-machine snapshot
+  covering the log up to ``index``; the replica may drop that prefix.
+
+Every input returns an ``Outputs``.  The host processes one ``Outputs`` in
+this order, and a plugin may rely on it:
+
+1. **persist**: ``compact`` (if set) atomically replaces everything stored,
+   then ``persist`` records are appended, then storage is synced (per the
+   storage's fsync policy).  Nothing below happens before this is durable, so
+   a vote or an accept acknowledgement never leaves before the state it
+   promises.
+2. **send**: ``messages`` are handed to the network, in order.
+3. **apply**: ``restore`` (if set) replaces the state machine's state, then
+   ``committed`` entries are applied in index order.
+4. **answer**: ``rejected`` proposals are reported to their clients (who
+   retry, at ``leader_hint`` if known); ``reads`` are served once the state
+   machine has applied their index.
+
+Randomness comes from ``ReplicaContext.rng``, seeded by the host, so a run is
+a function of (config, seed).
+"""
+
+from __future__ import annotations
+
+import abc
+import random
+from collections import Counter
+from typing import Any, Callable, Sequence
+
+import attrs
+
+from consensus.commands import Request
+
+__all__ = [
+    "Committed",
+    "NodeId",
+    "Outputs",
+    "ReadReady",
+    "Rejection",
+    "Replica",
+    "ReplicaContext",
+    "StateSnapshot",
+]
+
+NodeId = int
+
+
+@attrs.frozen(kw_only=True)
+class Committed:
+    """A log entry decided at ``index``; the host applies it in index order.
+
+    ``payload`` is a ``Request``, ``Noop``, ``Batch`` or a protocol's own
+    entry (configuration change); the state machine ignores the latter.
+    """
+
+    index: int
+    payload: Any
+
+
+@attrs.frozen(kw_only=True)
+class Rejection:
+    """A proposal this replica will not (or can no longer) commit.
+
+    ``reason`` is a short machine-readable word: ``"not_leader"`` (never
+    entered the log here), ``"overwritten"`` (its entry was replaced by
+    another leader's), ``"busy"`` (flow control).  The client retries the same
+    ``(client_id, seq)``, at ``leader_hint`` when known; the state machine's
+    session table makes the retry safe even if the first attempt did commit.
+    """
+
+    client_id: int
+    seq: int
+    leader_hint: NodeId | None
+    reason: str
+
+
+@attrs.frozen(kw_only=True)
+class ReadReady:
+    """Read request ``(client_id, seq)`` may be served once the state machine
+    applied ``index`` (linearizable: ``index`` is at least the commit index at
+    the moment the read arrived, and leadership was confirmed after that)."""
+
+    client_id: int
+    seq: int
+    index: int
+
+
+@attrs.frozen(kw_only=True)
+class StateSnapshot:
+    """A state-machine snapshot that covers the log up to ``index``."""
+
+    index: int
+    data: bytes
+
+
+@attrs.define(slots=True)
+class Outputs:
+    """Everything one input asks the host to do, in the order documented above."""
+
+    persist: list[Any] = attrs.Factory(list)
+    compact: list[Any] | None = None
+    messages: list[tuple[NodeId, Any]] = attrs.Factory(list)
+    restore: StateSnapshot | None = None
+    committed: list[Committed] = attrs.Factory(list)
+    rejected: list[Rejection] = attrs.Factory(list)
+    reads: list[ReadReady] = attrs.Factory(list)
+
+    def send(self, dst: NodeId, message: Any) -> None:
+        self.messages.append((dst, message))
+
+    def broadcast(self, peers: Sequence[NodeId], message: Any) -> None:
+        self.messages.extend((dst, message) for dst in peers)
+
+    def extend(self, other: Outputs) -> None:
+        """Append ``other``'s outputs after these (a later input's effects)."""
+        if other.compact is not None:
+            # A later compaction supersedes every record written before it.
+            self.compact = other.compact
+            self.persist = list(other.persist)
+        else:
+            self.persist.extend(other.persist)
+        self.messages.extend(other.messages)
+        if other.restore is not None:
+            self.restore = other.restore
+            self.committed = [c for c in self.committed if c.index > other.restore.index]
+        self.committed.extend(other.committed)
+        self.rejected.extend(other.rejected)
+        self.reads.extend(other.reads)
+
+    def __bool__(self) -> bool:
+        return bool(
+            self.persist
+            or self.compact is not None
+            or self.messages
+            or self.restore is not None
+            or self.committed
+            or self.rejected
+            or self.reads
+        )
+
+
+@attrs.frozen(kw_only=True)
+class ReplicaContext:
+    """What a host gives a replica at construction.
+
+    ``members`` is the initial configuration (sorted node ids, including this
+    node); ``options`` is the protocol's own options object; ``rng`` is this
+    replica's private, seeded random source.
+    """
+
+    node_id: NodeId
+    members: tuple[NodeId, ...]
+    options: Any
+    rng: random.Random
+
+    @property
+    def peers(self) -> tuple[NodeId, ...]:
+        return tuple(m for m in self.members if m != self.node_id)
+
+
+class Replica(abc.ABC):
+    """One protocol replica: pure, synchronous, driven by a host.
+
+    Subclasses are constructed by their ``ProtocolSpec.create(ctx, records)``
+    where ``records`` are the durable records recovered from storage (empty on
+    a fresh start), in the order they were persisted.
+    """
+
+    #: True when ``read`` serves linearizable reads without the log.
+    supports_reads: bool = False
+
+    def __init__(self, ctx: ReplicaContext) -> None:
+        self.ctx = ctx
+        self.node_id: NodeId = ctx.node_id
+        #: Protocol-specific event counts (elections, phase-1 runs, ...).
+        self.counters: Counter[str] = Counter()
+
+    @abc.abstractmethod
+    def start(self, now: float) -> Outputs:
+        """First input after construction; may restore a recovered snapshot."""
+
+    @abc.abstractmethod
+    def step(self, now: float, src: NodeId, message: Any) -> Outputs:
+        """Handle one message from peer ``src``."""
+
+    @abc.abstractmethod
+    def tick(self, now: float) -> Outputs:
+        """Handle the passage of time; called once ``now >= next_deadline()``."""
+
+    @abc.abstractmethod
+    def next_deadline(self) -> float | None:
+        """The earliest time this replica wants a ``tick``, or ``None``."""
+
+    @abc.abstractmethod
+    def propose(self, now: float, request: Request) -> Outputs:
+        """Handle a client request submitted at this node."""
+
+    @abc.abstractmethod
+    def leader(self) -> NodeId | None:
+        """The node this replica believes leads, if the protocol has leaders."""
+
+    def read(self, now: float, request: Request) -> Outputs:
+        """Start a linearizable read of a ``Get`` (only when ``supports_reads``)."""
+        raise NotImplementedError(f"{type(self).__name__} serves reads through the log")
+
+    def compact(self, now: float, index: int, data: bytes) -> Outputs:
+        """The host snapshotted the state machine at ``index``; drop the prefix."""
+        return Outputs()
+
+    def status(self) -> dict[str, Any]:
+        """A small, JSON-able view of role and progress for logs and metrics."""
+        return {"node": self.node_id, "leader": self.leader()}
+
+
+#: The factory a plugin registers: ``create(ctx, recovered_records)``.
+ReplicaFactory = Callable[[ReplicaContext, Sequence[Any]], Replica]

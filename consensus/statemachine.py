@@ -1,0 +1,151 @@
+"""The state machine interface and the key-value store with client sessions.
+
+Theory of operation
+-------------------
+The host applies committed log payloads in index order through
+``StateMachine.apply(index, payload)``.  Only client ``Request`` payloads
+(alone or in a ``Batch``) change state; ``Noop`` and protocol entries are
+skipped but still advance ``applied_index``.
+
+Exactly once: the store keeps a session per client, ``client_id -> (seq,
+result)`` of the last request applied.  A request whose ``seq`` equals the
+session's is a retry of a request already applied: it is not applied again
+and the earlier result is returned.  A request with a lower ``seq`` is a stale
+duplicate (the client has moved on); it is skipped and answered with
+``STALE``.  This relies on the client invariant of ``commands.Request``.
+
+Snapshots carry the data, the sessions and ``applied_index``, so a node that
+restores one answers retries exactly as the nodes that applied the log did.
+
+Invariant: ``applied_index`` only grows, by one per applied entry.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import cbor2
+
+from consensus.commands import (
+    Append,
+    Batch,
+    CompareAndSet,
+    Delete,
+    Get,
+    Put,
+    Request,
+)
+
+__all__ = ["KVStore", "STALE", "StateMachine"]
+
+
+class _Stale:
+    """The answer to a request older than the client's latest applied one."""
+
+    _instance: _Stale | None = None
+
+    def __new__(cls) -> _Stale:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "STALE"
+
+
+STALE: Any = _Stale()
+
+
+class StateMachine(Protocol):
+    applied_index: int
+
+    def apply(self, index: int, payload: Any) -> list[tuple[Request, Any]]:
+        """Apply the payload committed at ``index``; return (request, result) pairs."""
+        ...
+
+    def query(self, command: Any) -> Any:
+        """Answer a read-only command from the current state (linearizable reads)."""
+        ...
+
+    def snapshot(self) -> bytes: ...
+
+    def restore(self, index: int, data: bytes) -> None: ...
+
+
+class KVStore:
+    """A string key-value store with get, put, append, compare-and-set, delete."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, str] = {}
+        self.sessions: dict[int, tuple[int, Any]] = {}
+        self.applied_index = 0
+
+    def apply(self, index: int, payload: Any) -> list[tuple[Request, Any]]:
+        if index != self.applied_index + 1:
+            raise ValueError(f"apply out of order: index {index} after {self.applied_index}")
+        self.applied_index = index
+        if isinstance(payload, Request):
+            return [(payload, self._apply_request(payload))]
+        if isinstance(payload, Batch):
+            return [(r, self._apply_request(r)) for r in payload.requests]
+        return []
+
+    def _apply_request(self, request: Request) -> Any:
+        session = self.sessions.get(request.client_id)
+        if session is not None:
+            last_seq, last_result = session
+            if request.seq == last_seq:
+                return last_result
+            if request.seq < last_seq:
+                return STALE
+        result = self.execute(request.command)
+        self.sessions[request.client_id] = (request.seq, result)
+        return result
+
+    def execute(self, command: Any) -> Any:
+        """Run one command against the data (no session bookkeeping)."""
+        data = self.data
+        if isinstance(command, Get):
+            return data.get(command.key)
+        if isinstance(command, Put):
+            data[command.key] = command.value
+            return None
+        if isinstance(command, Append):
+            data[command.key] = data.get(command.key, "") + command.value
+            return None
+        if isinstance(command, CompareAndSet):
+            if data.get(command.key) == command.expected:
+                data[command.key] = command.new
+                return True
+            return False
+        if isinstance(command, Delete):
+            return data.pop(command.key, None) is not None
+        raise TypeError(f"not a key-value command: {command!r}")
+
+    def query(self, command: Any) -> Any:
+        if not isinstance(command, Get):
+            raise TypeError(f"only Get is read-only, got {type(command).__name__}")
+        return self.data.get(command.key)
+
+    def snapshot(self) -> bytes:
+        sessions = {cid: [seq, _result_to_wire(res)] for cid, (seq, res) in self.sessions.items()}
+        return cbor2.dumps([1, self.applied_index, self.data, sessions])
+
+    def restore(self, index: int, data: bytes) -> None:
+        version, applied, kv, sessions = cbor2.loads(data)
+        if version != 1:
+            raise ValueError(f"unsupported KVStore snapshot version {version}")
+        if applied != index:
+            raise ValueError(f"snapshot covers index {applied}, restored as {index}")
+        self.data = dict(kv)
+        self.sessions = {int(c): (s, _result_from_wire(r)) for c, (s, r) in sessions.items()}
+        self.applied_index = index
+
+
+# Results are None, bool or str; STALE is never stored in a session.
+def _result_to_wire(result: Any) -> Any:
+    return result
+
+
+def _result_from_wire(result: Any) -> Any:
+    return result

@@ -1,0 +1,160 @@
+"""A fixed-leader sequencer: the simplest replicated log, as a baseline.
+
+Theory of operation
+-------------------
+Node ``min(members)`` is the leader forever.  It appends each proposal to its
+log, persists it and sends it to every follower; a follower persists the
+entries that extend its log contiguously and acknowledges its last index.  An
+entry is committed once a majority (the leader included) stores it; the commit
+index rides on the next ``Replicate`` (an empty one every ``heartbeat``).
+The leader resends the unacknowledged suffix to a lagging follower on each
+heartbeat, so loss and reordering only delay progress.
+
+There is no election: if the leader is down, nothing commits.  It is not a
+consensus protocol; it is the lower bound ("one round trip to a majority, no
+protocol overhead") against which the real ones are compared, and the plugin
+the foundation's tests use.
+
+Invariants: ``commit <= len(log)``; followers' logs are prefixes of the
+leader's log (only the leader creates entries, and followers only extend
+contiguously).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import attrs
+
+from consensus.commands import Request
+from consensus.quorum import Majority
+from consensus.replica import Committed, Outputs, Rejection, Replica, ReplicaContext
+from protocols.sequencer.messages import Ack, Replicate, Stored
+
+
+@attrs.frozen(kw_only=True)
+class SequencerOptions:
+    heartbeat: float = attrs.field(default=0.05, validator=attrs.validators.gt(0))
+    max_batch: int = attrs.field(default=64, validator=attrs.validators.ge(1))
+
+
+class Sequencer(Replica):
+    def __init__(self, ctx: ReplicaContext, records: Sequence[Any]) -> None:
+        super().__init__(ctx)
+        self.options: SequencerOptions = ctx.options
+        self.leader_id = min(ctx.members)
+        self.quorum = Majority(ctx.members)
+        self.log: list[Any] = []
+        for record in records:
+            if isinstance(record, Stored) and record.index == len(self.log) + 1:
+                self.log.append(record.payload)
+        self.commit = 0  # Invariant: commit <= len(self.log)
+        self.applied = 0
+        self.match: dict[int, int] = {n: 0 for n in ctx.members}
+        self.match[self.node_id] = len(self.log)
+        self._deadline: float | None = None
+        self._early: dict[int, Any] = {}
+
+    @property
+    def is_leader(self) -> bool:
+        return self.node_id == self.leader_id
+
+    def leader(self) -> int | None:
+        return self.leader_id
+
+    def start(self, now: float) -> Outputs:
+        if self.is_leader:
+            self._deadline = now + self.options.heartbeat
+        return Outputs()
+
+    def next_deadline(self) -> float | None:
+        return self._deadline
+
+    def tick(self, now: float) -> Outputs:
+        out = Outputs()
+        if self.is_leader:
+            for peer in self.ctx.peers:
+                self._replicate_to(peer, out)
+            self._deadline = now + self.options.heartbeat
+        return out
+
+    def propose(self, now: float, request: Request) -> Outputs:
+        out = Outputs()
+        if not self.is_leader:
+            out.rejected.append(
+                Rejection(
+                    client_id=request.client_id,
+                    seq=request.seq,
+                    leader_hint=self.leader_id,
+                    reason="not_leader",
+                )
+            )
+            return out
+        self.log.append(request)
+        index = len(self.log)
+        self.match[self.node_id] = index
+        out.persist.append(Stored(index=index, payload=request))
+        message = Replicate(first=index, payloads=(request,), commit=self.commit)
+        out.broadcast(self.ctx.peers, message)
+        self._advance_commit(out)
+        return out
+
+    def step(self, now: float, src: int, message: Any) -> Outputs:
+        out = Outputs()
+        if isinstance(message, Replicate):
+            self._on_replicate(src, message, out)
+        elif isinstance(message, Ack):
+            self._on_ack(src, message, out)
+        else:
+            self.counters["dropped_unknown"] += 1
+        return out
+
+    def _on_replicate(self, src: int, msg: Replicate, out: Outputs) -> None:
+        if src != self.leader_id:
+            self.counters["dropped_not_from_leader"] += 1
+            return
+        # Entries past a gap wait in ``_early`` until the gap fills (reordering).
+        for offset, payload in enumerate(msg.payloads):
+            index = msg.first + offset
+            if index > len(self.log):
+                self._early.setdefault(index, payload)
+        while len(self.log) + 1 in self._early:
+            index = len(self.log) + 1
+            payload = self._early.pop(index)
+            self.log.append(payload)
+            out.persist.append(Stored(index=index, payload=payload))
+        if msg.payloads or len(self.log) < msg.commit:
+            out.send(src, Ack(last=len(self.log)))
+        self.commit = max(self.commit, min(msg.commit, len(self.log)))
+        self._emit_committed(out)
+
+    def _on_ack(self, src: int, msg: Ack, out: Outputs) -> None:
+        if not self.is_leader or msg.last <= self.match.get(src, 0):
+            return
+        self.match[src] = min(msg.last, len(self.log))
+        self._advance_commit(out)
+
+    def _replicate_to(self, peer: int, out: Outputs) -> None:
+        first = self.match[peer] + 1
+        payloads = tuple(self.log[first - 1 : first - 1 + self.options.max_batch])
+        out.send(peer, Replicate(first=first, payloads=payloads, commit=self.commit))
+
+    def _advance_commit(self, out: Outputs) -> None:
+        commit = self.quorum.committed(self.match)
+        if commit > self.commit:
+            self.commit = commit
+        self._emit_committed(out)
+
+    def _emit_committed(self, out: Outputs) -> None:
+        while self.applied < self.commit:
+            self.applied += 1
+            out.committed.append(Committed(index=self.applied, payload=self.log[self.applied - 1]))
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "node": self.node_id,
+            "leader": self.leader_id,
+            "role": "leader" if self.is_leader else "follower",
+            "commit_index": self.commit,
+            "last_index": len(self.log),
+        }

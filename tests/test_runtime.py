@@ -1,0 +1,105 @@
+"""The Trio runtime on virtual time (pytest-trio's autojump clock)."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+
+from consensus.commands import Append, Get, Put, Request
+from consensus.config import ClientConfig, ClusterConfig, Delay, NetworkConfig
+from consensus.registry import get_protocol
+from consensus.runtime import LocalNetwork, NodeRunner, OperationFailed, open_cluster
+
+CONFIG = ClusterConfig(
+    protocol="sequencer",
+    nodes=3,
+    seed=3,
+    network=NetworkConfig(delay=Delay.uniform(0.001, 0.004), loss=0.02, reorder=0.1),
+)
+
+
+async def test_submit_returns_the_state_machine_result(autojump_clock):
+    async with open_cluster(CONFIG) as cluster:
+        assert await cluster.submit(Put(key="x", value="1")) is None
+        assert await cluster.submit(Append(key="x", value="2")) is None
+        assert await cluster.submit(Get(key="x")) == "12"
+
+
+async def test_node_submit_follows_the_redirect_to_the_leader(autojump_clock):
+    async with open_cluster(CONFIG) as cluster:
+        assert await cluster.node(2).submit(Put(key="k", value="v")) is None
+        (op,) = cluster.history
+        assert op.ok and op.retries >= 1
+
+
+async def test_cluster_time_follows_trio_virtual_time(autojump_clock):
+    async with open_cluster(CONFIG) as cluster:
+        start = trio.current_time()
+        await trio.sleep(2.5)
+        assert cluster.now == pytest.approx(trio.current_time() - start)
+        assert cluster.now == pytest.approx(2.5)
+
+
+async def test_concurrent_client_tasks_give_the_same_history_for_the_same_seed(autojump_clock):
+    async def run_once() -> list:
+        async with open_cluster(CONFIG) as cluster:
+            clients = [cluster.client() for _ in range(5)]
+
+            async def work(client):
+                for i in range(10):
+                    await client.submit(Append(key=f"k{i % 2}", value=f"{client.client_id}.{i}"))
+
+            async with trio.open_nursery() as nursery:
+                for client in clients:
+                    nursery.start_soon(work, client)
+            return cluster.history.fingerprint()
+
+    first = await run_once()
+    assert len(first) == 50
+    assert await run_once() == first
+
+
+async def test_crash_and_restart_from_a_task(autojump_clock):
+    async with open_cluster(CONFIG) as cluster:
+        await cluster.submit(Put(key="a", value="1"))
+        cluster.node(1).crash()
+        assert not cluster.node(1).is_up
+        await cluster.submit(Put(key="b", value="2"))
+        cluster.node(1).restart()
+        await trio.sleep(0.5)
+        assert cluster.sim.applied(1) == cluster.sim.applied(0)
+
+
+async def test_operation_with_no_possible_commit_raises(autojump_clock):
+    config = ClusterConfig(protocol="sequencer", nodes=3, client=ClientConfig(timeout=0.1,
+                                                                               max_attempts=3))
+    async with open_cluster(config) as cluster:
+        cluster.node(0).crash()  # the fixed leader
+        with pytest.raises(OperationFailed, match="did not complete"):
+            await cluster.node(1).submit(Put(key="k", value="v"))
+
+
+async def test_node_runners_in_nurseries_over_a_local_network(autojump_clock):
+    spec = get_protocol("sequencer")
+    members = (0, 1, 2)
+    network = LocalNetwork(3, delay=0.002)
+    runners = [
+        NodeRunner(node_id=n, spec=spec, members=members, options=spec.make_options(),
+                   transport=network.endpoint(n))
+        for n in members
+    ]
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(network.run)
+        for runner in runners:
+            nursery.start_soon(runner.run)
+        await trio.sleep(0.01)
+        start = trio.current_time()
+        reply = await runners[0].submit(Request(client_id=1, seq=1, command=Put(key="a", value="b")))
+        assert reply.ok and trio.current_time() - start == pytest.approx(0.004)
+        redirect = await runners[2].submit(Request(client_id=1, seq=2, command=Get(key="a")))
+        assert not redirect.ok and redirect.leader_hint == 0
+        reply = await runners[0].submit(Request(client_id=1, seq=2, command=Get(key="a")))
+        assert reply.ok and reply.result == "b"
+        await trio.sleep(0.2)  # heartbeats carry the commit index to followers
+        assert [r.host.sm.data for r in runners] == [{"a": "b"}] * 3
+        nursery.cancel_scope.cancel()
