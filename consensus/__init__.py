@@ -1,0 +1,83 @@
+"""consensus: one replicated-log abstraction for comparing consensus protocols.
+
+The public surface, re-exported here; everything else is internal:
+
+* commands and requests: ``Get``, ``Put``, ``Append``, ``CompareAndSet``,
+  ``Delete``, ``Request``, ``Noop``, ``Batch``;
+* the plugin contract: ``Replica``, ``ReplicaContext``, ``Outputs``,
+  ``Committed``, ``Rejection``, ``ReadReady``, ``StateSnapshot``,
+  ``ProtocolSpec``, ``register``, ``get_protocol``, ``available_protocols``;
+* shared machinery for plugins: ``Log``, ``Majority``, ``JointQuorum``,
+  ``FlexibleQuorum``, ``KVStore``;
+* configuration: ``ClusterConfig``, ``NetworkConfig``, ``Delay``,
+  ``StorageConfig``, ``ClientConfig``, ``load_cluster_config``, ``ConfigError``;
+* running: ``Simulator`` (deterministic, synchronous), ``open_cluster``
+  (Trio), ``History``, ``Operation``.
+"""
+
+from consensus.commands import Append, Batch, CompareAndSet, Delete, Get, Noop, Put, Request
+from consensus.config import (
+    ClientConfig,
+    ClusterConfig,
+    ConfigError,
+    Delay,
+    NetworkConfig,
+    StorageConfig,
+    load_cluster_config,
+)
+from consensus.history import History, Operation
+from consensus.log import Log
+from consensus.quorum import FlexibleQuorum, JointQuorum, Majority
+from consensus.registry import ProtocolSpec, available_protocols, get_protocol, register
+from consensus.replica import (
+    Committed,
+    Outputs,
+    ReadReady,
+    Rejection,
+    Replica,
+    ReplicaContext,
+    StateSnapshot,
+)
+from consensus.runtime import Cluster, OperationFailed, open_cluster
+from consensus.sim import Simulator
+from consensus.statemachine import KVStore
+
+__all__ = [
+    "Append",
+    "Batch",
+    "ClientConfig",
+    "Cluster",
+    "ClusterConfig",
+    "Committed",
+    "CompareAndSet",
+    "ConfigError",
+    "Delay",
+    "Delete",
+    "FlexibleQuorum",
+    "Get",
+    "History",
+    "JointQuorum",
+    "KVStore",
+    "Log",
+    "Majority",
+    "NetworkConfig",
+    "Noop",
+    "Operation",
+    "OperationFailed",
+    "Outputs",
+    "ProtocolSpec",
+    "Put",
+    "ReadReady",
+    "Rejection",
+    "Replica",
+    "ReplicaContext",
+    "Request",
+    "Simulator",
+    "StateSnapshot",
+    "StorageConfig",
+    "available_protocols",
+    "get_protocol",
+    "load_cluster_config",
+    "open_cluster",
+    "register",
+]
