@@ -1,0 +1,151 @@
+"""Running a comparison: one config, several protocols, the same everything else.
+
+Theory of operation
+-------------------
+A ``RunConfig`` is a baseline cluster (size, network, storage, seed), a
+workload, a fault schedule and a list of protocols with per-protocol
+options.  ``run(config)`` builds one simulator per protocol from the same
+baseline, seed, workload and faults, runs each for the workload's duration
+plus a drain period, and returns ``Results``: tidy pandas DataFrames, one row
+per operation, per protocol, per message type, per time interval, per fault.
+
+The protocol is the only thing that differs between the simulators of one
+run; the seed fixes the rest, so two runs of one config give identical
+DataFrames.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import attrs
+
+from bench.faults import Fault, FaultLog, schedule_faults
+from bench.metrics import Results, collect
+from bench.workload import Workload, WorkloadConfig
+from consensus.config import ClusterConfig, ConfigError, load_toml, structure
+from consensus.registry import available_protocols
+from consensus.sim import Simulator
+
+__all__ = ["DEFAULT_PROTOCOLS", "RunConfig", "load_run_config", "run", "run_one"]
+
+DEFAULT_PROTOCOLS = ("raft", "multipaxos", "paxos")
+
+
+def _default_protocols() -> tuple[str, ...]:
+    installed = set(available_protocols())
+    chosen = tuple(p for p in DEFAULT_PROTOCOLS if p in installed)
+    return chosen or ("sequencer",)
+
+
+@attrs.frozen(kw_only=True)
+class RunConfig:
+    """What to compare.  ``options`` maps a protocol name to its options table.
+
+    ``drain``: virtual seconds after the workload stops for outstanding
+    operations to finish; ``interval``: width of the throughput time bins.
+    """
+
+    protocols: tuple[str, ...] = attrs.Factory(_default_protocols)
+    cluster: ClusterConfig = attrs.Factory(ClusterConfig)
+    options: dict[str, Any] = attrs.Factory(dict)
+    workload: WorkloadConfig = attrs.Factory(WorkloadConfig)
+    faults: tuple[Fault, ...] = ()
+    drain: float = 2.0
+    interval: float = 0.1
+    name: str = "run"
+
+    def __attrs_post_init__(self) -> None:
+        if not self.protocols:
+            raise ConfigError("protocols: list at least one protocol")
+        installed = available_protocols()
+        for name in self.protocols:
+            if name not in installed:
+                raise ConfigError(
+                    f"protocols: unknown protocol {name!r}; available: {', '.join(installed)}"
+                )
+        for name in self.options:
+            if name not in self.protocols:
+                raise ConfigError(
+                    f"options.{name}: not one of the protocols being run"
+                    f" ({', '.join(self.protocols)})"
+                )
+        for name in self.protocols:
+            self.cluster_for(name).protocol_options()
+        if self.drain < 0:
+            raise ConfigError(f"drain: must be >= 0, got {self.drain}")
+        if self.interval <= 0:
+            raise ConfigError(f"interval: must be > 0, got {self.interval}")
+
+    def cluster_for(self, protocol: str) -> ClusterConfig:
+        """The baseline cluster with ``protocol`` and its options."""
+        options = self.options.get(protocol, {})
+        try:
+            return attrs.evolve(self.cluster, protocol=protocol, options=options)
+        except ConfigError as exc:
+            raise ConfigError(f"options.{protocol}.{exc}") from None
+
+    def with_overrides(self, *, protocols: Any = None, seed: int | None = None) -> RunConfig:
+        changes: dict[str, Any] = {}
+        if protocols:
+            changes["protocols"] = tuple(protocols)
+            changes["options"] = {k: v for k, v in self.options.items() if k in protocols}
+        if seed is not None:
+            changes["cluster"] = attrs.evolve(self.cluster, seed=seed)
+        return attrs.evolve(self, **changes)
+
+
+def load_run_config(source: str | Path | dict[str, Any] | RunConfig | None = None) -> RunConfig:
+    """A ``RunConfig`` from a TOML path, a mapping, an object, or the defaults."""
+    if source is None:
+        return RunConfig()
+    if isinstance(source, RunConfig):
+        return source
+    data = source if isinstance(source, dict) else load_toml(source)
+    if "protocol" in data and "protocols" not in data:
+        data = {**data, "protocols": [data.pop("protocol")]} if isinstance(data, dict) else data
+    return structure(RunConfig, data)
+
+
+def run_one(
+    config: RunConfig,
+    protocol: str,
+    *,
+    progress: Callable[[float], None] | None = None,
+) -> tuple[Simulator, FaultLog, float]:
+    """Run one protocol under ``config``; returns the simulator, fault log, wall time."""
+    sim = Simulator(config.cluster_for(protocol), record_applied=False)
+    log: FaultLog = []
+    schedule_faults(sim, list(config.faults), log)
+    workload = Workload(sim, config.workload)
+    workload.start()
+    end = config.workload.duration + config.drain
+    started = time.perf_counter()
+    step = max(end / 50, 0.05)
+    while sim.now < end:
+        sim.run_until_time(min(end, sim.now + step))
+        if progress is not None:
+            progress(sim.now / end)
+    sim.finish_pending()
+    return sim, log, time.perf_counter() - started
+
+
+def run(
+    config: str | Path | dict[str, Any] | RunConfig | None = None,
+    *,
+    progress: Callable[[str, float], None] | None = None,
+) -> Results:
+    """Run every protocol of ``config`` on the same workload, network, faults and seed.
+
+    ``config`` is a ``RunConfig``, a mapping, a TOML path, or None for the
+    default comparison.  Returns ``Results`` with pandas DataFrames.
+    """
+    config = load_run_config(config)
+    runs = []
+    for protocol in config.protocols:
+        callback = (lambda f, p=protocol: progress(p, f)) if progress else None
+        sim, log, wall = run_one(config, protocol, progress=callback)
+        runs.append((protocol, sim, log, wall))
+    return collect(config, runs)

@@ -1,0 +1,164 @@
+"""Workloads: who sends what, when, on which keys.
+
+Theory of operation
+-------------------
+A ``Workload`` drives a ``Simulator`` with client operations drawn from one
+RNG seeded from the run's seed, so the same config and seed issue the same
+operations at the same virtual times.
+
+* ``closed`` loop: ``clients`` clients, each with one operation outstanding;
+  a client issues its next operation ``think_time`` after the previous one
+  completes.  Throughput is set by latency.
+* ``open`` loop: operations arrive as a Poisson process at ``rate`` per
+  second whatever the latency, each from an idle client (a new one if all
+  are busy).  Latency under load shows queueing.
+
+Keys follow a ``uniform``, ``zipfian`` (``zipf_skew``) or ``hotspot``
+(``hot_fraction`` of the operations go to ``hot_keys`` fraction of the keys)
+distribution.  Each operation is a read (``Get``) with probability
+``read_fraction``, a compare-and-set with ``cas_fraction``, else a write
+(``write_op``: ``put`` or ``append``).  Written values are unique
+(``client.seq`` padded to ``value_size``) so a history can be checked.
+
+Operations are issued while ``0 <= time < duration``; those invoked before
+``warmup`` are excluded from the results, not from the run.
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+import random
+from typing import Any
+
+import attrs
+
+from consensus.commands import Append, CompareAndSet, Get, Put
+from consensus.config import _in_range, _one_of, non_negative, positive, probability
+from consensus.history import Operation
+from consensus.sim import SimClient, Simulator
+
+__all__ = ["KeyChooser", "Workload", "WorkloadConfig"]
+
+
+@attrs.frozen(kw_only=True)
+class WorkloadConfig:
+    mode: str = attrs.field(default="closed", validator=_one_of("closed", "open"))
+    clients: int = attrs.field(default=8, validator=_in_range(1))
+    think_time: float = attrs.field(default=0.0, validator=non_negative)
+    rate: float = attrs.field(default=1000.0, validator=positive)
+    duration: float = attrs.field(default=5.0, validator=positive)
+    warmup: float = attrs.field(default=0.5, validator=non_negative)
+    max_ops: int = attrs.field(default=0, validator=non_negative)
+    keys: int = attrs.field(default=100, validator=_in_range(1))
+    distribution: str = attrs.field(
+        default="uniform", validator=_one_of("uniform", "zipfian", "hotspot")
+    )
+    zipf_skew: float = attrs.field(default=0.99, validator=non_negative)
+    hot_keys: float = attrs.field(default=0.1, validator=probability)
+    hot_fraction: float = attrs.field(default=0.9, validator=probability)
+    read_fraction: float = attrs.field(default=0.5, validator=probability)
+    cas_fraction: float = attrs.field(default=0.0, validator=probability)
+    write_op: str = attrs.field(default="put", validator=_one_of("put", "append"))
+    value_size: int = attrs.field(default=16, validator=_in_range(1))
+
+    def __attrs_post_init__(self) -> None:
+        from consensus.config import ConfigError
+
+        if self.read_fraction + self.cas_fraction > 1:
+            raise ConfigError(
+                f"cas_fraction: read_fraction + cas_fraction must be <= 1, got"
+                f" {self.read_fraction} + {self.cas_fraction}"
+            )
+        if self.warmup >= self.duration:
+            raise ConfigError(f"warmup: must be < duration ({self.duration}), got {self.warmup}")
+
+
+class KeyChooser:
+    """Draws key names from the configured distribution."""
+
+    def __init__(self, config: WorkloadConfig, rng: random.Random) -> None:
+        self.rng = rng
+        self.names = [f"k{i}" for i in range(config.keys)]
+        self.config = config
+        if config.distribution == "zipfian":
+            weights = [1.0 / (rank**config.zipf_skew) for rank in range(1, config.keys + 1)]
+            self._cumulative = list(itertools.accumulate(weights))
+        hot = max(1, round(config.keys * config.hot_keys))
+        self._hot = hot
+
+    def __call__(self) -> str:
+        config, rng, names = self.config, self.rng, self.names
+        if config.distribution == "uniform":
+            return names[rng.randrange(len(names))]
+        if config.distribution == "zipfian":
+            point = rng.random() * self._cumulative[-1]
+            return names[min(bisect.bisect_left(self._cumulative, point), len(names) - 1)]
+        if rng.random() < config.hot_fraction or self._hot == len(names):
+            return names[rng.randrange(self._hot)]
+        return names[rng.randrange(self._hot, len(names))]
+
+
+class Workload:
+    """Issues a workload's operations on a simulator."""
+
+    def __init__(self, sim: Simulator, config: WorkloadConfig) -> None:
+        self.sim = sim
+        self.config = config
+        self.rng = random.Random(f"{sim.seed}:workload")
+        self.choose_key = KeyChooser(config, self.rng)
+        self.issued = 0
+        self._idle: list[SimClient] = []
+        # The last value written per key: compare-and-set expects it, so some
+        # CAS operations succeed and some race and fail.
+        self._last_written: dict[str, str] = {}
+
+    def start(self) -> None:
+        if self.config.mode == "closed":
+            for _ in range(self.config.clients):
+                client = self.sim.client()
+                self.sim.after(0.0, self._issue, client)
+        else:
+            self.sim.after(self.rng.expovariate(self.config.rate), self._arrival)
+
+    def _command(self, client: SimClient) -> Any:
+        config, rng = self.config, self.rng
+        key = self.choose_key()
+        draw = rng.random()
+        if draw < config.read_fraction:
+            return Get(key=key)
+        value = f"{client.client_id}.{client.seq + 1}".ljust(config.value_size, "x")
+        if draw < config.read_fraction + config.cas_fraction:
+            expected = self._last_written.get(key)
+            return CompareAndSet(key=key, expected=expected, new=value)
+        self._last_written[key] = value
+        if config.write_op == "append":
+            return Append(key=key, value=value)
+        return Put(key=key, value=value)
+
+    def _may_issue(self) -> bool:
+        if self.sim.now >= self.config.duration:
+            return False
+        return not (self.config.max_ops and self.issued >= self.config.max_ops)
+
+    def _issue(self, client: SimClient) -> None:
+        if not self._may_issue():
+            return
+        self.issued += 1
+        client.submit(self._command(client), on_done=lambda op: self._done(client, op))
+
+    def _done(self, client: SimClient, op: Operation) -> None:
+        if self.config.mode == "closed":
+            if self.config.think_time:
+                self.sim.after(self.config.think_time, self._issue, client)
+            else:
+                self._issue(client)
+        else:
+            self._idle.append(client)
+
+    def _arrival(self) -> None:
+        if not self._may_issue():
+            return
+        client = self._idle.pop() if self._idle else self.sim.client()
+        self._issue(client)
+        self.sim.after(self.rng.expovariate(self.config.rate), self._arrival)
