@@ -68,26 +68,36 @@ def _cmd_run(args: argparse.Namespace, console: Console) -> int:
     console.print(summary_table(results.summary, title))
     if args.out:
         out = results.save(args.out)
-        console.print(f"results written to {out}/ (ops, summary, messages, throughput, faults,"
-                      " counters .parquet)")
+        console.print(
+            f"results written to {out}/ (ops, summary, messages, throughput, faults,"
+            " counters .parquet)"
+        )
     return 0
 
 
 def _cmd_speed(args: argparse.Namespace, console: Console) -> int:
     from bench.simspeed import measure
 
-    rows = [measure(p, nodes=args.nodes, clients=args.clients, seconds=args.seconds,
-                    wire=args.wire) for p in args.protocol or ["sequencer", "raft", "multipaxos",
-                                                                "paxos"]]
-    table = Table(title=f"simulation speed: {args.nodes} nodes, {args.clients} closed-loop clients,"
-                        f" {args.seconds:g} simulated s, wire={args.wire}")
+    rows = [
+        measure(p, nodes=args.nodes, clients=args.clients, seconds=args.seconds, wire=args.wire)
+        for p in args.protocol or ["sequencer", "raft", "multipaxos", "paxos"]
+    ]
+    table = Table(
+        title=f"simulation speed: {args.nodes} nodes, {args.clients} closed-loop clients,"
+        f" {args.seconds:g} simulated s, wire={args.wire}"
+    )
     for header in ("protocol", "sim msgs", "wall s", "msgs / wall s", "events / wall s"):
         table.add_column(header, justify="right")
     for row in rows:
         if row is None:
             continue
-        table.add_row(row["protocol"], f"{row['messages']:,}", f"{row['wall']:.2f}",
-                      f"{row['msgs_per_s']:,.0f}", f"{row['events_per_s']:,.0f}")
+        table.add_row(
+            row["protocol"],
+            f"{row['messages']:,}",
+            f"{row['wall']:.2f}",
+            f"{row['msgs_per_s']:,.0f}",
+            f"{row['events_per_s']:,.0f}",
+        )
     console.print(table)
     return 0
 

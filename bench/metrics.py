@@ -59,12 +59,13 @@ class Results:
 def _max_gap(times: list[float], start: float, end: float) -> float:
     """Longest interval in [start, end] containing no completion time."""
     points = [start] + sorted(t for t in times if start <= t <= end) + [end]
-    return max(b - a for a, b in zip(points, points[1:]))
+    return max(b - a for a, b in zip(points, points[1:], strict=False))
 
 
 def _failover(ops: pd.DataFrame, faults: list[dict[str, Any]]) -> float:
-    crash = next((f["time"] for f in faults if f["action"] == "crash" and f.get("target") == "leader"),
-                 None)
+    crash = next(
+        (f["time"] for f in faults if f["action"] == "crash" and f.get("target") == "leader"), None
+    )
     if crash is None:
         return math.nan
     after = ops.loc[(ops["status"] == "ok") & (ops["complete"] > crash), "complete"]
@@ -98,8 +99,9 @@ def collect(config: RunConfig, runs: list[tuple[str, Any, list[dict[str, Any]], 
                 continue
             for name, value in replica.counters.items():
                 node_counters[name] = node_counters.get(name, 0) + value
-                counters.append({"protocol": protocol, "node": node, "counter": name,
-                                 "value": value})
+                counters.append(
+                    {"protocol": protocol, "node": node, "counter": name, "value": value}
+                )
         done_times = ok["complete"].tolist()
         summary.append(
             {
@@ -126,8 +128,15 @@ def collect(config: RunConfig, runs: list[tuple[str, Any, list[dict[str, Any]], 
             }
         )
         for name in sorted(sent):
-            messages.append({"protocol": protocol, "type": name, "count": sent[name],
-                             "bytes": sent_bytes.get(name, 0), "per_op": sent[name] / completed})
+            messages.append(
+                {
+                    "protocol": protocol,
+                    "type": name,
+                    "count": sent[name],
+                    "bytes": sent_bytes.get(name, 0),
+                    "per_op": sent[name] / completed,
+                }
+            )
         if len(ops):
             done = ops[ops["status"] == "ok"]
             bins = (done["complete"] // config.interval).astype(int)
@@ -135,8 +144,14 @@ def collect(config: RunConfig, runs: list[tuple[str, Any, list[dict[str, Any]], 
             last = int(workload.duration // config.interval)
             for b in range(last + 1):
                 count = int(per_bin.get(b, 0))
-                throughput.append({"protocol": protocol, "time": b * config.interval,
-                                   "ops": count, "ops_per_s": count / config.interval})
+                throughput.append(
+                    {
+                        "protocol": protocol,
+                        "time": b * config.interval,
+                        "ops": count,
+                        "ops_per_s": count / config.interval,
+                    }
+                )
         for fault in log:
             faults.append({"protocol": protocol, **fault})
     return Results(
@@ -144,7 +159,10 @@ def collect(config: RunConfig, runs: list[tuple[str, Any, list[dict[str, Any]], 
         summary=pd.DataFrame(summary),
         messages=pd.DataFrame(messages, columns=["protocol", "type", "count", "bytes", "per_op"]),
         throughput=pd.DataFrame(throughput, columns=["protocol", "time", "ops", "ops_per_s"]),
-        faults=pd.DataFrame(faults, columns=["protocol", "time", "action", "node"] + sorted(
-            {k for f in faults for k in f} - {"protocol", "time", "action", "node"})),
+        faults=pd.DataFrame(
+            faults,
+            columns=["protocol", "time", "action", "node"]
+            + sorted({k for f in faults for k in f} - {"protocol", "time", "action", "node"}),
+        ),
         counters=pd.DataFrame(counters, columns=["protocol", "node", "counter", "value"]),
     )

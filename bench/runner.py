@@ -73,7 +73,7 @@ class RunConfig:
                     f" ({', '.join(self.protocols)})"
                 )
         for name in self.protocols:
-            self.cluster_for(name).protocol_options()
+            self.cluster_for(name).protocol_options(path=f"options.{name}")
         if self.drain < 0:
             raise ConfigError(f"drain: must be >= 0, got {self.drain}")
         if self.interval <= 0:

@@ -19,22 +19,31 @@ __all__ = ["measure"]
 
 
 def measure(
-    protocol: str, *, nodes: int = 3, clients: int = 32, seconds: float = 5.0,
-    wire: str = "objects", seed: int = 1,
+    protocol: str,
+    *,
+    nodes: int = 3,
+    clients: int = 32,
+    seconds: float = 5.0,
+    wire: str = "objects",
+    seed: int = 1,
 ) -> dict[str, Any] | None:
     """Run ``seconds`` of simulated time; None if the protocol is not installed."""
     if protocol not in available_protocols():
         return None
     config = ClusterConfig(
-        protocol=protocol, nodes=nodes, seed=seed, wire=wire,
+        protocol=protocol,
+        nodes=nodes,
+        seed=seed,
+        wire=wire,
         network=NetworkConfig(delay=Delay.uniform(0.0005, 0.0015)),
     )
     try:
         sim = Simulator(config, record_applied=False)
     except (UnknownProtocolError, ImportError):
         return None
-    workload = Workload(sim, WorkloadConfig(clients=clients, duration=seconds, warmup=0.0,
-                                            read_fraction=0.0))
+    workload = Workload(
+        sim, WorkloadConfig(clients=clients, duration=seconds, warmup=0.0, read_fraction=0.0)
+    )
     workload.start()
     started = time.perf_counter()
     sim.run_for(seconds)

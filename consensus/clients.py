@@ -21,8 +21,6 @@ After ``max_attempts`` the outcome is unknown (``info`` in the history).
 
 from __future__ import annotations
 
-from typing import Sequence
-
 import attrs
 
 from consensus.config import ClientConfig
@@ -52,7 +50,9 @@ class RetryPolicy:
         i = self.nodes.index(current) if current in self.nodes else -1
         return self.nodes[(i + 1) % len(self.nodes)]
 
-    def after_rejection(self, attempt: Attempt, leader_hint: int | None) -> tuple[int, float] | None:
+    def after_rejection(
+        self, attempt: Attempt, leader_hint: int | None
+    ) -> tuple[int, float] | None:
         """(node, delay) of the next try after a rejection, or None to give up."""
         if attempt.attempts >= self.config.max_attempts:
             return None
@@ -67,6 +67,3 @@ class RetryPolicy:
         if attempt.attempts >= self.config.max_attempts:
             return None
         return self.next_node(attempt.node)
-
-
-

@@ -80,7 +80,7 @@ class Delete:
     key: str
 
 
-Command = Union[Get, Put, Append, CompareAndSet, Delete]
+Command = Union[Get, Put, Append, CompareAndSet, Delete]  # noqa: UP007 (a runtime alias)
 
 #: Command types that never change the state machine.
 READ_ONLY: tuple[type, ...] = (Get,)
@@ -111,7 +111,7 @@ class Batch:
     requests: tuple[Request, ...]
 
 
-Payload = Union[Request, Noop, Batch]
+Payload = Union[Request, Noop, Batch]  # noqa: UP007 (a runtime alias)
 
 
 def requests_in(payload: object) -> tuple[Request, ...]:

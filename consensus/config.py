@@ -125,8 +125,9 @@ class Delay:
             for i, row in enumerate(self.matrix):
                 if len(row) != n:
                     raise ConfigError(f"matrix: row {i} has {len(row)} entries, expected {n}")
-                if any(v < 0 for v in row):
-                    raise ConfigError(f"matrix: row {i} has a negative delay")
+                bad = [v for v in row if not v >= 0]  # also catches NaN
+                if bad:
+                    raise ConfigError(f"matrix: row {i}: delays must be >= 0, got {bad[0]!r}")
 
     @classmethod
     def constant(cls, value: float) -> Delay:
@@ -142,8 +143,11 @@ class Delay:
 
     @classmethod
     def latency_matrix(cls, matrix: Any, jitter: float = 0.0) -> Delay:
-        return cls(kind="matrix", matrix=tuple(tuple(float(v) for v in row) for row in matrix),
-                   jitter=jitter)
+        return cls(
+            kind="matrix",
+            matrix=tuple(tuple(float(v) for v in row) for row in matrix),
+            jitter=jitter,
+        )
 
     def mean_delay(self, nodes: int) -> float:
         """The mean one-way delay, for sizing timeouts."""
@@ -237,17 +241,19 @@ class ClusterConfig:
         except UnknownProtocolError as exc:
             raise ConfigError(f"protocol: {exc}") from None
 
-    def protocol_options(self) -> Any:
-        """The protocol's options object, validated against its options class."""
+    def protocol_options(self, path: str = "options") -> Any:
+        """The protocol's options object, validated against its options class.
+
+        ``path`` names the options table in error messages."""
         spec = self.protocol_spec()
         if isinstance(self.options, spec.options):
             return self.options
         if not isinstance(self.options, dict):
             raise ConfigError(
-                f"options: expected a table of {spec.name} options or a"
+                f"{path}: expected a table of {spec.name} options or a"
                 f" {spec.options.__name__}, got {type(self.options).__name__}"
             )
-        return structure(spec.options, self.options, path="options")
+        return structure(spec.options, self.options, path=path)
 
 
 # -- structuring ----------------------------------------------------------------
@@ -288,7 +294,7 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
         if origin is tuple and args and args[-1] is not Ellipsis:
             if len(value) != len(args):
                 raise _fail(path, f"expected {len(args)} items, got {len(value)}")
-            items = [_convert(a, v, f"{path}[{i}]") for i, (a, v) in enumerate(zip(args, value))]
+            items = [_convert(a, v, f"{path}[{i}]") for i, (a, v) in enumerate(zip(args, value, strict=True))]
         else:
             inner = args[0] if args else Any
             items = [_convert(inner, v, f"{path}[{i}]") for i, v in enumerate(value)]

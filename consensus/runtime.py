@@ -448,5 +448,3 @@ class NodeRunner:
         self._requests_send.send_nowait((request, event, box))
         await event.wait()
         return box[0]
-
-

@@ -61,6 +61,8 @@ class SimClient:
         self.client_id = client_id
         self.seq = 0
         self.outstanding: Attempt | None = None
+        #: The node that answered this client last (a real client's cached leader).
+        self.preferred: int | None = None
 
     def submit(
         self,
@@ -287,9 +289,7 @@ class Simulator:
 
     def leaders(self) -> list[int]:
         """Live nodes that believe they are the leader."""
-        return [
-            n.id for n in self._nodes if n.host is not None and n.host.replica.leader() == n.id
-        ]
+        return [n.id for n in self._nodes if n.host is not None and n.host.replica.leader() == n.id]
 
     def applied(self, node_id: int) -> list[tuple[int, Any]]:
         """(index, payload) applied by the node's current incarnation, in order."""
@@ -351,7 +351,7 @@ class Simulator:
         if client.outstanding is not None:
             raise RuntimeError(f"client {client.client_id} already has an operation outstanding")
         if node is None:
-            node = next(self._rotation)
+            node = client.preferred if client.preferred is not None else next(self._rotation)
         elif node not in self.node_ids:
             raise ValueError(f"no node {node}; nodes are {list(self.node_ids)}")
         client.seq += 1
@@ -438,6 +438,8 @@ class Simulator:
             op.complete = self.now
         attempt.generation += 1
         client.outstanding = None
+        if status == OK:
+            client.preferred = attempt.node
         _, callback = self._on_done.pop(op.op_id, (client, None))
         if callback is not None:
             callback(op)

@@ -53,8 +53,11 @@ class Probe(Replica):
 
     def propose(self, now: float, request: Any) -> Outputs:
         return Outputs(
-            rejected=[Rejection(client_id=request.client_id, seq=request.seq, leader_hint=None,
-                                reason="probe")]
+            rejected=[
+                Rejection(
+                    client_id=request.client_id, seq=request.seq, leader_hint=None, reason="probe"
+                )
+            ]
         )
 
 

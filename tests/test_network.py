@@ -153,8 +153,9 @@ def test_crashed_node_receives_nothing_and_restarts_fresh():
 
 def test_same_seed_same_deliveries_and_another_seed_differs():
     def trace(seed: int) -> list:
-        sim = make(seed=seed, delay=Delay.uniform(0.001, 0.005), loss=0.2, duplicate=0.1,
-                   reorder=0.2)
+        sim = make(
+            seed=seed, delay=Delay.uniform(0.001, 0.005), loss=0.2, duplicate=0.1, reorder=0.2
+        )
         for _ in range(300):
             ping(sim, 0)
             sim.run_for(0.0005)

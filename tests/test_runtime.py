@@ -71,8 +71,9 @@ async def test_crash_and_restart_from_a_task(autojump_clock):
 
 
 async def test_operation_with_no_possible_commit_raises(autojump_clock):
-    config = ClusterConfig(protocol="sequencer", nodes=3, client=ClientConfig(timeout=0.1,
-                                                                               max_attempts=3))
+    config = ClusterConfig(
+        protocol="sequencer", nodes=3, client=ClientConfig(timeout=0.1, max_attempts=3)
+    )
     async with open_cluster(config) as cluster:
         cluster.node(0).crash()  # the fixed leader
         with pytest.raises(OperationFailed, match="did not complete"):
@@ -84,8 +85,13 @@ async def test_node_runners_in_nurseries_over_a_local_network(autojump_clock):
     members = (0, 1, 2)
     network = LocalNetwork(3, delay=0.002)
     runners = [
-        NodeRunner(node_id=n, spec=spec, members=members, options=spec.make_options(),
-                   transport=network.endpoint(n))
+        NodeRunner(
+            node_id=n,
+            spec=spec,
+            members=members,
+            options=spec.make_options(),
+            transport=network.endpoint(n),
+        )
         for n in members
     ]
     async with trio.open_nursery() as nursery:
@@ -94,7 +100,9 @@ async def test_node_runners_in_nurseries_over_a_local_network(autojump_clock):
             nursery.start_soon(runner.run)
         await trio.sleep(0.01)
         start = trio.current_time()
-        reply = await runners[0].submit(Request(client_id=1, seq=1, command=Put(key="a", value="b")))
+        reply = await runners[0].submit(
+            Request(client_id=1, seq=1, command=Put(key="a", value="b"))
+        )
         assert reply.ok and trio.current_time() - start == pytest.approx(0.004)
         redirect = await runners[2].submit(Request(client_id=1, seq=2, command=Get(key="a")))
         assert not redirect.ok and redirect.leader_hint == 0

@@ -24,7 +24,7 @@ def run_ops(sim: Simulator, commands: Sequence[Any], node: int | None = 0) -> li
     ops = []
     for command in commands:
         op = sim.submit(command, node=node)
-        assert sim.run_until(lambda: op.done, timeout=10), f"{command} did not finish"
+        assert sim.run_until(lambda op=op: op.done, timeout=10), f"{command} did not finish"
         ops.append(op)
     return ops
 
@@ -104,15 +104,17 @@ def test_same_seed_gives_identical_history_and_another_seed_does_not():
     def history(seed: int) -> list:
         sim = sequencer(
             seed=seed,
-            network=NetworkConfig(delay=Delay.uniform(0.001, 0.01), loss=0.05, reorder=0.2,
-                                  duplicate=0.02),
+            network=NetworkConfig(
+                delay=Delay.uniform(0.001, 0.01), loss=0.05, reorder=0.2, duplicate=0.02
+            ),
         )
         clients = [sim.client() for _ in range(4)]
 
         def loop(client, n):
             if n:
-                client.submit(Append(key=f"k{n % 3}", value=str(n)),
-                              on_done=lambda op: loop(client, n - 1))
+                client.submit(
+                    Append(key=f"k{n % 3}", value=str(n)), on_done=lambda op: loop(client, n - 1)
+                )
 
         for client in clients:
             loop(client, 25)
