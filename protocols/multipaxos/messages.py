@@ -1,0 +1,116 @@
+"""Multi-Paxos wire messages, named as in the papers (see README.md for the flow).
+
+Slots are numbered from 1.  A message naming ``slot`` and a tuple of
+``payloads`` covers the consecutive slots ``slot .. slot + len(payloads) - 1``
+(several slots per message: the leader's pipelined or re-proposed backlog).
+``commit_index`` is the sender's *chosen prefix*: every slot up to it is
+known chosen (piggybacked so followers learn decisions without extra
+messages).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+from consensus.acceptor import PValue
+from consensus.ballot import Ballot
+
+__all__ = [
+    "Accept",
+    "Accepted",
+    "CatchUp",
+    "Heartbeat",
+    "HeartbeatAck",
+    "Learn",
+    "Nack",
+    "Prepare",
+    "Promise",
+]
+
+
+@attrs.frozen(kw_only=True)
+class Prepare:
+    """Phase 1a: promise ``ballot`` for every slot; report values from ``from_slot`` on."""
+
+    ballot: Ballot
+    from_slot: int
+
+
+@attrs.frozen(kw_only=True)
+class Promise:
+    """Phase 1b: promised ``ballot``; ``accepted`` holds the acceptor's pvalues >= from_slot.
+
+    When the acceptor already truncated slots at or above ``from_slot`` into a
+    state-machine snapshot, the snapshot rides along (``snapshot_index`` > 0):
+    those slots are chosen and this is the only record of them left.
+    """
+
+    ballot: Ballot
+    from_slot: int
+    accepted: tuple[PValue, ...]
+    snapshot_index: int = 0
+    snapshot_data: bytes = b""
+
+
+@attrs.frozen(kw_only=True)
+class Nack:
+    """A Prepare or Accept at ``ballot`` was refused: the acceptor promised ``promised``."""
+
+    ballot: Ballot
+    promised: Ballot
+
+
+@attrs.frozen(kw_only=True)
+class Accept:
+    """Phase 2a: accept ``payloads`` in slots ``slot ..`` at ``ballot``."""
+
+    ballot: Ballot
+    slot: int
+    payloads: tuple[Any, ...]
+    commit_index: int
+
+
+@attrs.frozen(kw_only=True)
+class Accepted:
+    """Phase 2b: accepted slots ``slot .. slot + count - 1`` at ``ballot``."""
+
+    ballot: Ballot
+    slot: int
+    count: int
+
+
+@attrs.frozen(kw_only=True)
+class Heartbeat:
+    """An idle leader's liveness signal, carrying its chosen prefix."""
+
+    ballot: Ballot
+    commit_index: int
+
+
+@attrs.frozen(kw_only=True)
+class HeartbeatAck:
+    """A follower still follows ``ballot`` (the leader's check-quorum evidence)."""
+
+    ballot: Ballot
+
+
+@attrs.frozen(kw_only=True)
+class CatchUp:
+    """A follower asks the leader for the chosen values from ``from_slot`` on."""
+
+    ballot: Ballot
+    from_slot: int
+
+
+@attrs.frozen(kw_only=True)
+class Learn:
+    """Chosen values for slots ``slot ..``; or, with ``snapshot_index``, a snapshot first."""
+
+    ballot: Ballot
+    slot: int
+    payloads: tuple[Any, ...]
+    commit_index: int
+    snapshot_index: int = 0
+    snapshot_data: bytes = b""

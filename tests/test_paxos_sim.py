@@ -1,0 +1,349 @@
+"""Single-decree Paxos instances on the deterministic simulator.
+
+In the spirit of the classic Paxos lab suites: basic agreement with
+concurrent proposers, deaf and crashed minorities, forgetting, an unreliable
+network, partitions, and many slots under random crashes.  Every test uses a
+fixed seed; after each scenario all nodes must have applied one common
+sequence and every acknowledged request must be in it.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from consensus.commands import Append, Put, requests_in
+from consensus.config import ClusterConfig, Delay, NetworkConfig
+from consensus.linearizability import check
+from consensus.replica import StateSnapshot
+from consensus.sim import Simulator
+from protocols.paxos import Paxos
+
+pytestmark = pytest.mark.filterwarnings("error")
+
+
+def cluster(nodes: int = 3, seed: int = 7, **kwargs: Any) -> Simulator:
+    return Simulator(ClusterConfig(protocol="paxos", nodes=nodes, seed=seed, **kwargs))
+
+
+def px(sim: Simulator, node: int) -> Paxos:
+    replica = sim.replica(node)
+    assert isinstance(replica, Paxos)
+    return replica
+
+
+def log_of(sim: Simulator, node: int) -> dict[int, Any]:
+    return {i: p for i, p in sim.applied(node) if not isinstance(p, StateSnapshot)}
+
+
+def assert_one_sequence(sim: Simulator, nodes: list[int] | None = None) -> None:
+    merged: dict[int, Any] = {}
+    for n in nodes or sim.up_nodes():
+        for index, payload in log_of(sim, n).items():
+            assert merged.setdefault(index, payload) == payload, f"slot {index} differs"
+        indexes = [i for i, _ in sim.applied(n)]
+        assert indexes == sorted(set(indexes))
+
+
+def applied_requests(sim: Simulator, node: int) -> set[tuple[int, int]]:
+    return {(r.client_id, r.seq) for p in log_of(sim, node).values() for r in requests_in(p)}
+
+
+def same_applied(sim: Simulator, nodes: list[int] | None = None) -> bool:
+    return len({px(sim, n).applied for n in (nodes or sim.up_nodes())}) == 1
+
+
+def closed_loop(
+    sim: Simulator, clients: int, per_client: int, nodes: list[int] | None = None, keys: int = 3
+) -> list[Any]:
+    """``clients`` clients, each submitting ``per_client`` appends one after another.
+
+    Client ``c`` starts at ``nodes[c % len(nodes)]`` (default: the rotation).
+    """
+    ops: list[Any] = []
+
+    def start(c: int) -> None:
+        client = sim.client()
+        node = None if nodes is None else nodes[c % len(nodes)]
+        count = 0
+
+        def go(_prev: Any = None) -> None:
+            nonlocal count
+            if count < per_client:
+                count += 1
+                command = Append(key=f"k{(c + count) % keys}", value=f"{c}.{count} ")
+                ops.append(client.submit(command, node=node, on_done=go))
+
+        go()
+
+    for c in range(clients):
+        start(c)
+    return ops
+
+
+def finished(ops: list[Any], total: int) -> Any:
+    """A predicate: all ``total`` operations were submitted and are done (cheap per call)."""
+    first_pending = 0
+
+    def check() -> bool:
+        nonlocal first_pending
+        while first_pending < len(ops) and ops[first_pending].done:
+            first_pending += 1
+        return first_pending == len(ops) == total
+
+    return check
+
+
+# -- cost ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("nodes", [3, 5])
+def test_one_instance_costs_prepare_and_accept_round_trips(nodes: int) -> None:
+    d = 0.01
+    sim = cluster(nodes, seed=3, network=NetworkConfig(delay=Delay.constant(d)))
+    sim.run_for(0.2)
+    before = sim.message_counts()
+    op = sim.submit(Put(key="x", value="1"), node=1)
+    assert sim.run_until(lambda: op.done, timeout=1.0)
+    assert op.ok and op.complete - op.invoke == pytest.approx(4 * d)
+    sim.run_for(0.001)
+    cost = sim.message_counts() - before
+    assert cost["Prepare"] == cost["Accept"] == cost["Decided"] == nodes - 1
+
+
+def test_no_node_is_leader_and_every_node_takes_requests() -> None:
+    sim = cluster(3, seed=4)
+    ops = [sim.submit(Put(key=f"k{n}", value="v"), node=n) for n in range(3)]
+    assert sim.run_until(finished(ops, 3), timeout=2.0)
+    assert sim.leaders() == [] and all(op.ok and op.retries == 0 for op in ops)
+
+
+# -- agreement ----------------------------------------------------------------------
+
+
+def test_agreement_on_many_slots_with_concurrent_proposers() -> None:
+    sim = cluster(5, seed=11)
+    ops = closed_loop(sim, clients=10, per_client=15, nodes=[0, 1, 2, 3, 4])
+    assert sim.run_until(finished(ops, 150), timeout=20.0)
+    assert all(op.ok for op in ops)
+    assert sim.run_until(lambda: same_applied(sim), timeout=2.0)
+    assert_one_sequence(sim)
+    assert len(applied_requests(sim, 0)) == 150
+    assert sum(px(sim, n).counters["duels"] for n in range(5)) > 0
+    assert check(sim.history).ok is True
+
+
+def test_deaf_minority_cannot_stop_the_others() -> None:
+    sim = cluster(5, seed=13)
+    deaf = [3, 4]
+    for dst in deaf:
+        for src in range(5):
+            if src != dst:
+                sim.cut(src, dst)
+    ops = closed_loop(sim, clients=6, per_client=10, nodes=[0, 1, 2])
+    assert sim.run_until(finished(ops, 60), timeout=10.0)
+    assert all(op.ok for op in ops)
+    assert all(px(sim, n).applied == 0 for n in deaf)
+    sim.heal()
+    # The deaf nodes hear a later slot (a peer's done) and fill their holes by Paxos.
+    assert sim.run_until(lambda: same_applied(sim), timeout=5.0)
+    assert_one_sequence(sim)
+    assert all(px(sim, n).counters["hole_fills"] > 0 for n in deaf)
+
+
+def test_crashed_minority_does_not_stop_progress() -> None:
+    sim = cluster(5, seed=17)
+    sim.crash(3)
+    sim.crash(4)
+    ops = closed_loop(sim, clients=6, per_client=10, nodes=[0, 1, 2])
+    assert sim.run_until(finished(ops, 60), timeout=10.0)
+    assert all(op.ok for op in ops)
+    sim.restart(3)
+    sim.restart(4)
+    assert sim.run_until(lambda: same_applied(sim), timeout=5.0)
+    assert_one_sequence(sim)
+
+
+def test_minority_partition_cannot_decide_while_the_majority_can() -> None:
+    sim = cluster(5, seed=19)
+    minority, majority = [0, 1], [2, 3, 4]
+    sim.partition(minority, majority)
+    stuck = [sim.submit(Put(key="m", value=str(n)), node=n) for n in minority]
+    sim.run_for(0.3)
+    assert not any(op.done for op in stuck)
+    assert all(px(sim, n).applied == 0 for n in minority)
+    ops = closed_loop(sim, clients=3, per_client=10, nodes=majority)
+    assert sim.run_until(finished(ops, 30), timeout=10.0)
+    assert all(px(sim, n).applied == 0 for n in minority)
+    sim.heal()
+    assert sim.run_until(lambda: all(op.done for op in stuck) and same_applied(sim), timeout=10.0)
+    assert_one_sequence(sim)
+    assert all(op.ok for op in stuck)
+    assert check(sim.history).ok is True
+
+
+def test_unreliable_network_with_loss_duplication_and_reordering() -> None:
+    network = NetworkConfig(
+        delay=Delay.uniform(0.001, 0.003), loss=0.1, duplicate=0.05, reorder=0.2
+    )
+    sim = cluster(5, seed=23, network=network)
+    ops = closed_loop(sim, clients=6, per_client=10)
+    assert sim.run_until(finished(ops, 60), timeout=30.0)
+    assert all(op.ok for op in ops)
+    sim.network.loss = sim.network.duplicate = sim.network.reorder = 0.0
+    assert sim.run_until(lambda: same_applied(sim), timeout=5.0)
+    assert_one_sequence(sim)
+    assert check(sim.history).ok is True
+
+
+def test_hundreds_of_slots_under_random_crashes_apply_one_sequence() -> None:
+    sim = cluster(5, seed=29, network=NetworkConfig(delay=Delay.uniform(0.001, 0.004)))
+    faults = random.Random(29)
+    ops = closed_loop(sim, clients=8, per_client=30)
+    down: list[int] = []
+    for _ in range(30):
+        sim.run_for(0.15)
+        if down and faults.random() < 0.5:
+            sim.restart(down.pop(0))
+        elif len(down) < 2:
+            victim = faults.choice([n for n in range(5) if n not in down])
+            sim.crash(victim)
+            down.append(victim)
+    for node in down:
+        sim.restart(node)
+    assert sim.run_until(finished(ops, 240), timeout=30.0)
+    assert sim.run_until(lambda: same_applied(sim), timeout=5.0)
+    assert_one_sequence(sim)
+    acked = {(op.client, op.seq) for op in ops if op.ok}
+    assert len(acked) >= 200
+    for n in range(5):
+        assert acked <= applied_requests(sim, n)
+    assert px(sim, 0).applied >= 200
+
+
+# -- forgetting and recovery -----------------------------------------------------------
+
+
+def test_forgetting_frees_per_slot_state_once_every_node_is_done() -> None:
+    sim = cluster(3, seed=31)
+    ops = closed_loop(sim, clients=6, per_client=20)
+    peak = 0
+
+    def watch() -> bool:
+        nonlocal peak
+        peak = max(peak, *(px(sim, n).slot_state_count() for n in range(3)))
+        return len(ops) == 120 and all(op.done for op in ops)
+
+    assert sim.run_until(watch, timeout=20.0)
+    assert peak >= 10
+    sim.run_for(0.5)  # done reports reach everyone
+    assert px(sim, 0).applied >= 100
+    assert all(px(sim, n).slot_state_count() == 0 for n in range(3))
+    assert all(px(sim, n).acceptor.floor == px(sim, n).applied + 1 for n in range(3))
+
+
+def test_a_crashed_node_holds_forgetting_back_until_it_returns() -> None:
+    sim = cluster(3, seed=37)
+    first = closed_loop(sim, clients=2, per_client=5)
+    assert sim.run_until(finished(first, 10), timeout=5.0)
+    sim.run_for(0.5)
+    sim.crash(2)
+    ops = closed_loop(sim, clients=4, per_client=10, nodes=[0, 1])
+    assert sim.run_until(finished(ops, 40), timeout=10.0)
+    sim.run_for(0.5)
+    kept = px(sim, 0).slot_state_count()
+    assert kept >= 40  # node 2 may still need every slot after its last done
+    sim.restart(2)
+    assert sim.run_until(lambda: same_applied(sim), timeout=5.0)
+    sim.run_for(1.5)
+    assert all(px(sim, n).slot_state_count() == 0 for n in range(3))
+    assert_one_sequence(sim)
+
+
+def test_restarted_node_reapplies_slots_its_peers_have_forgotten() -> None:
+    sim = cluster(3, seed=41)
+    ops = closed_loop(sim, clients=3, per_client=10)
+    assert sim.run_until(finished(ops, 30), timeout=5.0)
+    sim.run_for(0.5)
+    assert px(sim, 0).acceptor.floor > 30  # everyone forgot slots 1..30
+    sim.crash(1)
+    sim.restart(1)
+    assert [i for i, _ in sim.applied(1)] == list(range(1, px(sim, 0).applied + 1))
+    assert_one_sequence(sim)
+
+
+def test_snapshots_replace_persisted_decisions() -> None:
+    sim = cluster(3, seed=43, snapshot_every=10)
+    ops = closed_loop(sim, clients=3, per_client=15)
+    assert sim.run_until(finished(ops, 45), timeout=10.0)
+    sim.run_for(0.5)
+    records = sim.storage(2).load()  # type: ignore[attr-defined]
+    assert sum(type(r).__name__ == "DecisionRecord" for r in records) < 15
+    sim.crash(2)
+    sim.restart(2)
+    assert isinstance(sim.applied(2)[0][1], StateSnapshot)
+    more = closed_loop(sim, clients=2, per_client=5)
+    assert sim.run_until(finished(more, 10), timeout=5.0)
+    assert sim.run_until(lambda: same_applied(sim), timeout=5.0)
+    assert all(sim.host(n).sm.data == sim.host(0).sm.data for n in range(3))  # type: ignore[attr-defined]
+
+
+# -- randomized faults, safety checked after every event -------------------------------------
+
+
+class Agreement:
+    """A ``run_until`` predicate that checks, after every event, that no two nodes
+    ever applied different payloads at one index (cheap: only new entries)."""
+
+    def __init__(self, sim: Simulator) -> None:
+        self.sim = sim
+        self.merged: dict[int, Any] = {}
+        self.cursor: dict[int, tuple[Any, int]] = {}
+
+    def __call__(self) -> bool:
+        for n in self.sim.up_nodes():
+            host = self.sim.host(n)
+            seen_host, pos = self.cursor.get(n, (None, 0))
+            if seen_host is not host:
+                pos = 0
+            applied = host.applied
+            for index, payload in applied[pos:]:
+                if not isinstance(payload, StateSnapshot):
+                    held = self.merged.setdefault(index, payload)
+                    assert held == payload, f"node {n} applied {payload!r} at {index}, not {held!r}"
+            self.cursor[n] = (host, len(applied))
+        return False
+
+
+@settings(max_examples=20, deadline=None, derandomize=True)
+@given(
+    seed=st.integers(0, 10_000),
+    loss=st.sampled_from([0.0, 0.05, 0.2]),
+    schedule=st.lists(st.tuples(st.integers(0, 4), st.floats(0.02, 0.3)), max_size=8),
+)
+def test_random_faults_never_break_agreement(
+    seed: int, loss: float, schedule: list[tuple[int, float]]
+) -> None:
+    network = NetworkConfig(delay=Delay.uniform(0.001, 0.004), loss=loss, reorder=0.1)
+    sim = cluster(5, seed=seed, network=network)
+    safety = Agreement(sim)
+    ops = closed_loop(sim, clients=4, per_client=8)
+    for node, wait in schedule:
+        sim.run_until(safety, timeout=wait)
+        if not sim.is_up(node):
+            sim.restart(node)
+        elif len(sim.up_nodes()) > 3:
+            sim.crash(node)
+    for node in range(5):
+        sim.restart(node)
+    done = finished(ops, 32)
+    assert sim.run_until(lambda: safety() or done(), timeout=30.0), f"seed {seed}: stuck"
+    sim.network.loss = 0.0
+    sim.run_until(safety, timeout=1.0)
+    acked = {(op.client, op.seq) for op in ops if op.ok}
+    for n in range(5):
+        assert acked <= applied_requests(sim, n), f"seed {seed}: node {n} lost a request"
