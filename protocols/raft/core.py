@@ -1,0 +1,451 @@
+"""The Raft replica: figure 2 of the Raft paper, plus PreVote and CheckQuorum.
+
+Theory of operation
+-------------------
+One ``RaftReplica`` is one server.  It is driven by the host through the
+sans-I/O ``Replica`` interface and never blocks, sleeps or reads a clock.
+
+Roles (one ``_become_*`` method each resets every role field in one place):
+
+    follower --timeout--> pre-candidate --quorum would grant--> candidate
+        ^                      |                                     |
+        |<---- higher term / leader's AppendEntries / lost ----------|
+        |                                                   quorum of votes
+        +<---------------- higher term / CheckQuorum fails ---- leader
+
+* Followers answer RPCs.  An election timeout drawn from ``ctx.rng`` in
+  ``[election_timeout_min, election_timeout_max)`` starts an election unless
+  the current leader's AppendEntries, or granting a vote, reset it.
+* PreVote (thesis 9.6): a pre-candidate asks "would you vote for me in
+  ``term + 1``?" without changing its own or anyone's term; only if a quorum
+  would, it becomes a candidate, increments its term and asks for real.  A
+  node partitioned into a minority therefore never inflates its term.
+* Candidates vote for themselves and ask every peer (section 5.2).
+* A leader appends a ``Noop`` of its term at once, then replicates with
+  ``AppendEntries`` (``replication.py``), heartbeats every
+  ``heartbeat_interval``, and commits entries of its own term by quorum.
+* CheckQuorum (thesis 6.2): a leader that heard from no quorum for
+  ``election_timeout_max`` steps down; a node that heard from its leader
+  within ``election_timeout_min`` (or is the leader) ignores vote requests of
+  higher terms (leader stickiness), so a rejoining node cannot depose a
+  healthy leader.
+* Reads (``read``) use ReadIndex (thesis 6.4, ``replication.py``); log
+  compaction and InstallSnapshot live in ``snapshots.py``.
+
+Durability: term, vote and log changes are written as records
+(``records.py``) in the same ``Outputs`` as the messages that depend on them;
+the host persists before it sends, so a vote or an acknowledgement never
+leaves before the state it promises is durable.  ``HardState`` is written
+once per input, first, if term or vote changed.
+
+Invariants (the cheap ones are asserted):
+  commit_index <= log.last_index; emitted <= commit_index
+  voted_for, once set, does not change within a term
+  at most one leader per term (election safety, section 5.2)
+  log terms never decrease along the log
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from consensus.commands import Noop, Request
+from consensus.quorum import Majority, QuorumSystem
+from consensus.replica import (
+    Committed,
+    NodeId,
+    Outputs,
+    Rejection,
+    ReplicaContext,
+    StateSnapshot,
+)
+from protocols.raft.messages import (
+    AppendEntries,
+    AppendEntriesResponse,
+    InstallSnapshot,
+    InstallSnapshotResponse,
+    RequestVote,
+    RequestVoteResponse,
+)
+from protocols.raft.options import RaftOptions
+from protocols.raft.progress import Progress
+from protocols.raft.records import HardState, replay
+from protocols.raft.roles import Role
+from protocols.raft.snapshots import Snapshots
+
+__all__ = ["RaftReplica", "Role", "create"]
+
+
+class RaftReplica(Snapshots):
+    """A Raft server; build it with ``create(ctx, records)``."""
+
+    supports_reads = True
+
+    def __init__(self, ctx: ReplicaContext, records: Sequence[Any] = ()) -> None:
+        super().__init__(ctx)
+        options = ctx.options
+        if options is None:
+            options = RaftOptions()
+        elif isinstance(options, dict):
+            options = RaftOptions(**options)
+        self.options: RaftOptions = options
+        self.peers: tuple[NodeId, ...] = ctx.peers
+        #: Replaced by a JointQuorum during a membership change (not yet implemented).
+        self.quorum: QuorumSystem = Majority(ctx.members)
+
+        durable = replay(records)
+        # Persistent state (figure 2).  Invariant: voted_for is None or was voted in `term`.
+        self.term: int = durable.hard.term
+        self.voted_for: NodeId | None = durable.hard.voted_for
+        self.log = durable.log
+        self._saved_hard: HardState = durable.hard
+        self._snapshot = durable.snapshot
+
+        # Volatile state on all servers.  Invariant: emitted <= commit_index <= last_index.
+        self.commit_index: int = self.log.snapshot_index
+        self._emitted: int = self.log.snapshot_index  # figure 2's lastApplied
+        self._now: float = 0.0
+
+        # Role state; every field below is reset by _reset_role_state().
+        self.role: Role = Role.FOLLOWER
+        self.leader_id: NodeId | None = None
+        self._last_leader_contact: float | None = None
+        self._election_deadline: float | None = None
+        self._votes: set[NodeId] = set()
+        self._refusals: set[NodeId] = set()
+        self._progress: dict[NodeId, Progress] = {}
+        self._heartbeat_deadline: float | None = None
+        self._check_quorum_deadline: float | None = None
+        self._flush_at: float | None = None
+
+        # Proposals this node appended as leader and has not yet seen committed:
+        # index -> (term of the entry, request).
+        self._pending: dict[int, tuple[int, Request]] = {}
+        self._pending_ids: dict[tuple[int, int], int] = {}
+        self._reads: deque[tuple[int, Request, int]] = deque()
+        self._read_round = 0
+        self._read_round_due = False
+        self._term_start = 0
+
+        self._handlers: dict[type, Callable[[NodeId, Any, Outputs], None]] = {
+            RequestVote: self._on_request_vote,
+            RequestVoteResponse: self._on_request_vote_response,
+            AppendEntries: self._on_append_entries,
+            AppendEntriesResponse: self._on_append_entries_response,
+            InstallSnapshot: self._on_install_snapshot,
+            InstallSnapshotResponse: self._on_install_snapshot_response,
+        }
+
+    # ------------------------------------------------------------------ inputs
+
+    def start(self, now: float) -> Outputs:
+        self._now = now
+        out = Outputs()
+        if self._snapshot is not None:
+            # The host's state machine is fresh: rebuild it from the recovered snapshot.
+            out.restore = StateSnapshot(index=self._snapshot.index, data=self._snapshot.data)
+        self._become_follower(self.term, None, out)
+        return self._finish(out)
+
+    def step(self, now: float, src: NodeId, message: Any) -> Outputs:
+        self._now = now
+        out = Outputs()
+        handler = self._handlers.get(type(message))
+        if handler is None:
+            self.counters["unknown_messages"] += 1
+        elif self._observe_term(src, message, out):
+            handler(src, message, out)
+        return self._finish(out)
+
+    def tick(self, now: float) -> Outputs:
+        self._now = now
+        out = Outputs()
+        if self.role is Role.LEADER:
+            self._leader_tick(out)
+        elif self._election_deadline is not None and now >= self._election_deadline:
+            self._hup(out)
+        return self._finish(out)
+
+    def next_deadline(self) -> float | None:
+        if self.role is not Role.LEADER:
+            return self._election_deadline
+        deadline = self._heartbeat_deadline  # always set while leading
+        for other in (self._check_quorum_deadline, self._flush_at):
+            if other is not None and (deadline is None or other < deadline):
+                deadline = other
+        return deadline
+
+    def propose(self, now: float, request: Request) -> Outputs:
+        self._now = now
+        out = Outputs()
+        if self.role is not Role.LEADER:
+            out.rejected.append(self._rejection(request, "not_leader"))
+            return out
+        key = (request.client_id, request.seq)
+        if key in self._pending_ids:
+            # A retry of a proposal still in flight here: its entry answers both.
+            self.counters["duplicate_proposals"] += 1
+            return out
+        index = self._append_own(request, out)
+        self._pending[index] = (self.term, request)
+        self._pending_ids[key] = index
+        return self._finish(out)
+
+    def read(self, now: float, request: Request) -> Outputs:
+        """A linearizable read (ReadIndex, thesis 6.4), answered with ``ReadReady``."""
+        self._now = now
+        out = Outputs()
+        if self.role is not Role.LEADER:
+            out.rejected.append(self._rejection(request, "not_leader"))
+            return out
+        self._start_read(request, out)
+        return self._finish(out)
+
+    def compact(self, now: float, index: int, data: bytes) -> Outputs:
+        """The host snapshotted its state machine at ``index``: drop the log prefix."""
+        self._now = now
+        out = Outputs()
+        self._compact(index, data, out)
+        return self._finish(out)
+
+    def leader(self) -> NodeId | None:
+        return self.leader_id
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "node": self.node_id,
+            "role": self.role.value,
+            "term": self.term,
+            "voted_for": self.voted_for,
+            "leader": self.leader_id,
+            "commit_index": self.commit_index,
+            "last_index": self.log.last_index,
+        }
+
+    # ------------------------------------------------------------- dispatch
+
+    def _observe_term(self, src: NodeId, m: Any, out: Outputs) -> bool:
+        """Figure 2, all servers: a higher term makes us a follower (with exceptions).
+
+        Returns False when the message must be dropped unanswered.
+        """
+        if m.term <= self.term:
+            return True
+        if isinstance(m, RequestVote):
+            if self._in_lease():
+                # Leader stickiness: do not let a disruptive node bump our term.
+                self.counters["votes_ignored_in_lease"] += 1
+                return False
+            if m.prevote:
+                return True  # answered without changing our term
+        elif isinstance(m, RequestVoteResponse) and m.prevote and m.vote_granted:
+            return True  # a granted pre-vote carries the proposed term, not a newer one
+        leader = src if isinstance(m, (AppendEntries, InstallSnapshot)) else None
+        self._become_follower(m.term, leader, out)
+        return True
+
+    def _in_lease(self) -> bool:
+        if not self.options.check_quorum:
+            return False
+        if self.role is Role.LEADER:
+            return True
+        contact = self._last_leader_contact
+        return (
+            self.leader_id is not None
+            and contact is not None
+            and self._now - contact < self.options.election_timeout_min
+        )
+
+    def _finish(self, out: Outputs) -> Outputs:
+        """Every input ends here: persist term/vote first, then emit new commits."""
+        saved = self._saved_hard
+        if self.term != saved.term or self.voted_for != saved.voted_for:
+            self._saved_hard = HardState(term=self.term, voted_for=self.voted_for)
+            out.persist.insert(0, self._saved_hard)
+        if self._emitted < self.commit_index:
+            assert self.commit_index <= self.log.last_index
+            first = self._emitted + 1
+            for offset, entry in enumerate(self.log.entries(first, self.commit_index + 1)):
+                index = first + offset
+                out.committed.append(Committed(index=index, payload=entry.payload))
+                pending = self._pending.pop(index, None)
+                if pending is not None:
+                    term, request = pending
+                    del self._pending_ids[(request.client_id, request.seq)]
+                    if term != entry.term:
+                        self._reject_overwritten(request, out)
+            self._emitted = self.commit_index
+        return out
+
+    # ----------------------------------------------------------- role changes
+
+    def _reset_role_state(self, role: Role, leader: NodeId | None) -> None:
+        self.role = role
+        self.leader_id = leader
+        self._last_leader_contact = None
+        self._votes = {self.node_id}
+        self._refusals = set()
+        self._progress = {}
+        self._heartbeat_deadline = None
+        self._check_quorum_deadline = None
+        self._flush_at = None
+        self._election_deadline = None
+        self._reads = deque()
+        self._read_round = 0
+        self._read_round_due = False
+        self._term_start = 0
+
+    def _reset_election_timer(self) -> None:
+        lo, hi = self.options.election_timeout_min, self.options.election_timeout_max
+        self._election_deadline = self._now + lo + (hi - lo) * self.ctx.rng.random()
+
+    def _become_follower(self, term: int, leader: NodeId | None, out: Outputs) -> None:
+        assert term >= self.term
+        unconfirmed_reads = self._reads
+        if self.role is Role.LEADER:
+            self.counters["step_downs"] += 1
+        if term > self.term:
+            self.term = term
+            self.voted_for = None
+        # Figure 2 resets the election timer only on the leader's AppendEntries or a
+        # granted vote (their handlers do it), so a running timer keeps running: a
+        # stream of higher-term vote requests cannot postpone our own election.
+        deadline = self._election_deadline
+        self._reset_role_state(Role.FOLLOWER, leader)
+        if leader is not None:
+            self._last_leader_contact = self._now
+        if deadline is None or leader is not None:
+            self._reset_election_timer()
+        else:
+            self._election_deadline = deadline
+        # Reads a leader had not confirmed may be stale now: their clients retry.
+        for _, request, _ in unconfirmed_reads:
+            out.rejected.append(self._rejection(request, "not_leader"))
+
+    def _become_precandidate(self, out: Outputs) -> None:
+        self._reset_role_state(Role.PRECANDIDATE, None)
+        self._reset_election_timer()
+        self.counters["prevotes_started"] += 1
+        if self._tally(out):
+            return
+        last_index, last_term = self._last_index_term()
+        request = RequestVote(
+            term=self.term + 1, last_log_index=last_index, last_log_term=last_term, prevote=True
+        )
+        out.broadcast(self.peers, request)
+
+    def _become_candidate(self, out: Outputs) -> None:
+        self.term += 1
+        self.voted_for = self.node_id
+        self._reset_role_state(Role.CANDIDATE, None)
+        self._reset_election_timer()
+        self.counters["elections_started"] += 1
+        if self._tally(out):
+            return
+        last_index, last_term = self._last_index_term()
+        request = RequestVote(term=self.term, last_log_index=last_index, last_log_term=last_term)
+        out.broadcast(self.peers, request)
+
+    def _become_leader(self, out: Outputs) -> None:
+        assert self.role is Role.CANDIDATE and self.voted_for == self.node_id
+        self._reset_role_state(Role.LEADER, self.node_id)
+        self.counters["leader_changes"] += 1
+        next_index = self.log.last_index + 1
+        max_inflight = self.options.max_inflight
+        self._progress = {p: Progress(next_index, max_inflight) for p in self.peers}
+        if self.options.check_quorum:
+            self._check_quorum_deadline = self._now + self.options.election_timeout_max
+        # A Noop of our term lets earlier entries commit (section 5.4.2, figure 8);
+        # its AppendEntries is the first heartbeat.
+        self._term_start = self._append_own(Noop(), out)
+        self._flush(out)
+        self._heartbeat_deadline = self._now + self.options.heartbeat_interval
+
+    # -------------------------------------------------------------- elections
+
+    def _hup(self, out: Outputs) -> None:
+        """The election timer fired: start a (pre-)election."""
+        if self.options.prevote:
+            self._become_precandidate(out)
+        else:
+            self._become_candidate(out)
+
+    def _last_index_term(self) -> tuple[int, int]:
+        return self.log.last_index, self._term_at(self.log.last_index)
+
+    def _tally(self, out: Outputs) -> bool:
+        """Count (pre-)votes; advance or give up the election.  True if decided."""
+        if self.quorum.is_phase1_quorum(self._votes):
+            if self.role is Role.PRECANDIDATE:
+                self._become_candidate(out)
+            else:
+                self._become_leader(out)
+            return True
+        if not self.quorum.is_phase1_quorum(self.quorum.members - self._refusals):
+            # Lost: wait for a leader or the next timeout as a follower (etcd does the same).
+            self._become_follower(self.term, None, out)
+            return True
+        return False
+
+    def _on_request_vote(self, src: NodeId, m: RequestVote, out: Outputs) -> None:
+        """Figure 2, RequestVote receiver (and the PreVote variant)."""
+        if m.term < self.term:
+            out.send(
+                src, RequestVoteResponse(term=self.term, vote_granted=False, prevote=m.prevote)
+            )
+            return
+        # Here m.term == self.term, or m.prevote and m.term > self.term.
+        if m.prevote:
+            can_vote = (
+                m.term > self.term
+                or self.voted_for == src
+                or (self.voted_for is None and self.leader_id is None)
+            )
+        else:
+            can_vote = self.voted_for is None or self.voted_for == src
+        last_index, last_term = self._last_index_term()
+        up_to_date = (m.last_log_term, m.last_log_index) >= (last_term, last_index)
+        granted = can_vote and up_to_date
+        if granted and not m.prevote:
+            self.voted_for = src  # persisted by _finish before the response is sent
+            self._reset_election_timer()
+            self.counters["votes_granted"] += 1
+        term = m.term if granted else self.term
+        out.send(src, RequestVoteResponse(term=term, vote_granted=granted, prevote=m.prevote))
+
+    def _on_request_vote_response(self, src: NodeId, m: RequestVoteResponse, out: Outputs) -> None:
+        if m.prevote:
+            # A grant carries the proposed term; a refusal the refuser's own term
+            # (a higher one already made us a follower in _observe_term).
+            expected = m.term == self.term + 1 if m.vote_granted else m.term <= self.term
+            fresh = self.role is Role.PRECANDIDATE and expected
+        else:
+            fresh = self.role is Role.CANDIDATE and m.term == self.term
+        if not fresh:
+            self.counters["stale_messages"] += 1
+            return
+        if m.vote_granted:
+            self._votes.add(src)
+        else:
+            self._refusals.add(src)
+        self._tally(out)
+
+    # ---------------------------------------------------------------- helpers
+
+    def _rejection(self, request: Request, reason: str) -> Rejection:
+        return Rejection(
+            client_id=request.client_id,
+            seq=request.seq,
+            leader_hint=self.leader_id,
+            reason=reason,
+        )
+
+    def _reject_overwritten(self, request: Request, out: Outputs) -> None:
+        out.rejected.append(self._rejection(request, "overwritten"))
+
+
+def create(ctx: ReplicaContext, records: Sequence[Any]) -> RaftReplica:
+    """The ``ProtocolSpec`` factory: a replica rebuilt from its durable records."""
+    return RaftReplica(ctx, records)

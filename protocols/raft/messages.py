@@ -1,0 +1,134 @@
+"""Raft's wire messages, named as in figure 2 of the Raft paper.
+
+Theory of operation
+-------------------
+Two RPCs, each a request and a response, carry the whole protocol:
+
+* ``RequestVote`` / ``RequestVoteResponse``: elections (paper section 5.2),
+  and, with ``prevote=True``, the PreVote round of Ongaro's thesis section
+  9.6 that asks "would you vote for me in ``term``?" without anyone changing
+  their term or vote.
+* ``AppendEntries`` / ``AppendEntriesResponse``: log replication and
+  heartbeats (sections 5.3, 5.5).  A response names the request it answers by
+  ``index`` (the prefix the follower now matches on success, the rejected
+  ``prev_log_index`` on failure) so the leader can discard stale responses,
+  and a rejection carries the fast-backtracking hint of section 5.3
+  (``conflict_term``/``conflict_index``).  ``read_round`` numbers the
+  leader's ReadIndex confirmation rounds (thesis section 6.4).
+* ``InstallSnapshot`` / ``InstallSnapshotResponse``: a follower that needs
+  entries the leader has compacted away gets the state-machine snapshot
+  instead (section 7, figure 13; sent whole, not in chunks).
+
+The sender's node id is not a field: the transport delivers ``src`` with
+every message (figure 2's ``candidateId``/``leaderId``).  Messages are plain
+frozen values with no logic and no wire format (see the codec).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+__all__ = [
+    "AppendEntries",
+    "AppendEntriesResponse",
+    "Entry",
+    "InstallSnapshot",
+    "InstallSnapshotResponse",
+    "RequestVote",
+    "RequestVoteResponse",
+]
+
+
+@attrs.frozen(kw_only=True)
+class Entry:
+    """One log entry: the leader's term when it was created, and the payload.
+
+    ``payload`` is a client ``Request`` or a ``Noop`` (a new leader's first
+    entry); later, configuration changes.
+    """
+
+    term: int
+    payload: Any
+
+
+@attrs.frozen(kw_only=True)
+class RequestVote:
+    """Invoked by candidates to gather votes (figure 2, RequestVote RPC).
+
+    With ``prevote`` set, ``term`` is the term the sender *would* campaign in
+    (its current term + 1); receivers answer without changing any state.
+    """
+
+    term: int
+    last_log_index: int
+    last_log_term: int
+    prevote: bool = False
+
+
+@attrs.frozen(kw_only=True)
+class RequestVoteResponse:
+    """``term``: the request's term when granted, else the receiver's current term."""
+
+    term: int
+    vote_granted: bool
+    prevote: bool = False
+
+
+@attrs.frozen(kw_only=True)
+class AppendEntries:
+    """Invoked by the leader to replicate entries; also a heartbeat when empty.
+
+    ``entries[k]`` belongs at index ``prev_log_index + 1 + k``.
+    """
+
+    term: int
+    prev_log_index: int
+    prev_log_term: int
+    entries: tuple[Entry, ...] = ()
+    leader_commit: int = 0
+    #: ReadIndex (thesis 6.4): the leader's latest leadership-confirmation round.
+    read_round: int = 0
+
+
+@attrs.frozen(kw_only=True)
+class AppendEntriesResponse:
+    """A follower's answer to one ``AppendEntries``.
+
+    ``success``: ``index`` is the last index the follower now knows to match
+    the leader's log (``prev_log_index + len(entries)``).
+    Failure: ``index`` is the rejected ``prev_log_index``.  The hint: when the
+    follower's log is too short, ``conflict_term`` is 0 and ``conflict_index``
+    is its last index + 1; otherwise ``conflict_term`` is the term of its entry
+    at ``prev_log_index`` and ``conflict_index`` the first index of that term.
+    A rejection because ``term`` is stale has both hint fields 0.
+    ``read_round`` echoes the request's: any answer in the leader's term
+    confirms, for ReadIndex, that this follower still followed it then.
+    """
+
+    term: int
+    success: bool
+    index: int
+    conflict_term: int = 0
+    conflict_index: int = 0
+    read_round: int = 0
+
+
+@attrs.frozen(kw_only=True)
+class InstallSnapshot:
+    """Invoked by the leader to send a follower the snapshot that replaces the
+    prefix it can no longer send as entries (figure 13, in one chunk)."""
+
+    term: int
+    last_included_index: int
+    last_included_term: int
+    data: bytes
+
+
+@attrs.frozen(kw_only=True)
+class InstallSnapshotResponse:
+    """``index``: the follower's log now matches the leader's up to here."""
+
+    term: int
+    index: int
