@@ -91,7 +91,6 @@ class ReplicaHost:
         #: (index, payload) applied here, in order, when ``record_applied``.
         self.applied: list[tuple[int, Any]] = []
         self.sent: Counter[str] = Counter()
-        self.received: Counter[str] = Counter()
         self.sent_bytes: Counter[str] = Counter()
         #: (client_id, seq) -> (request, waiter) for requests submitted here.
         self.waiting: dict[tuple[int, int], tuple[Request, Any]] = {}
@@ -104,7 +103,6 @@ class ReplicaHost:
         self.handle(now, self.replica.start(now))
 
     def step(self, now: float, src: int, message: Any) -> None:
-        self.received[type(message).__name__] += 1
         self.handle(now, self.replica.step(now, src, message))
 
     def tick(self, now: float) -> None:

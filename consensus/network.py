@@ -125,6 +125,8 @@ class NetworkModel:
         if (src, dst) in self.blocked:
             self.dropped += 1
             return []
+        if not (self.loss or self.reorder or self.duplicate):
+            return [self._sample(src, dst)]  # the common case: a healthy link
         rand = self.rng.random
         if self.loss and rand() < self.loss:
             self.dropped += 1

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-import cbor2
+import attrs
 
 from consensus.commands import (
     Append,
@@ -36,7 +36,7 @@ from consensus.commands import (
     Request,
 )
 
-__all__ = ["KVStore", "STALE", "StateMachine"]
+__all__ = ["KVSnapshot", "KVStore", "STALE", "StateMachine"]
 
 
 class _Stale:
@@ -70,6 +70,27 @@ class StateMachine(Protocol):
     def snapshot(self) -> bytes: ...
 
     def restore(self, index: int, data: bytes) -> None: ...
+
+
+@attrs.frozen(kw_only=True)
+class KVSnapshot:
+    """What a KVStore snapshot holds, encoded by ``consensus.codec``."""
+
+    applied_index: int
+    data: dict[str, str]
+    sessions: dict[int, tuple[int, Any]]
+
+
+_snapshot_codec: Any = None
+
+
+def _codec() -> Any:
+    global _snapshot_codec
+    if _snapshot_codec is None:
+        from consensus.codec import Codec
+
+        _snapshot_codec = Codec([KVSnapshot])
+    return _snapshot_codec
 
 
 class KVStore:
@@ -128,24 +149,17 @@ class KVStore:
         return self.data.get(command.key)
 
     def snapshot(self) -> bytes:
-        sessions = {cid: [seq, _result_to_wire(res)] for cid, (seq, res) in self.sessions.items()}
-        return cbor2.dumps([1, self.applied_index, self.data, sessions])
+        snap = KVSnapshot(
+            applied_index=self.applied_index, data=dict(self.data), sessions=dict(self.sessions)
+        )
+        return _codec().encode(snap)
 
     def restore(self, index: int, data: bytes) -> None:
-        version, applied, kv, sessions = cbor2.loads(data)
-        if version != 1:
-            raise ValueError(f"unsupported KVStore snapshot version {version}")
-        if applied != index:
-            raise ValueError(f"snapshot covers index {applied}, restored as {index}")
-        self.data = dict(kv)
-        self.sessions = {int(c): (s, _result_from_wire(r)) for c, (s, r) in sessions.items()}
+        snap = _codec().decode(data)
+        if not isinstance(snap, KVSnapshot):
+            raise ValueError(f"not a KVStore snapshot: {type(snap).__name__}")
+        if snap.applied_index != index:
+            raise ValueError(f"snapshot covers index {snap.applied_index}, restored as {index}")
+        self.data = dict(snap.data)
+        self.sessions = dict(snap.sessions)
         self.applied_index = index
-
-
-# Results are None, bool or str; STALE is never stored in a session.
-def _result_to_wire(result: Any) -> Any:
-    return result
-
-
-def _result_from_wire(result: Any) -> Any:
-    return result
