@@ -94,10 +94,7 @@ def collect(config: RunConfig, runs: list[tuple[str, Any, list[dict[str, Any]], 
         completed = max(len(ops[ops["status"] == "ok"]), 1)
         node_counters: dict[str, int] = {}
         for node in sim.node_ids:
-            replica = sim.replica(node)
-            if replica is None:
-                continue
-            for name, value in replica.counters.items():
+            for name, value in sorted(sim.protocol_counters(node).items()):
                 node_counters[name] = node_counters.get(name, 0) + value
                 counters.append(
                     {"protocol": protocol, "node": node, "counter": name, "value": value}

@@ -171,7 +171,7 @@ class NetworkConfig:
     ``client_delay``: one-way delay between a client and the node it talks to.
     """
 
-    delay: Delay = attrs.Factory(lambda: Delay.constant(0.001))
+    delay: Delay = attrs.Factory(lambda: Delay.uniform(0.0005, 0.0015))
     loss: float = attrs.field(default=0.0, validator=probability)
     duplicate: float = attrs.field(default=0.0, validator=probability)
     reorder: float = attrs.field(default=0.0, validator=probability)

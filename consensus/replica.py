@@ -192,7 +192,10 @@ class Replica(abc.ABC):
     def __init__(self, ctx: ReplicaContext) -> None:
         self.ctx = ctx
         self.node_id: NodeId = ctx.node_id
-        #: Protocol-specific event counts (elections, phase-1 runs, ...).
+        #: Event counts the benchmarks read.  Names shared by every protocol
+        #: that has the event: ``elections_started`` (a Raft election, a
+        #: Multi-Paxos phase 1 for leadership), ``leader_changes`` (this node
+        #: became leader), ``step_downs``.  Anything else is protocol-specific.
         self.counters: Counter[str] = Counter()
 
     @abc.abstractmethod

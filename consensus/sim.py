@@ -115,6 +115,7 @@ class Simulator:
         self._on_done: dict[int, tuple[SimClient, Callable[[Operation], None] | None]] = {}
         self._retired_sent: Counter[str] = Counter()
         self._retired_bytes: Counter[str] = Counter()
+        self._retired_counters: dict[int, Counter[str]] = {n: Counter() for n in self.node_ids}
         self._codec: Any = None
         if self.config.wire == "bytes" or self.config.storage.kind == "wal":
             from consensus.codec import Codec
@@ -302,6 +303,7 @@ class Simulator:
             return
         self._retired_sent.update(node.host.sent)
         self._retired_bytes.update(node.host.sent_bytes)
+        self._retired_counters[node_id].update(node.host.replica.counters)
         node.host = None
         node.incarnation += 1
         node.timer_at = _INF
@@ -459,6 +461,14 @@ class Simulator:
         for node in self._nodes:
             if node.host is not None:
                 total.update(node.host.sent)
+        return total
+
+    def protocol_counters(self, node_id: int) -> Counter[str]:
+        """A node's protocol counters (``Replica.counters``) over all its incarnations."""
+        total = Counter(self._retired_counters[node_id])
+        host = self._nodes[node_id].host
+        if host is not None:
+            total.update(host.replica.counters)
         return total
 
     def message_bytes(self) -> Counter[str]:

@@ -22,6 +22,8 @@ pytestmark = pytest.mark.filterwarnings("error")
 
 
 def cluster(nodes: int = 3, seed: int = 7, **kwargs: Any) -> Simulator:
+    # These scenarios were written for a constant 1 ms link unless they say otherwise.
+    kwargs.setdefault("network", NetworkConfig(delay=Delay.constant(0.001)))
     return Simulator(ClusterConfig(protocol="raft", nodes=nodes, seed=seed, **kwargs))
 
 

@@ -251,7 +251,9 @@ class MultiPaxos(Replica):
 
     def _set_leader(self, node: NodeId | None) -> None:
         if node is not None and node != self._leader:
-            self.counters["leader_changes"] += 1
+            self.counters["leaders_seen"] += 1
+            if node == self.node_id:
+                self.counters["leader_changes"] += 1  # the shared meaning: I became leader
         self._leader = node
 
     def _observe(self, ballot: Ballot, now: float, out: Outputs) -> None:
@@ -290,6 +292,7 @@ class MultiPaxos(Replica):
         self._set_leader(None)
         self._election_at = _INF
         self.counters["phase1_runs"] += 1
+        self.counters["elections_started"] += 1
         from_slot = self.log.commit_index + 1
         p1 = Phase1(
             ballot=ballot, from_slot=from_slot, resend_at=now + self.options.retransmit_timeout
