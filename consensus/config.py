@@ -294,7 +294,10 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
         if origin is tuple and args and args[-1] is not Ellipsis:
             if len(value) != len(args):
                 raise _fail(path, f"expected {len(args)} items, got {len(value)}")
-            items = [_convert(a, v, f"{path}[{i}]") for i, (a, v) in enumerate(zip(args, value, strict=True))]
+            items = [
+                _convert(a, v, f"{path}[{i}]")
+                for i, (a, v) in enumerate(zip(args, value, strict=True))
+            ]
         else:
             inner = args[0] if args else Any
             items = [_convert(inner, v, f"{path}[{i}]") for i, v in enumerate(value)]

@@ -174,10 +174,12 @@ class ReplicaHost:
             results = sm.apply(entry.index, entry.payload)
             if record:
                 self.applied.append((entry.index, entry.payload))
+            if not waiting:
+                continue  # no client waits here (a follower, usually)
             for request, result in results:
-                entry = waiting.pop((request.client_id, request.seq), None)
-                if entry is not None:
-                    self._reply(entry[1], ClientReply(ok=True, result=result, node=self.node_id))
+                found = waiting.pop((request.client_id, request.seq), None)
+                if found is not None:
+                    self._reply(found[1], ClientReply(ok=True, result=result, node=self.node_id))
         if self.snapshot_every and sm.applied_index - self._last_snapshot >= self.snapshot_every:
             index = sm.applied_index
             self._last_snapshot = index

@@ -96,9 +96,11 @@ class NetworkModel:
         if rest:
             sets.append(rest)
         side = {n: i for i, group in enumerate(sets) for n in group}
-        self.blocked = {
+        # Mutated in place, never replaced: the simulator holds on to this set.
+        self.blocked.clear()
+        self.blocked.update(
             (a, b) for a in self.nodes for b in self.nodes if a != b and side[a] != side[b]
-        }
+        )
 
     def cut(self, src: int, dst: int) -> None:
         """Block messages from ``src`` to ``dst`` (one direction)."""

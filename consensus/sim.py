@@ -156,8 +156,10 @@ class Simulator:
         self._reschedule(node)
 
     def _sender(self, src: int) -> Callable[[int, Any], None]:
-        heap, seq, now_of = self._heap, self._seq, self
-        transit = self.network.transit
+        heap, seq, sim, net = self._heap, self._seq, self, self.network
+        transit = net.transit
+        blocked = net.blocked
+        push = heapq.heappush
         codec = self._codec if self.config.wire == "bytes" else None
         host_of = self._nodes_host
 
@@ -168,8 +170,14 @@ class Simulator:
                 if host is not None:
                     host.sent_bytes[type(message).__name__] += len(data)
                 message = data
+            if not (net.loss or net.reorder or net.duplicate) and (src, dst) not in blocked:
+                # A healthy link: one copy, one delay draw (what transit() would do).
+                push(
+                    heap, (sim.now + net._sample(src, dst), next(seq), _DELIVER, dst, src, message)
+                )
+                return
             for delay in transit(src, dst):
-                heapq.heappush(heap, (now_of.now + delay, next(seq), _DELIVER, dst, src, message))
+                push(heap, (sim.now + delay, next(seq), _DELIVER, dst, src, message))
 
         return send
 
@@ -200,10 +208,10 @@ class Simulator:
         """Process events up to time ``end``; return True if ``stop()`` became true."""
         heap, pop = self._heap, heapq.heappop
         nodes = self._nodes
-        reachable = self.network.blocked
+        reachable = self.network.blocked  # the same set object for the whole run
         decode = self._codec.decode if self.config.wire == "bytes" else None
         reschedule = self._reschedule
-        processed = 0
+        processed = delivered = 0
         try:
             while heap and heap[0][0] <= end:
                 event = pop(heap)
@@ -217,8 +225,9 @@ class Simulator:
                         message = event[5]
                         if decode is not None:
                             message = decode(message)
-                        self.messages_delivered += 1
-                        host.step(self.now, event[4], message)
+                        delivered += 1
+                        now = self.now
+                        host.handle(now, host.replica.step(now, event[4], message))
                         reschedule(node)
                 elif kind == _TIMER:
                     node = nodes[event[3]]
@@ -236,12 +245,12 @@ class Simulator:
                     event[3](*event[4])
                 if stop is not None and stop():
                     return True
-                reachable = self.network.blocked  # a CALL may have replaced it
             if self.now < end != _INF:
                 self.now = end
             return stop is not None and stop()
         finally:
             self.events_processed += processed
+            self.messages_delivered += delivered
 
     def run_for(self, seconds: float) -> None:
         """Advance virtual time by ``seconds``, processing every event on the way."""

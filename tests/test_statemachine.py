@@ -1,0 +1,264 @@
+"""KVStore: command semantics, exactly-once client sessions, batches, snapshots."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from consensus.commands import (
+    Append,
+    Batch,
+    CompareAndSet,
+    Delete,
+    Get,
+    Noop,
+    Put,
+    Request,
+)
+from consensus.statemachine import STALE, KVStore
+
+
+class Feeder:
+    """Applies payloads to a store at consecutive indexes."""
+
+    def __init__(self, store: KVStore | None = None) -> None:
+        self.store = store or KVStore()
+
+    def apply(self, payload: Any) -> list[tuple[Request, Any]]:
+        return self.store.apply(self.store.applied_index + 1, payload)
+
+    def run(self, client_id: int, seq: int, command: Any) -> Any:
+        request = Request(client_id=client_id, seq=seq, command=command)
+        [(echoed, result)] = self.apply(request)
+        assert echoed is request
+        return result
+
+
+# -- command semantics ------------------------------------------------------------
+
+
+def test_get_of_absent_key_is_none() -> None:
+    f = Feeder()
+    assert f.run(1, 1, Get(key="k")) is None
+
+
+def test_put_returns_none_and_get_reads_it() -> None:
+    f = Feeder()
+    assert f.run(1, 1, Put(key="k", value="v")) is None
+    assert f.run(1, 2, Get(key="k")) == "v"
+    assert f.run(1, 3, Put(key="k", value="w")) is None
+    assert f.store.data == {"k": "w"}
+
+
+def test_append_to_absent_key_starts_from_empty_string() -> None:
+    f = Feeder()
+    assert f.run(1, 1, Append(key="k", value="ab")) is None
+    assert f.store.data["k"] == "ab"
+    assert f.run(1, 2, Append(key="k", value="cd")) is None
+    assert f.run(1, 3, Get(key="k")) == "abcd"
+
+
+def test_compare_and_set_swaps_only_on_match() -> None:
+    f = Feeder()
+    f.run(1, 1, Put(key="k", value="a"))
+    assert f.run(1, 2, CompareAndSet(key="k", expected="x", new="b")) is False
+    assert f.store.data["k"] == "a"
+    assert f.run(1, 3, CompareAndSet(key="k", expected="a", new="b")) is True
+    assert f.store.data["k"] == "b"
+
+
+def test_compare_and_set_expected_none_means_absent() -> None:
+    f = Feeder()
+    assert f.run(1, 1, CompareAndSet(key="k", expected=None, new="first")) is True
+    assert f.store.data["k"] == "first"
+    # Now present: expected None no longer matches.
+    assert f.run(1, 2, CompareAndSet(key="k", expected=None, new="second")) is False
+    assert f.store.data["k"] == "first"
+
+
+def test_compare_and_set_expected_empty_string_does_not_match_absent() -> None:
+    f = Feeder()
+    assert f.run(1, 1, CompareAndSet(key="k", expected="", new="v")) is False
+    assert "k" not in f.store.data
+
+
+def test_delete_reports_whether_the_key_existed() -> None:
+    f = Feeder()
+    f.run(1, 1, Put(key="k", value="v"))
+    assert f.run(1, 2, Delete(key="k")) is True
+    assert "k" not in f.store.data
+    assert f.run(1, 3, Delete(key="k")) is False
+    assert f.run(1, 4, Get(key="k")) is None
+
+
+def test_delete_of_key_holding_empty_string_is_true() -> None:
+    f = Feeder()
+    f.run(1, 1, Put(key="k", value=""))
+    assert f.run(1, 2, Delete(key="k")) is True
+
+
+def test_query_answers_get_without_advancing_applied_index() -> None:
+    f = Feeder()
+    f.run(1, 1, Put(key="k", value="v"))
+    assert f.store.query(Get(key="k")) == "v"
+    assert f.store.query(Get(key="nope")) is None
+    assert f.store.applied_index == 1
+    with pytest.raises(TypeError):
+        f.store.query(Put(key="k", value="x"))
+
+
+def test_execute_rejects_non_commands() -> None:
+    with pytest.raises(TypeError):
+        KVStore().execute("not a command")
+
+
+# -- exactly-once sessions ---------------------------------------------------------
+
+
+def test_retry_with_same_seq_is_not_applied_again_and_returns_earlier_result() -> None:
+    f = Feeder()
+    f.run(1, 1, Put(key="k", value="a"))
+    assert f.run(1, 2, Append(key="k", value="b")) is None
+    # The same request committed again (a client retry reached a second leader).
+    assert f.run(1, 2, Append(key="k", value="b")) is None
+    assert f.store.data["k"] == "ab"  # not "abb"
+    assert f.store.applied_index == 3  # the retry's slot still counts
+
+
+def test_retry_returns_the_cached_result_not_a_fresh_one() -> None:
+    f = Feeder()
+    assert f.run(1, 1, CompareAndSet(key="k", expected=None, new="v")) is True
+    # Re-executing would now return False; the session returns the earlier True.
+    assert f.run(1, 1, CompareAndSet(key="k", expected=None, new="v")) is True
+    f.run(2, 1, Put(key="g", value="old"))
+    assert f.run(1, 2, Get(key="g")) == "old"
+    f.run(2, 2, Put(key="g", value="new"))
+    assert f.run(1, 2, Get(key="g")) == "old"
+
+
+def test_lower_seq_is_stale_and_changes_nothing() -> None:
+    f = Feeder()
+    f.run(1, 1, Put(key="k", value="a"))
+    f.run(1, 2, Put(key="k", value="b"))
+    before = (dict(f.store.data), dict(f.store.sessions))
+    assert f.run(1, 1, Put(key="k", value="a")) is STALE
+    assert (f.store.data, f.store.sessions) == before
+    assert f.store.applied_index == 3
+    assert repr(STALE) == "STALE"
+
+
+def test_sessions_are_per_client() -> None:
+    f = Feeder()
+    f.run(1, 5, Append(key="k", value="x"))
+    # Client 2's seq 1 is new for client 2, even though client 1 is at seq 5.
+    f.run(2, 1, Append(key="k", value="y"))
+    assert f.store.data["k"] == "xy"
+    assert f.store.sessions == {1: (5, None), 2: (1, None)}
+
+
+def test_batch_applies_each_request_in_order_with_sessions() -> None:
+    f = Feeder()
+    requests = (
+        Request(client_id=1, seq=1, command=Put(key="k", value="a")),
+        Request(client_id=2, seq=1, command=Append(key="k", value="b")),
+        Request(client_id=3, seq=1, command=Get(key="k")),
+        Request(client_id=2, seq=1, command=Append(key="k", value="b")),  # retry in batch
+        Request(client_id=1, seq=2, command=Delete(key="k")),
+        Request(client_id=1, seq=1, command=Put(key="k", value="a")),  # stale
+    )
+    results = f.apply(Batch(requests=requests))
+    assert [r for r, _ in results] == list(requests)
+    assert [res for _, res in results] == [None, None, "ab", None, True, STALE]
+    assert f.store.data == {}
+    assert f.store.applied_index == 1  # one slot, however many requests
+
+
+def test_empty_batch_and_noop_only_advance_applied_index() -> None:
+    f = Feeder()
+    f.run(1, 1, Put(key="k", value="v"))
+    before = (dict(f.store.data), dict(f.store.sessions))
+    assert f.apply(Noop()) == []
+    assert f.apply(Batch(requests=())) == []
+    assert f.apply("a protocol's own configuration entry") == []
+    assert f.store.applied_index == 4
+    assert (f.store.data, f.store.sessions) == before
+
+
+@pytest.mark.parametrize("index", [0, 1, 3, 5])  # before the start, a repeat, gaps
+def test_apply_out_of_order_raises_and_changes_nothing(index: int) -> None:
+    store = KVStore()
+    store.apply(1, Noop())
+    request = Request(client_id=1, seq=1, command=Put(key="k", value="v"))
+    with pytest.raises(ValueError, match="out of order"):
+        store.apply(index, request)
+    assert store.applied_index == 1
+    assert store.data == {} and store.sessions == {}
+
+
+# -- snapshots ------------------------------------------------------------------
+
+
+def populated() -> Feeder:
+    f = Feeder()
+    f.run(1, 1, Put(key="a", value="1"))
+    f.run(2, 1, Append(key="b", value="x"))
+    f.run(3, 7, CompareAndSet(key="c", expected=None, new="z"))
+    f.run(4, 2, Get(key="a"))
+    f.run(5, 1, Delete(key="nope"))
+    f.apply(Noop())
+    return f
+
+
+def test_snapshot_restore_round_trip_preserves_data_sessions_and_index() -> None:
+    f = populated()
+    blob = f.store.snapshot()
+    assert isinstance(blob, bytes)
+    other = KVStore()
+    other.restore(f.store.applied_index, blob)
+    assert other.data == f.store.data == {"a": "1", "b": "x", "c": "z"}
+    assert other.sessions == f.store.sessions
+    assert other.sessions == {1: (1, None), 2: (1, None), 3: (7, True), 4: (2, "1"), 5: (1, False)}
+    assert other.applied_index == 6
+
+
+def test_retry_after_restore_returns_cached_result() -> None:
+    f = populated()
+    g = Feeder(KVStore())
+    g.store.restore(6, f.store.snapshot())
+    # Append would double if re-applied.
+    assert g.run(2, 1, Append(key="b", value="x")) is None
+    assert g.store.data["b"] == "x"
+    # Cached results of every type survive: bool, str.
+    assert g.run(3, 7, CompareAndSet(key="c", expected=None, new="z")) is True
+    assert g.run(4, 2, Get(key="a")) == "1"
+    assert g.run(5, 1, Delete(key="nope")) is False
+    assert g.run(1, 0, Put(key="a", value="0")) is STALE
+    # And the restored store continues at the next index.
+    assert g.store.applied_index == 11
+
+
+def test_restore_replaces_existing_state() -> None:
+    f = populated()
+    store = KVStore()
+    store.apply(1, Request(client_id=9, seq=1, command=Put(key="stray", value="s")))
+    store.restore(6, f.store.snapshot())
+    assert "stray" not in store.data
+    assert 9 not in store.sessions
+
+
+def test_snapshot_is_independent_of_later_changes() -> None:
+    f = populated()
+    blob = f.store.snapshot()
+    f.run(1, 2, Put(key="a", value="changed"))
+    other = KVStore()
+    other.restore(6, blob)
+    assert other.data["a"] == "1"
+
+
+def test_restore_with_mismatched_index_raises() -> None:
+    blob = populated().store.snapshot()
+    store = KVStore()
+    with pytest.raises(ValueError, match="covers index 6, restored as 5"):
+        store.restore(5, blob)
+    assert store.applied_index == 0 and store.data == {}
