@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from consensus.config import ConfigError
+from consensus.registry import UnknownProtocolError
 
 __all__ = ["main", "summary_table"]
 
@@ -102,6 +103,75 @@ def _cmd_speed(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def _parse_option(text: str) -> tuple[str, object]:
+    """``key=value`` with a TOML value (true, 0.2, "x"); bare words are strings."""
+    import tomllib
+
+    key, sep, raw = text.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"--option: expected key=value, got {text!r}")
+    try:
+        return key, tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return key, raw
+
+
+def _cmd_chaos(args: argparse.Namespace, console: Console) -> int:
+    from bench.chaos import chaos_config, chaos_runs, replay_command
+    from consensus.registry import get_protocol
+
+    options = dict(_parse_option(o) for o in args.option or [])
+    chaos_config(args.protocol, args.seed, options).protocol_options()  # validate up front
+    get_protocol(args.protocol)
+    violations = unknown = checked = 0
+    err = Console(stderr=True)
+    with err.status(f"chaos: {args.protocol}") as status:
+        for done, result in enumerate(
+            chaos_runs(
+                args.protocol,
+                args.runs,
+                args.seed,
+                ops=args.ops,
+                options=options,
+                snapshot_every=args.snapshot_every,
+            ),
+            start=1,
+        ):
+            checked += result.operations
+            if result.ok is None:
+                unknown += 1
+                console.print(f"seed {result.seed}: check inconclusive (checker timed out)")
+            elif not result.ok:
+                violations += 1
+                console.print(f"[bold red]VIOLATION[/] seed {result.seed} ({args.protocol}):")
+                for violation in result.violations:
+                    console.print(violation.describe(), markup=False, highlight=False)
+                console.print(
+                    "faults: "
+                    + "; ".join(
+                        f"{t:.3f} {name} {detail}".strip() for t, name, detail in result.faults
+                    )
+                )
+                console.print(
+                    "replay: "
+                    + replay_command(
+                        args.protocol, result.seed, args.ops, options, args.snapshot_every
+                    ),
+                    markup=False,
+                    highlight=False,
+                )
+            status.update(
+                f"chaos: {args.protocol} {done}/{args.runs} runs, {violations} violations"
+            )
+    if unknown:
+        console.print(f"{unknown} runs inconclusive (checker timeout)")
+    print(
+        f"{args.protocol}: {args.runs} runs, {violations} violations, {checked} operations checked",
+        flush=True,
+    )
+    return 1 if violations else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m bench",
@@ -113,6 +183,25 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--protocol", action="append", help="protocol to run (repeatable)")
     run.add_argument("--seed", type=int, help="override the config's seed")
     run.add_argument("--out", type=Path, help="directory for the result DataFrames (parquet)")
+    chaos = sub.add_parser("chaos", help="seeded fault-injection runs checked for linearizability")
+    chaos.add_argument("--protocol", required=True)
+    chaos.add_argument("--runs", type=int, default=10)
+    chaos.add_argument(
+        "--seed", type=int, default=0, help="first seed (runs use seed, seed+1, ...)"
+    )
+    chaos.add_argument("--ops", type=int, default=200, help="client operations per run")
+    chaos.add_argument(
+        "--option",
+        action="append",
+        metavar="KEY=VALUE",
+        help="protocol option, e.g. prevote=false (repeatable)",
+    )
+    chaos.add_argument(
+        "--snapshot-every",
+        type=int,
+        default=0,
+        help="snapshot the state machine every N applied entries",
+    )
     speed = sub.add_parser("speed", help="measure simulated messages per wall-clock second")
     speed.add_argument("--protocol", action="append", help="protocol to measure (repeatable)")
     speed.add_argument("--nodes", type=int, default=3)
@@ -128,7 +217,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "run":
             return _cmd_run(args, console)
+        if args.command == "chaos":
+            return _cmd_chaos(args, console)
         return _cmd_speed(args, console)
-    except ConfigError as exc:
+    except (ConfigError, UnknownProtocolError) as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 2

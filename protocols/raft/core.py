@@ -91,6 +91,8 @@ class RaftReplica(Snapshots):
         elif isinstance(options, dict):
             options = RaftOptions(**options)
         self.options: RaftOptions = options
+        # With read_index off, Gets go through the log like writes.
+        self.supports_reads = options.read_index
         self.peers: tuple[NodeId, ...] = ctx.peers
         #: Replaced by a JointQuorum during a membership change (not yet implemented).
         self.quorum: QuorumSystem = Majority(ctx.members)

@@ -33,6 +33,8 @@ class RaftOptions:
     ``check_quorum``: a leader that has not heard from a quorum for
     ``election_timeout_max`` steps down, and a node that heard from a leader
     within ``election_timeout_min`` refuses (pre-)votes (thesis 6.2, 4.2.3).
+    ``read_index``: serve linearizable reads with ReadIndex (thesis 6.4), a
+    heartbeat round instead of a log entry; off: reads go through the log.
     """
 
     election_timeout_min: float = attrs.field(default=0.15, validator=_positive)
@@ -46,6 +48,7 @@ class RaftOptions:
     )
     prevote: bool = attrs.field(default=True, validator=attrs.validators.instance_of(bool))
     check_quorum: bool = attrs.field(default=True, validator=attrs.validators.instance_of(bool))
+    read_index: bool = attrs.field(default=True, validator=attrs.validators.instance_of(bool))
 
     def __attrs_post_init__(self) -> None:
         if self.election_timeout_max <= self.election_timeout_min:

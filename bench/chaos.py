@@ -1,0 +1,170 @@
+"""Chaos runs: concurrent clients, a nemesis, and a linearizability check.
+
+Theory of operation
+-------------------
+One chaos run is a pure function of (protocol, options, seed, ops): the seed
+picks the cluster size, link delays and the nemesis schedule; a few closed-
+loop clients issue ``ops`` random operations on a handful of keys (few keys,
+so operations conflict); the nemesis injects faults while they run; then the
+nemesis stops (links heal, nodes restart), clients finish, and the recorded
+history is checked for linearizability.
+
+Written values are unique (``c<client>.<seq>``), so a read names the write it
+saw.  An operation that never returned is indeterminate (``info``) and the
+checker lets it take effect or not.
+
+``chaos_runs`` runs seeds ``seed, seed+1, ...``; any run is replayed exactly
+with ``--runs 1 --seed <its seed>``.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any, Callable, Iterator
+
+import attrs
+
+from bench.nemesis import FAULTS, Nemesis
+from consensus.commands import Append, CompareAndSet, Delete, Get, Put
+from consensus.config import ClientConfig, ClusterConfig, Delay, NetworkConfig
+from consensus.history import History
+from consensus.linearizability import check
+from consensus.sim import SimClient, Simulator
+
+__all__ = ["ChaosResult", "chaos_config", "chaos_run", "chaos_runs", "replay_command"]
+
+KEYS = ("a", "b", "c")
+CLIENTS = 5
+
+
+@attrs.frozen
+class ChaosResult:
+    protocol: str
+    seed: int
+    history: History
+    ok: bool | None  # None: the checker ran out of time
+    operations: int
+    violations: list[Any]
+    faults: list[tuple[float, str, str]]
+
+
+def chaos_config(
+    protocol: str,
+    seed: int,
+    options: dict[str, Any] | None = None,
+    snapshot_every: int = 0,
+) -> ClusterConfig:
+    """The cluster of run ``seed``: size and link delays drawn from the seed."""
+    rng = random.Random(f"{seed}:chaos-cluster")
+    nodes = rng.choice((3, 3, 5))
+    low = rng.uniform(0.0002, 0.002)
+    return ClusterConfig(
+        protocol=protocol,
+        nodes=nodes,
+        seed=seed,
+        options=dict(options or {}),
+        network=NetworkConfig(delay=Delay.uniform(low, low * rng.uniform(1.5, 4))),
+        client=ClientConfig(timeout=0.25, backoff=0.02, max_attempts=12),
+        snapshot_every=snapshot_every,
+    )
+
+
+def _command(rng: random.Random, client: SimClient) -> Any:
+    key = rng.choice(KEYS)
+    value = f"c{client.client_id}.{client.seq + 1}"
+    draw = rng.random()
+    if draw < 0.4:
+        return Get(key=key)
+    if draw < 0.6:
+        return Put(key=key, value=value)
+    if draw < 0.75:
+        return Append(key=key, value=value)
+    if draw < 0.95:
+        expected = rng.choice((None, f"c{rng.randint(1, CLIENTS)}.{rng.randint(1, 10)}"))
+        return CompareAndSet(key=key, expected=expected, new=value)
+    return Delete(key=key)
+
+
+def chaos_run(
+    protocol: str,
+    seed: int,
+    *,
+    ops: int = 200,
+    options: dict[str, Any] | None = None,
+    snapshot_every: int = 0,
+    faults: tuple[str, ...] = FAULTS,
+    duration: float = 5.0,
+    check_timeout: float | None = 30.0,
+) -> ChaosResult:
+    """One seeded chaos run, checked.
+
+    Clients think between operations so that ``ops`` operations spread over
+    about ``duration`` virtual seconds, the time the nemesis has to work.
+    """
+    sim = Simulator(chaos_config(protocol, seed, options, snapshot_every), record_applied=False)
+    rng = random.Random(f"{seed}:chaos-workload")
+    nemesis = Nemesis(sim, random.Random(f"{seed}:nemesis"), faults=faults)
+    issued = 0
+    think = 2 * duration * CLIENTS / max(ops, 1)  # uniform(0, think): mean duration*CLIENTS/ops
+
+    def issue(client: SimClient) -> None:
+        nonlocal issued
+        if issued >= ops:
+            return
+        issued += 1
+        sim.after(
+            rng.uniform(0, think),
+            lambda: client.submit(_command(rng, client), on_done=lambda op: issue(client)),
+        )
+
+    for _ in range(CLIENTS):
+        issue(sim.client())
+    nemesis.start(at=0.1)
+    # Faults while the clients work (bounded), then a healthy period to finish.
+    sim.run_until(lambda: issued >= ops, timeout=120.0)
+    nemesis.stop()
+    sim.run_until(
+        lambda: len(sim.history) >= ops and all(op.done for op in sim.history), timeout=30.0
+    )
+    sim.finish_pending()
+    result = check(sim.history, timeout=check_timeout)
+    return ChaosResult(
+        protocol=protocol,
+        seed=seed,
+        history=sim.history,
+        ok=result.ok,
+        operations=result.operations,
+        violations=list(result.violations),
+        faults=list(nemesis.log),
+    )
+
+
+def chaos_runs(
+    protocol: str,
+    runs: int,
+    seed: int = 0,
+    *,
+    progress: Callable[[ChaosResult], None] | None = None,
+    **kwargs: Any,
+) -> Iterator[ChaosResult]:
+    """Runs for seeds ``seed .. seed + runs - 1``, in order."""
+    for s in range(seed, seed + runs):
+        result = chaos_run(protocol, s, **kwargs)
+        if progress is not None:
+            progress(result)
+        yield result
+
+
+def replay_command(
+    protocol: str,
+    seed: int,
+    ops: int,
+    options: dict[str, Any] | None = None,
+    snapshot_every: int = 0,
+) -> str:
+    parts = [f"python -m bench chaos --protocol {protocol} --runs 1 --seed {seed} --ops {ops}"]
+    for key, value in sorted((options or {}).items()):
+        parts.append(f"--option {key}={str(value).lower() if isinstance(value, bool) else value}")
+    if snapshot_every:
+        parts.append(f"--snapshot-every {snapshot_every}")
+    return " ".join(parts)

@@ -1,0 +1,217 @@
+"""The nemesis: seeded random fault schedules for chaos runs.
+
+Theory of operation
+-------------------
+Every ``interval`` (a random draw) the nemesis picks one fault from its menu
+and applies it to the simulator; most faults schedule their own end after a
+random ``duration``.  All draws come from one ``random.Random`` seeded by the
+run, and the simulator is deterministic, so a schedule is replayed exactly
+from its seed.
+
+The menu:
+
+* ``crash``: a random live node crashes, restarts later (from its storage);
+* ``kill_leader``: the current leader crashes, restarts later;
+* ``partition``: a random majority/minority split, healed later;
+* ``bridge``: two sides that cannot talk, joined only through one node;
+* ``one_way``: a few directed links cut (asymmetric partitions);
+* ``isolate``: one node cut off both ways;
+* ``loss``, ``duplicate``, ``reorder``: that fault's probability raised;
+* ``delay_spike``: every link 10-50x slower for a while.
+
+At most a minority of nodes is down at once, so a healthy majority always
+exists once the network heals.  ``stop()`` ends every fault: links healed,
+network settings restored, crashed nodes restarted; then clients can finish.
+
+(Raft membership changes join the menu when the Raft plugin supports them.)
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import attrs
+
+from consensus.config import Delay
+from consensus.sim import Simulator
+
+__all__ = ["FAULTS", "Nemesis"]
+
+FAULTS = (
+    "crash",
+    "kill_leader",
+    "partition",
+    "bridge",
+    "one_way",
+    "isolate",
+    "loss",
+    "duplicate",
+    "reorder",
+    "delay_spike",
+)
+
+
+@attrs.define
+class Nemesis:
+    sim: Simulator
+    rng: random.Random
+    faults: tuple[str, ...] = FAULTS
+    interval: tuple[float, float] = (0.1, 0.6)
+    duration: tuple[float, float] = (0.2, 1.5)
+    #: (time, fault, detail) for every fault applied and ended.
+    log: list[tuple[float, str, str]] = attrs.Factory(list)
+    _running: bool = False
+    _baseline: dict[str, Any] = attrs.Factory(dict)
+
+    def __attrs_post_init__(self) -> None:
+        unknown = set(self.faults) - set(FAULTS)
+        if unknown:
+            raise ValueError(f"unknown faults {sorted(unknown)}; choose from {', '.join(FAULTS)}")
+        net = self.sim.network
+        self._baseline = {
+            "loss": net.loss,
+            "duplicate": net.duplicate,
+            "reorder": net.reorder,
+            "reorder_delay": net.reorder_delay,
+            "delay": net.delay,
+        }
+
+    @property
+    def max_down(self) -> int:
+        return (len(self.sim.node_ids) - 1) // 2
+
+    def start(self, at: float = 0.0) -> None:
+        self._running = True
+        self.sim.at(at, self._next)
+
+    def _next(self) -> None:
+        if not self._running:
+            return
+        fault = self.rng.choice(self.faults)
+        getattr(self, f"_{fault}")()
+        self.sim.after(self.rng.uniform(*self.interval), self._next)
+
+    def _note(self, fault: str, detail: str = "") -> None:
+        self.log.append((self.sim.now, fault, detail))
+
+    def _later(self, fn: Any, *args: Any) -> None:
+        self.sim.after(self.rng.uniform(*self.duration), fn, *args)
+
+    # -- node faults ------------------------------------------------------------------
+
+    def _down(self) -> list[int]:
+        return [n for n in self.sim.node_ids if not self.sim.is_up(n)]
+
+    def _crash_node(self, node: int, fault: str) -> None:
+        self.sim.crash(node)
+        self._note(fault, f"node {node}")
+        self._later(self._restart, node)
+
+    def _restart(self, node: int) -> None:
+        if not self.sim.is_up(node):
+            self.sim.restart(node)
+            self._note("restart", f"node {node}")
+
+    def _crash(self) -> None:
+        if len(self._down()) >= self.max_down:
+            return
+        self._crash_node(self.rng.choice(self.sim.up_nodes()), "crash")
+
+    def _kill_leader(self) -> None:
+        leaders = self.sim.leaders()
+        if not leaders or len(self._down()) >= self.max_down:
+            return
+        self._crash_node(self.rng.choice(leaders), "kill_leader")
+
+    # -- network faults ---------------------------------------------------------------
+
+    def _heal(self) -> None:
+        self.sim.heal()
+        self._note("heal")
+
+    def _shuffled(self) -> list[int]:
+        nodes = list(self.sim.node_ids)
+        self.rng.shuffle(nodes)
+        return nodes
+
+    def _partition(self) -> None:
+        nodes = self._shuffled()
+        minority = self.rng.randint(1, (len(nodes) - 1) // 2 or 1)
+        groups = (nodes[:minority], nodes[minority:])
+        self.sim.partition(*groups)
+        self._note("partition", f"{sorted(groups[0])} | {sorted(groups[1])}")
+        self._later(self._heal)
+
+    def _bridge(self) -> None:
+        nodes = self._shuffled()
+        if len(nodes) < 3:
+            return
+        bridge, rest = nodes[0], nodes[1:]
+        half = len(rest) // 2
+        left, right = rest[:half], rest[half:]
+        self.sim.heal()
+        for a in left:
+            for b in right:
+                self.sim.cut(a, b)
+                self.sim.cut(b, a)
+        self._note("bridge", f"{sorted(left)} - {bridge} - {sorted(right)}")
+        self._later(self._heal)
+
+    def _one_way(self) -> None:
+        nodes = list(self.sim.node_ids)
+        cuts = []
+        for _ in range(self.rng.randint(1, len(nodes))):
+            a, b = self.rng.sample(nodes, 2)
+            self.sim.cut(a, b)
+            cuts.append(f"{a}->{b}")
+        self._note("one_way", ", ".join(cuts))
+        self._later(self._heal)
+
+    def _isolate(self) -> None:
+        node = self.rng.choice(self.sim.node_ids)
+        self.sim.isolate(node)
+        self._note("isolate", f"node {node}")
+        self._later(self._heal)
+
+    def _set(self, name: str, value: Any, fault: str, detail: str = "") -> None:
+        setattr(self.sim.network, name, value)
+        self._note(fault, detail or f"{name}={value}")
+        self._later(self._restore, name)
+
+    def _restore(self, name: str) -> None:
+        setattr(self.sim.network, name, self._baseline[name])
+        self._note("restore", name)
+
+    def _loss(self) -> None:
+        self._set("loss", round(self.rng.uniform(0.05, 0.4), 3), "loss")
+
+    def _duplicate(self) -> None:
+        self._set("duplicate", round(self.rng.uniform(0.05, 0.4), 3), "duplicate")
+
+    def _reorder(self) -> None:
+        self.sim.network.reorder_delay = max(self._baseline["reorder_delay"], 0.02)
+        self._set("reorder", round(self.rng.uniform(0.1, 0.5), 3), "reorder")
+
+    def _delay_spike(self) -> None:
+        base = self._baseline["delay"].mean_delay(len(self.sim.node_ids))
+        factor = self.rng.uniform(10, 50)
+        low, high = base * factor / 2, base * factor
+        self._set(
+            "delay",
+            Delay.uniform(low, high),
+            "delay_spike",
+            f"delay uniform {low * 1000:.1f}-{high * 1000:.1f} ms",
+        )
+
+    # -- the end ----------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """End every fault: heal, restore the network, restart crashed nodes."""
+        self._running = False
+        self.sim.heal()
+        for name, value in self._baseline.items():
+            setattr(self.sim.network, name, value)
+        for node in self._down():
+            self.sim.restart(node)
+        self._note("stop")
