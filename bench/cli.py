@@ -29,6 +29,7 @@ COLUMNS = [
     ("max_gap_s", "max gap s", "{:.3f}"),
     ("failover_s", "failover s", "{:.3f}"),
     ("msgs_per_op", "msgs/op", "{:.2f}"),
+    ("bytes_per_op", "bytes/op", "{:,.0f}"),
     ("leader_changes", "leader changes", "{}"),
     ("unknown", "unknown", "{}"),
 ]
@@ -73,6 +74,46 @@ def _cmd_run(args: argparse.Namespace, console: Console) -> int:
             f"results written to {out}/ (ops, summary, messages, throughput, faults,"
             " counters .parquet)"
         )
+    return 0
+
+
+def _cmd_sweep(args: argparse.Namespace, console: Console) -> int:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from bench.sweep import expand, load_sweep, sweep
+
+    base, grid = load_sweep(args.config)
+    total = len(expand(base, grid))  # validates every point before anything runs
+    with Progress(
+        TextColumn("sweep"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.description}"),
+        console=Console(stderr=True),
+        transient=True,
+    ) as bar:
+        task = bar.add_task("", total=total)
+
+        def progress(done: int, total: int, label: dict) -> None:
+            bar.update(
+                task, completed=done, description=" ".join(f"{k}={v}" for k, v in label.items())
+            )
+
+        results = sweep(args.config, progress=progress)
+    summary = results.summary
+    keys = list(grid)
+    table = Table(title=f"sweep over {', '.join(keys)}: {total} points")
+    shown = keys + ["protocol", "throughput", "p50_ms", "p99_ms", "msgs_per_op"]
+    for column in shown:
+        table.add_column(column, justify="right")
+    for row in summary.to_dict("records"):
+        table.add_row(
+            *(_fmt("{:,.2f}" if isinstance(row[c], float) else "{}", row[c]) for c in shown)
+        )
+    console.print(table)
+    if args.out:
+        out = results.save(args.out)
+        console.print(f"results written to {out}/")
     return 0
 
 
@@ -183,6 +224,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--protocol", action="append", help="protocol to run (repeatable)")
     run.add_argument("--seed", type=int, help="override the config's seed")
     run.add_argument("--out", type=Path, help="directory for the result DataFrames (parquet)")
+    sweep = sub.add_parser("sweep", help="run a grid of configs (a [sweep] table) and combine")
+    sweep.add_argument("config", help="sweep config TOML with a [sweep] table")
+    sweep.add_argument("--out", type=Path, help="directory for the combined DataFrames")
     chaos = sub.add_parser("chaos", help="seeded fault-injection runs checked for linearizability")
     chaos.add_argument("--protocol", required=True)
     chaos.add_argument("--runs", type=int, default=10)
@@ -219,6 +263,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_run(args, console)
         if args.command == "chaos":
             return _cmd_chaos(args, console)
+        if args.command == "sweep":
+            return _cmd_sweep(args, console)
         return _cmd_speed(args, console)
     except (ConfigError, UnknownProtocolError) as exc:
         print(f"config error: {exc}", file=sys.stderr)

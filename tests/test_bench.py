@@ -137,3 +137,52 @@ def test_run_config_evolves_the_baseline_per_protocol():
     cluster = config.cluster_for("sequencer")
     assert cluster.protocol == "sequencer" and cluster.nodes == 5
     assert cluster.protocol_options().heartbeat == 0.1
+
+
+SWEEP = {
+    "protocols": ["sequencer"],
+    "workload": {"clients": 2, "duration": 0.5, "warmup": 0.1},
+    "sweep": {"cluster.nodes": [3, 5], "workload.clients": [1, 4]},
+}
+
+
+def test_sweep_runs_every_grid_point_into_one_dataframe():
+    from bench.sweep import sweep
+
+    results = sweep(SWEEP)
+    summary = results.summary
+    assert len(summary) == 4
+    assert sorted(zip(summary["cluster.nodes"], summary["workload.clients"])) == [
+        (3, 1), (3, 4), (5, 1), (5, 4)
+    ]  # fmt: skip
+    assert (summary["nodes"] == summary["cluster.nodes"]).all()
+    assert set(results.ops["point"]) == {0, 1, 2, 3}
+    # More nodes, more messages per operation.
+    by_nodes = summary.groupby("cluster.nodes")["msgs_per_op"].mean()
+    assert by_nodes[5] > by_nodes[3]
+
+
+def test_sweep_rejects_a_bad_point_before_running(tmp_path, capsys):
+    bad = tmp_path / "sweep.toml"
+    bad.write_text('protocols = ["sequencer"]\n[sweep]\n"cluster.nodes" = [3, 0]\n')
+    assert main(["sweep", str(bad), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "cluster.nodes" in err and "0" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_sweep_cli_prints_and_saves(tmp_path, capsys):
+    path = tmp_path / "sweep.toml"
+    path.write_text(
+        'protocols = ["sequencer"]\n[workload]\nduration = 0.5\nwarmup = 0.1\n'
+        '[sweep]\n"workload.clients" = [1, 2]\n'
+    )
+    assert main(["sweep", str(path), "--out", str(tmp_path / "out")]) == 0
+    assert "workload.clients" in capsys.readouterr().out
+    assert len(Results.load(tmp_path / "out").summary) == 2
+
+
+def test_runs_count_bytes_per_message_type_by_default():
+    results = run(SMALL)
+    assert (results.messages["bytes"] > 0).all()
+    assert results.summary.loc[0, "bytes_per_op"] > 0
