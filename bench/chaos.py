@@ -127,7 +127,7 @@ def chaos_run(
         lambda: len(sim.history) >= ops and all(op.done for op in sim.history), timeout=30.0
     )
     sim.finish_pending()
-    result = check(sim.history, timeout=check_timeout)
+    result = check([op for op in sim.history if op.is_kv], timeout=check_timeout)
     return ChaosResult(
         protocol=protocol,
         seed=seed,

@@ -5,9 +5,9 @@ Theory of operation
 This module is the only place ``cbor2`` is used.  A ``Codec`` knows a fixed
 list of frozen attrs classes, each with a small integer *tag*:
 
-* the core types, always present with fixed tags (``CORE_TYPES``, tags 1-10):
+* the core types, always present with fixed tags (``CORE_TYPES``, tags 1-11):
   ``Get Put Append CompareAndSet Delete Request Noop Batch Committed
-  StateSnapshot``;
+  StateSnapshot ChangeMembership`` (append only: tags are wire format);
 * a protocol's extra types, tags 64, 65, ... in the order given
   (``ProtocolSpec.messages`` then ``.records``, which is why those may only be
   appended to).
@@ -61,7 +61,17 @@ from typing import Any
 import attrs
 import cbor2
 
-from consensus.commands import Append, Batch, CompareAndSet, Delete, Get, Noop, Put, Request
+from consensus.commands import (
+    Append,
+    Batch,
+    ChangeMembership,
+    CompareAndSet,
+    Delete,
+    Get,
+    Noop,
+    Put,
+    Request,
+)
 from consensus.replica import Committed, StateSnapshot
 
 if typing.TYPE_CHECKING:
@@ -88,7 +98,15 @@ VERSION = 1
 DEFAULT_MAX_FRAME = 16 * 1024 * 1024
 #: The core types; the tag of ``CORE_TYPES[i]`` is ``i + 1``.
 _COMMANDS = (Get, Put, Append, CompareAndSet, Delete)
-CORE_TYPES: tuple[type, ...] = (*_COMMANDS, Request, Noop, Batch, Committed, StateSnapshot)
+CORE_TYPES: tuple[type, ...] = (
+    *_COMMANDS,
+    Request,
+    Noop,
+    Batch,
+    Committed,
+    StateSnapshot,
+    ChangeMembership,
+)
 FIRST_EXTRA_TAG = 64
 #: Deepest CBOR nesting accepted; real messages nest about ten deep.
 MAX_DEPTH = 100

@@ -25,6 +25,7 @@ import attrs
 __all__ = [
     "Append",
     "Batch",
+    "ChangeMembership",
     "Command",
     "CompareAndSet",
     "Delete",
@@ -80,7 +81,16 @@ class Delete:
     key: str
 
 
-Command = Union[Get, Put, Append, CompareAndSet, Delete]  # noqa: UP007 (a runtime alias)
+@attrs.frozen(kw_only=True)
+class ChangeMembership:
+    """Change the cluster's voting members to ``members`` (protocols with
+    ``ProtocolSpec.membership``); the result is the new member tuple.
+    Not a key-value operation: linearizability checks ignore it."""
+
+    members: tuple[int, ...]
+
+
+Command = Union[Get, Put, Append, CompareAndSet, Delete, ChangeMembership]  # noqa: UP007
 
 #: Command types that never change the state machine.
 READ_ONLY: tuple[type, ...] = (Get,)

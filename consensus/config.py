@@ -213,6 +213,9 @@ class ClusterConfig:
     counted) or are encoded and decoded by the codec (``"bytes"``).
     ``snapshot_every``: take a state-machine snapshot and let the protocol
     compact its log every that many applied entries (0: never).
+    ``members``: the initial voting configuration, a subset of the node ids
+    ``0 .. nodes-1`` (empty: all of them); the other nodes start as spares a
+    membership change can add (protocols with ``ProtocolSpec.membership``).
     """
 
     protocol: str = "raft"
@@ -224,14 +227,26 @@ class ClusterConfig:
     client: ClientConfig = attrs.Factory(ClientConfig)
     wire: str = attrs.field(default="objects", validator=_one_of("objects", "bytes"))
     snapshot_every: int = attrs.field(default=0, validator=non_negative)
+    members: tuple[int, ...] = ()
 
     def __attrs_post_init__(self) -> None:
+        outside = [m for m in self.members if not 0 <= m < self.nodes]
+        if outside:
+            raise ConfigError(
+                f"members: {outside[0]} is not a node id; nodes are 0..{self.nodes - 1}"
+            )
+        if len(set(self.members)) != len(self.members):
+            raise ConfigError(f"members: duplicates in {list(self.members)}")
         delay = self.network.delay
         if delay.kind == "matrix" and len(delay.matrix) < self.nodes:
             raise ConfigError(
                 f"network.delay.matrix: has {len(delay.matrix)} rows, need one per node"
                 f" ({self.nodes})"
             )
+
+    @property
+    def initial_members(self) -> tuple[int, ...]:
+        return tuple(sorted(self.members)) if self.members else tuple(range(self.nodes))
 
     def protocol_spec(self) -> Any:
         from consensus.registry import UnknownProtocolError, get_protocol

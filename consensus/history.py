@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
 import attrs
 
-from consensus.commands import Append, CompareAndSet, Delete, Get, Put
+from consensus.commands import Append, ChangeMembership, CompareAndSet, Delete, Get, Put
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -34,6 +34,7 @@ _KINDS: dict[type, str] = {
     Append: "append",
     CompareAndSet: "cas",
     Delete: "delete",
+    ChangeMembership: "membership",
 }
 
 
@@ -42,6 +43,8 @@ def command_fields(command: Any) -> tuple[str, str, str | None, str | None]:
     kind = _KINDS[type(command)]
     if isinstance(command, CompareAndSet):
         return kind, command.key, command.new, command.expected
+    if isinstance(command, ChangeMembership):
+        return kind, "", ",".join(map(str, command.members)), None
     return kind, command.key, getattr(command, "value", None), None
 
 
@@ -75,7 +78,12 @@ class Operation:
         return self.complete - self.invoke
 
     def key(self) -> str:
-        return str(self.command.key)
+        return str(getattr(self.command, "key", ""))
+
+    @property
+    def is_kv(self) -> bool:
+        """A key-value operation (what the linearizability checker models)."""
+        return not isinstance(self.command, ChangeMembership)
 
     def as_tuple(self) -> tuple[Any, ...]:
         """Everything observable about the operation, for exact comparisons."""

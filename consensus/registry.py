@@ -44,7 +44,9 @@ class ProtocolSpec:
     ``messages`` and ``records`` list the plugin's wire and durable types for
     the codec; their order fixes their wire tags, so only ever append.
     ``options`` is an attrs class whose defaults are usable as they stand;
-    config files set its fields by name.
+    config files set its fields by name.  ``membership``: the plugin handles
+    ``ChangeMembership`` requests and may run with spare nodes outside its
+    initial configuration (``ClusterConfig.members``).
     """
 
     name: str
@@ -53,6 +55,7 @@ class ProtocolSpec:
     options: type = NoOptions
     messages: tuple[type, ...] = ()
     records: tuple[type, ...] = ()
+    membership: bool = False
 
     def make_options(self, values: dict[str, Any] | None = None) -> Any:
         """Build this protocol's options from a mapping, rejecting unknown keys."""

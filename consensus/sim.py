@@ -22,8 +22,19 @@ Events:
 * ``TIMER(node, incarnation)``: a replica's deadline.  Timers are lazy: one
   pending event per node at the earliest time it may be needed; a deadline
   moved later is found when the event fires and rescheduled then.
-* ``CALL(fn, args)``: anything else (client arrivals and timeouts, fault
-  schedules, user callbacks from ``at``/``after``).
+* ``ARRIVE(client, attempt)``: a client's request reaches its node.
+* ``TIMEOUT(client)``: a client's timeout.  Lazy too: a closed-loop client
+  sends a new attempt every few milliseconds and almost every timeout would
+  be stale, so a client has at most one pending timeout event.  Each attempt
+  reserves the sequence number its timeout event would have had when it is
+  sent; when the pending event fires for an earlier attempt, the current
+  attempt's timeout is pushed with that reserved key, so timeouts fire in
+  exactly the order (and at exactly the times) one event per attempt would.
+* ``CALL(fn, args)``: anything else (fault schedules, client answers after a
+  ``client_delay``, user callbacks from ``at``/``after``).
+
+Every event is a 6-tuple ``(time, seq, kind, a, b, c)`` so the loop unpacks
+it in one step; ``seq`` is unique, so the payload fields are never compared.
 
 Nodes are ``0 .. nodes-1``.  A crash drops the node's host (volatile state,
 waiting clients, pending timer); its storage survives; ``restart`` builds a new
@@ -41,7 +52,7 @@ from typing import Any, Callable, Iterable
 
 from consensus.clients import Attempt, RetryPolicy
 from consensus.commands import Request
-from consensus.config import ClusterConfig, load_cluster_config
+from consensus.config import ClusterConfig, ConfigError, load_cluster_config
 from consensus.history import INFO, OK, History, Operation
 from consensus.host import ClientReply, ReplicaHost
 from consensus.network import NetworkModel
@@ -49,7 +60,7 @@ from consensus.storage import MemoryStorage, Storage
 
 __all__ = ["SimClient", "Simulator"]
 
-_DELIVER, _TIMER, _CALL = 0, 1, 2
+_DELIVER, _TIMER, _CALL, _ARRIVE, _TIMEOUT = 0, 1, 2, 3, 4
 _INF = float("inf")
 
 
@@ -63,6 +74,10 @@ class SimClient:
         self.outstanding: Attempt | None = None
         #: The node that answered this client last (a real client's cached leader).
         self.preferred: int | None = None
+        # The latest attempt's timeout: (time, reserved seq, attempt, generation).
+        self._deadline: tuple[float, int, Attempt, int] | None = None
+        # The key (time, seq) of this client's one pending TIMEOUT event, if any.
+        self._timer: tuple[float, int] | None = None
 
     def submit(
         self,
@@ -103,6 +118,12 @@ class Simulator:
         self.messages_delivered = 0
         self.history = History()
         self.node_ids = tuple(range(self.config.nodes))
+        self.members = self.config.initial_members
+        if self.members != self.node_ids and not self.spec.membership:
+            raise ConfigError(
+                f"members: protocol {self.spec.name!r} does not support membership changes,"
+                " so every node must be a member"
+            )
         self.network = NetworkModel(
             self.config.network, self.node_ids, random.Random(f"{self.seed}:network")
         )
@@ -111,7 +132,7 @@ class Simulator:
         self._client_ids = itertools.count(1)
         self._op_ids = itertools.count()
         self._policy = RetryPolicy(self.node_ids, self.config.client)
-        self._rotation = itertools.cycle(self.node_ids)
+        self._rotation = itertools.cycle(self.members)
         self._on_done: dict[int, tuple[SimClient, Callable[[Operation], None] | None]] = {}
         self._retired_sent: Counter[str] = Counter()
         self._retired_bytes: Counter[str] = Counter()
@@ -141,7 +162,7 @@ class Simulator:
         node.host = ReplicaHost(
             node_id=node_id,
             spec=self.spec,
-            members=self.node_ids,
+            members=self.members,
             options=self.options,
             seed=self.seed,
             storage=node.storage,
@@ -158,7 +179,7 @@ class Simulator:
     def _sender(self, src: int) -> Callable[[int, Any], None]:
         heap, seq, sim, net = self._heap, self._seq, self, self.network
         transit = net.transit
-        blocked = net.blocked
+        blocked = net.blocked  # mutated in place, never replaced
         push = heapq.heappush
         codec = self._codec if self.config.wire == "bytes" else None
         host_of = self._nodes_host
@@ -170,8 +191,9 @@ class Simulator:
                 if host is not None:
                     host.sent_bytes[type(message).__name__] += len(data)
                 message = data
-            if not (net.loss or net.reorder or net.duplicate) and (src, dst) not in blocked:
-                # A healthy link: one copy, one delay draw (what transit() would do).
+            if not blocked and not (net.loss or net.reorder or net.duplicate):
+                # A healthy network: one copy, one delay draw (what transit() would
+                # do), without building a list or a link tuple per message.
                 push(
                     heap, (sim.now + net._sample(src, dst), next(seq), _DELIVER, dst, src, message)
                 )
@@ -186,10 +208,11 @@ class Simulator:
 
     # -- the event loop -------------------------------------------------------------
 
-    def _push(self, time: float, kind: int, *args: Any) -> None:
-        heapq.heappush(self._heap, (time, next(self._seq), kind, *args))
+    def _push(self, time: float, kind: int, a: Any, b: Any = None, c: Any = None) -> None:
+        heapq.heappush(self._heap, (time, next(self._seq), kind, a, b, c))
 
     def _reschedule(self, node: _Node) -> None:
+        # Keep in step with the copy inlined in _run's DELIVER branch.
         host = node.host
         if host is None:
             return
@@ -201,48 +224,65 @@ class Simulator:
         if deadline < node.timer_at:
             node.timer_at = deadline
             heapq.heappush(
-                self._heap, (deadline, next(self._seq), _TIMER, node.id, node.incarnation)
+                self._heap, (deadline, next(self._seq), _TIMER, node.id, node.incarnation, None)
             )
 
     def _run(self, end: float, stop: Callable[[], bool] | None = None) -> bool:
         """Process events up to time ``end``; return True if ``stop()`` became true."""
-        heap, pop = self._heap, heapq.heappop
+        # The hottest loop of the project: names are bound to locals, the event
+        # kinds are literals, and message delivery (most events) comes first
+        # with _reschedule inlined.
+        heap, pop, push, seq = self._heap, heapq.heappop, heapq.heappush, self._seq
         nodes = self._nodes
-        reachable = self.network.blocked  # the same set object for the whole run
+        blocked = self.network.blocked  # the same set object for the whole run
         decode = self._codec.decode if self.config.wire == "bytes" else None
         reschedule = self._reschedule
         processed = delivered = 0
         try:
-            while heap and heap[0][0] <= end:
+            while heap:
                 event = pop(heap)
-                self.now = event[0]
+                time, key, kind, a, b, c = event
+                if time > end:
+                    push(heap, event)  # not yet: put it back (same key, same order)
+                    break
+                self.now = time
                 processed += 1
-                kind = event[2]
-                if kind == _DELIVER:
-                    node = nodes[event[3]]
+                if kind == 0:  # _DELIVER(dst=a, src=b, message=c)
+                    node = nodes[a]
                     host = node.host
-                    if host is not None and (event[4], event[3]) not in reachable:
-                        message = event[5]
+                    if host is not None and not (blocked and (b, a) in blocked):
                         if decode is not None:
-                            message = decode(message)
+                            c = decode(c)
                         delivered += 1
-                        now = self.now
-                        host.handle(now, host.replica.step(now, event[4], message))
-                        reschedule(node)
-                elif kind == _TIMER:
-                    node = nodes[event[3]]
-                    if event[4] != node.incarnation or event[0] != node.timer_at:
+                        host.handle(time, host.replica.step(time, b, c))
+                        # reschedule(node), inlined
+                        host = node.host  # a client callback may have crashed the node
+                        if host is not None:
+                            deadline = host.replica.next_deadline()
+                            if deadline is not None:
+                                if deadline < time:
+                                    deadline = time
+                                if deadline < node.timer_at:
+                                    node.timer_at = deadline
+                                    push(heap, (deadline, next(seq), 1, a, node.incarnation, None))
+                elif kind == 1:  # _TIMER(node=a, incarnation=b)
+                    node = nodes[a]
+                    if b != node.incarnation or time != node.timer_at:
                         continue  # stale: superseded by an earlier timer, or a crash
                     node.timer_at = _INF
                     host = node.host
                     if host is None:
                         continue
                     deadline = host.replica.next_deadline()
-                    if deadline is not None and deadline <= self.now:
-                        host.tick(self.now)
+                    if deadline is not None and deadline <= time:
+                        host.tick(time)
                     reschedule(node)
-                else:
-                    event[3](*event[4])
+                elif kind == 3:  # _ARRIVE(client=a, attempt=b, generation=c)
+                    self._arrive(a, b, c)
+                elif kind == 4:  # _TIMEOUT(client=a)
+                    self._client_timer(a, time, key)
+                else:  # _CALL(fn=a, args=b)
+                    a(*b)
                 if stop is not None and stop():
                     return True
             if self.now < end != _INF:
@@ -382,10 +422,35 @@ class Simulator:
         return op
 
     def _send_attempt(self, client: SimClient, attempt: Attempt, delay: float) -> None:
-        when = self.now + delay + self.network.client_delay
-        self._push(when, _CALL, self._arrive, (client, attempt, attempt.generation))
-        timeout = delay + self.config.client.timeout
-        self._push(self.now + timeout, _CALL, self._timeout, (client, attempt, attempt.generation))
+        now = self.now
+        self._push(
+            now + delay + self.network.client_delay, _ARRIVE, client, attempt, attempt.generation
+        )
+        # The timeout's key is reserved now, its event pushed lazily (see the theory
+        # of operation): usually the client already has an earlier one pending.
+        when = now + (delay + self.config.client.timeout)
+        key = next(self._seq)
+        client._deadline = (when, key, attempt, attempt.generation)
+        timer = client._timer
+        if timer is None or (when, key) < timer:
+            client._timer = (when, key)
+            heapq.heappush(self._heap, (when, key, _TIMEOUT, client, None, None))
+
+    def _client_timer(self, client: SimClient, time: float, key: int) -> None:
+        if client._timer != (time, key):
+            return  # superseded by an earlier pending timer
+        client._timer = None
+        deadline = client._deadline
+        if deadline is None:
+            return
+        when, reserved, attempt, generation = deadline
+        if reserved == key:
+            client._deadline = None
+            self._timeout(client, attempt, generation)
+        else:
+            # A later attempt's timeout (its key is larger than this one's).
+            client._timer = (when, reserved)
+            heapq.heappush(self._heap, (when, reserved, _TIMEOUT, client, None, None))
 
     def _arrive(self, client: SimClient, attempt: Attempt, generation: int) -> None:
         if attempt.generation != generation or attempt.op.done:
@@ -402,7 +467,8 @@ class Simulator:
         client, attempt, generation = waiter
         delay = self.network.client_delay
         if delay:
-            self._push(self.now + delay, _CALL, self._answer, (client, attempt, generation, reply))
+            args = (client, attempt, generation, reply)
+            self._push(self.now + delay, _CALL, self._answer, args)
         else:
             self._answer(client, attempt, generation, reply)
 
@@ -449,6 +515,7 @@ class Simulator:
             op.complete = self.now
         attempt.generation += 1
         client.outstanding = None
+        client._deadline = None  # its pending timer, if any, will find nothing to do
         if status == OK:
             client.preferred = attempt.node
         _, callback = self._on_done.pop(op.op_id, (client, None))

@@ -29,6 +29,7 @@ import attrs
 from consensus.commands import (
     Append,
     Batch,
+    ChangeMembership,
     CompareAndSet,
     Delete,
     Get,
@@ -141,6 +142,9 @@ class KVStore:
             return False
         if isinstance(command, Delete):
             return data.pop(command.key, None) is not None
+        if isinstance(command, ChangeMembership):
+            # The protocol carried out the change; applying it answers the client.
+            return tuple(command.members)
         raise TypeError(f"not a key-value command: {command!r}")
 
     def query(self, command: Any) -> Any:

@@ -26,7 +26,17 @@ from consensus.codec import (
     UnknownMessageType,
     UnsupportedVersion,
 )
-from consensus.commands import Append, Batch, CompareAndSet, Delete, Get, Noop, Put, Request
+from consensus.commands import (
+    Append,
+    Batch,
+    ChangeMembership,
+    CompareAndSet,
+    Delete,
+    Get,
+    Noop,
+    Put,
+    Request,
+)
 from consensus.registry import ProtocolSpec
 from consensus.replica import Committed, StateSnapshot
 
@@ -117,6 +127,8 @@ TABLE = [
     Committed(index=8, payload=Noop()),
     Committed(index=9, payload=Batch(requests=(REQ,))),
     StateSnapshot(index=3, data=b"\x00\xff snapshot"),
+    ChangeMembership(members=(0, 1, 3)),
+    Request(client_id=1, seq=3, command=ChangeMembership(members=())),
     Prims(nothing=None, flag=True, number=-5, ratio=0.25, text="héllo", raw=b"\x00"),
     Prims(nothing=None, flag=False, number=0, ratio=3, text="", raw=b""),
     Unions(maybe_int=None, maybe_put=None, int_or_str="s", mixed=None, maybe_ints=None),
@@ -153,7 +165,7 @@ def test_roundtrip_table_check_fails_when_a_registered_type_has_no_row() -> None
 
 
 def test_core_tags_are_fixed_and_extra_tags_follow_registration_order() -> None:
-    assert [CODEC.tags[t] for t in CORE_TYPES] == list(range(1, 11))
+    assert [CODEC.tags[t] for t in CORE_TYPES] == list(range(1, 12))
     assert [CODEC.tags[t] for t in EXTRA] == list(range(FIRST_EXTRA_TAG, FIRST_EXTRA_TAG + 6))
     assert CODEC.extra_types == EXTRA
 
