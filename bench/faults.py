@@ -6,7 +6,9 @@ Each ``Fault`` names a time ``at`` (virtual seconds) and an ``action``:
   restart it after ``duration`` seconds if ``duration > 0``;
 * ``isolate`` a target (cut both ways), healed after ``duration`` if set;
 * ``partition`` into ``groups`` (lists of node ids), healed after ``duration``;
-* ``heal`` every link; ``restart`` a node id.
+* ``heal`` every link; ``restart`` a node id;
+* ``membership``: change the voting members to ``members`` (a client
+  submits ``ChangeMembership``; protocols with membership support only).
 
 Targets are resolved when the fault fires (the leader *then*).  Every fault
 that fires is logged with its time and resolved node, so plots can mark it.
@@ -18,12 +20,13 @@ from typing import Any
 
 import attrs
 
+from consensus.commands import ChangeMembership
 from consensus.config import ConfigError, _one_of, non_negative
 from consensus.sim import Simulator
 
 __all__ = ["Fault", "FaultLog", "schedule_faults"]
 
-ACTIONS = ("crash", "restart", "isolate", "partition", "heal")
+ACTIONS = ("crash", "restart", "isolate", "partition", "heal", "membership")
 
 
 @attrs.frozen(kw_only=True)
@@ -33,10 +36,13 @@ class Fault:
     target: str = "leader"
     duration: float = attrs.field(default=0.0, validator=non_negative)
     groups: tuple[tuple[int, ...], ...] = ()
+    members: tuple[int, ...] = ()
 
     def __attrs_post_init__(self) -> None:
         if self.action == "partition" and not self.groups:
             raise ConfigError("groups: a partition needs groups, e.g. [[0], [1, 2]]")
+        if self.action == "membership" and not self.members:
+            raise ConfigError("members: a membership change needs members, e.g. [0, 1, 2, 3]")
         if self.target not in ("leader", "follower") and not self.target.isdigit():
             raise ConfigError(
                 f"target: must be 'leader', 'follower' or a node id, got {self.target!r}"
@@ -63,7 +69,19 @@ def schedule_faults(sim: Simulator, faults: list[Fault], log: FaultLog) -> None:
         log.append({"time": sim.now, "action": action, "node": node, **extra})
 
     def fire(fault: Fault) -> None:
-        if fault.action == "heal":
+        if fault.action == "membership":
+            members = tuple(fault.members)
+
+            def done(op: Any) -> None:
+                record(
+                    "membership-done" if op.ok else "membership-failed",
+                    None,
+                    members=str(list(members)),
+                )
+
+            sim.submit(ChangeMembership(members=members), on_done=done)
+            record("membership", None, members=str(list(members)))
+        elif fault.action == "heal":
             sim.heal()
             record("heal", None)
         elif fault.action == "partition":

@@ -82,6 +82,18 @@ class RunConfig:
             raise ConfigError(f"drain: must be >= 0, got {self.drain}")
         if self.interval <= 0:
             raise ConfigError(f"interval: must be > 0, got {self.interval}")
+        for i, fault in enumerate(self.faults):
+            if fault.action != "membership":
+                continue
+            for name in self.protocols:
+                if not self.cluster_for(name).protocol_spec().membership:
+                    raise ConfigError(
+                        f"faults[{i}].action: protocol {name!r} does not support membership"
+                        " changes; run it without this fault"
+                    )
+            outside = [m for m in fault.members if not 0 <= m < self.cluster.nodes]
+            if outside:
+                raise ConfigError(f"faults[{i}].members: {outside[0]} is not a node id")
 
     def cluster_for(self, protocol: str) -> ClusterConfig:
         """The baseline cluster with ``protocol`` and its options."""

@@ -111,3 +111,38 @@ async def test_node_runners_in_nurseries_over_a_local_network(autojump_clock):
         await trio.sleep(0.2)  # heartbeats carry the commit index to followers
         assert [r.host.sm.data for r in runners] == [{"a": "b"}] * 3
         nursery.cancel_scope.cancel()
+
+
+async def test_network_delay_is_observed_in_trio_virtual_time(autojump_clock):
+    config = ClusterConfig(
+        protocol="sequencer", nodes=3, network=NetworkConfig(delay=Delay.constant(0.005))
+    )
+    async with open_cluster(config) as cluster:
+        await cluster.submit(Put(key="warm", value="up"), node=0)
+        start = trio.current_time()
+        await cluster.submit(Put(key="k", value="v"), node=0)
+        assert trio.current_time() - start == pytest.approx(0.010)  # there and back
+
+
+async def test_partition_blocks_commits_until_healed_under_mock_clock(autojump_clock):
+    config = ClusterConfig(
+        protocol="sequencer", nodes=3, client=ClientConfig(timeout=0.2, max_attempts=4)
+    )
+    async with open_cluster(config) as cluster:
+        cluster.partition([0], [1, 2])  # the leader alone: no majority
+        with pytest.raises(OperationFailed):
+            await cluster.node(0).submit(Put(key="k", value="lost?"))
+        cluster.heal()
+        assert await cluster.node(0).submit(Get(key="k")) in (None, "lost?")
+        await cluster.node(0).submit(Put(key="k", value="v"))
+        assert await cluster.node(0).submit(Get(key="k")) == "v"
+
+
+async def test_loss_only_delays_commits_under_mock_clock(autojump_clock):
+    config = ClusterConfig(
+        protocol="raft", nodes=3, seed=4, network=NetworkConfig(loss=0.3, reorder=0.3)
+    )
+    async with open_cluster(config) as cluster:
+        for i in range(20):
+            await cluster.submit(Append(key="log", value=str(i % 10)))
+        assert await cluster.submit(Get(key="log")) == "01234567890123456789"
