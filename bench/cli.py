@@ -224,6 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--protocol", action="append", help="protocol to run (repeatable)")
     run.add_argument("--seed", type=int, help="override the config's seed")
     run.add_argument("--out", type=Path, help="directory for the result DataFrames (parquet)")
+    run.add_argument("--plot", type=Path, help="write a PNG: throughput over time, latency CDF")
     sweep = sub.add_parser("sweep", help="run a grid of configs (a [sweep] table) and combine")
     sweep.add_argument("config", help="sweep config TOML with a [sweep] table")
     sweep.add_argument("--out", type=Path, help="directory for the combined DataFrames")
@@ -257,7 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    console = Console(width=None if sys.stdout.isatty() else 120)
+    console = Console(width=None if sys.stdout.isatty() else 140)
     try:
         if args.command == "run":
             return _cmd_run(args, console)

@@ -10,7 +10,10 @@ Each ``Fault`` names a time ``at`` (virtual seconds) and an ``action``:
 * ``membership``: change the voting members to ``members`` (a client
   submits ``ChangeMembership``; protocols with membership support only).
 
-Targets are resolved when the fault fires (the leader *then*).  Every fault
+Targets are resolved when the fault fires (the leader *then*).  For a
+leaderless protocol (single-decree Paxos) ``leader`` means the lowest-numbered
+live node, so a "leader crash" still removes a node clients are using and
+the comparison stays like for like.  Every fault
 that fires is logged with its time and resolved node, so plots can mark it.
 """
 
@@ -57,7 +60,11 @@ def _resolve(sim: Simulator, target: str) -> int | None:
         return int(target)
     leaders = [n for n in sim.leaders() if sim.is_up(n)]
     if target == "leader":
-        return leaders[0] if leaders else None
+        if leaders:
+            return leaders[0]
+        leaderless = all(sim.replica(n).leader() is None for n in sim.up_nodes())
+        up = sim.up_nodes()
+        return up[0] if leaderless and up else None
     followers = [n for n in sim.up_nodes() if n not in leaders]
     return followers[0] if followers else None
 

@@ -1,0 +1,63 @@
+"""Plots of results: each function takes DataFrames and an Axes, returns the figure.
+
+No import-time side effects: matplotlib is imported by the caller (or the
+notebook), and nothing here picks a backend or shows a window.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+__all__ = ["plot_latency_cdf", "plot_throughput"]
+
+
+def _mark_faults(ax: Any, faults: pd.DataFrame, protocol: str | None = None) -> None:
+    if faults is None or faults.empty:
+        return
+    rows = faults if protocol is None else faults[faults["protocol"] == protocol]
+    seen: set[tuple[float, str]] = set()
+    for row in rows.itertuples():
+        key = (round(row.time, 6), row.action)
+        if key in seen:
+            continue
+        seen.add(key)
+        ax.axvline(row.time, color="grey", linestyle=":", linewidth=1)
+        label = row.action if pd.isna(row.node) else f"{row.action} {int(row.node)}"
+        ax.annotate(
+            label,
+            (row.time, 1.0),
+            xycoords=("data", "axes fraction"),
+            rotation=90,
+            va="top",
+            ha="right",
+            fontsize=8,
+            color="grey",
+        )
+
+
+def plot_throughput(throughput: pd.DataFrame, ax: Any, faults: pd.DataFrame | None = None) -> Any:
+    """Completed operations per second over time, one line per protocol."""
+    for protocol, rows in throughput.groupby("protocol", sort=False):
+        ax.plot(rows["time"], rows["ops_per_s"], label=protocol, linewidth=1.5)
+    _mark_faults(ax, faults) if faults is not None else None
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("completed ops/s")
+    ax.set_ylim(bottom=0)
+    ax.legend(loc="lower left")
+    return ax.figure
+
+
+def plot_latency_cdf(ops: pd.DataFrame, ax: Any) -> Any:
+    """The latency distribution of successful measured operations, per protocol."""
+    done = ops[(ops["status"] == "ok") & ops["measured"]]
+    for protocol, rows in done.groupby("protocol", sort=False):
+        latency = rows["latency"].sort_values() * 1000
+        fraction = (pd.RangeIndex(1, len(latency) + 1) / len(latency)).to_numpy()
+        ax.plot(latency.to_numpy(), fraction, label=protocol, linewidth=1.5)
+    ax.set_xscale("log")
+    ax.set_xlabel("latency (ms, log scale)")
+    ax.set_ylabel("fraction of operations")
+    ax.legend(loc="lower right")
+    return ax.figure
