@@ -123,8 +123,11 @@ def chaos_run(
     # Faults while the clients work (bounded), then a healthy period to finish.
     sim.run_until(lambda: issued >= ops, timeout=120.0)
     nemesis.stop()
+    # The nemesis's membership changes are operations too: count key-value ones.
     sim.run_until(
-        lambda: len(sim.history) >= ops and all(op.done for op in sim.history), timeout=30.0
+        lambda: sum(op.is_kv for op in sim.history) >= ops
+        and all(op.done for op in sim.history),
+        timeout=30.0,
     )
     sim.finish_pending()
     result = check([op for op in sim.history if op.is_kv], timeout=check_timeout)

@@ -17,13 +17,15 @@ The menu:
 * ``one_way``: a few directed links cut (asymmetric partitions);
 * ``isolate``: one node cut off both ways;
 * ``loss``, ``duplicate``, ``reorder``: that fault's probability raised;
-* ``delay_spike``: every link 10-50x slower for a while.
+* ``delay_spike``: every link 10-50x slower for a while;
+* ``membership`` (only for protocols with ``ProtocolSpec.membership``): a
+  fresh client asks for a random voting set of at least three of all node
+  ids that keeps a majority of the current members (as the leader reports
+  them), so the change can complete while a minority is down; one at a time.
 
 At most a minority of nodes is down at once, so a healthy majority always
 exists once the network heals.  ``stop()`` ends every fault: links healed,
 network settings restored, crashed nodes restarted; then clients can finish.
-
-(Raft membership changes join the menu when the Raft plugin supports them.)
 """
 
 from __future__ import annotations
@@ -33,7 +35,9 @@ from typing import Any
 
 import attrs
 
+from consensus.commands import ChangeMembership
 from consensus.config import Delay
+from consensus.history import Operation
 from consensus.sim import Simulator
 
 __all__ = ["FAULTS", "Nemesis"]
@@ -49,6 +53,7 @@ FAULTS = (
     "duplicate",
     "reorder",
     "delay_spike",
+    "membership",
 )
 
 
@@ -63,11 +68,16 @@ class Nemesis:
     log: list[tuple[float, str, str]] = attrs.Factory(list)
     _running: bool = False
     _baseline: dict[str, Any] = attrs.Factory(dict)
+    #: The membership change under way, if any (one at a time).
+    _change: Operation | None = None
 
     def __attrs_post_init__(self) -> None:
         unknown = set(self.faults) - set(FAULTS)
         if unknown:
             raise ValueError(f"unknown faults {sorted(unknown)}; choose from {', '.join(FAULTS)}")
+        if not self.sim.spec.membership:
+            # Offered only to protocols that handle ChangeMembership.
+            self.faults = tuple(f for f in self.faults if f != "membership")
         net = self.sim.network
         self._baseline = {
             "loss": net.loss,
@@ -204,7 +214,29 @@ class Nemesis:
             f"delay uniform {low * 1000:.1f}-{high * 1000:.1f} ms",
         )
 
-    # -- the end ----------------------------------------------------------------------
+    # -- membership changes -----------------------------------------------------------
+
+    def _current_members(self) -> list[int] | None:
+        for node in self.sim.leaders():
+            members = self.sim.replica(node).status().get("members")
+            if members:
+                return sorted(members)
+        return None
+
+    def _membership(self) -> None:
+        nodes = list(self.sim.node_ids)
+        current = self._current_members()
+        if (self._change is not None and not self._change.done) or not current or len(nodes) < 3:
+            return
+        keep = self.rng.sample(current, len(current) // 2 + 1)
+        others = [n for n in nodes if n not in keep]
+        size = self.rng.randint(max(3, len(keep)), len(nodes))
+        new = tuple(sorted(keep + self.rng.sample(others, size - len(keep))))
+        self._note("membership", f"{current} -> {list(new)}")
+        self._change = self.sim.submit(ChangeMembership(members=new), on_done=self._membership_done)
+
+    def _membership_done(self, op: Operation) -> None:
+        self._note("membership_done", f"{op.status} {op.result}")
 
     def stop(self) -> None:
         """End every fault: heal, restore the network, restart crashed nodes."""

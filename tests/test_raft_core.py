@@ -15,12 +15,13 @@ import pytest
 from codec_helpers import roundtrip_table_check
 
 from consensus.codec import Codec
-from consensus.commands import Get, Noop, Put, Request
+from consensus.commands import ChangeMembership, Get, Noop, Put, Request
 from consensus.replica import Committed, Outputs, ReadReady, ReplicaContext, StateSnapshot
 from protocols.raft import (
     PROTOCOL,
     AppendEntries,
     AppendEntriesResponse,
+    Configuration,
     Entry,
     HardState,
     InstallSnapshot,
@@ -956,6 +957,7 @@ def test_options_reject_invalid_values(bad: dict[str, Any]) -> None:
 
 def test_every_raft_message_and_record_round_trips_through_the_codec() -> None:
     entries = (Entry(term=1, payload=Noop()), Entry(term=2, payload=req(7)))
+    change = Request(client_id=4, seq=1, command=ChangeMembership(members=(0, 3)))
     roundtrip_table_check(
         Codec.for_protocol(PROTOCOL),
         [
@@ -980,6 +982,18 @@ def test_every_raft_message_and_record_round_trips_through_the_codec() -> None:
             LogAppend(index=5, entries=entries),
             LogTruncate(after=4),
             SnapshotTaken(index=9, term=2, data=b"snap"),
+            # Membership changes: a joint configuration entry, and configurations in
+            # snapshots (records and InstallSnapshot).
+            Entry(term=2, payload=Configuration(new=(0, 3), old=(0, 1, 2), request=change)),
+            Configuration(new=(0, 1, 2)),
+            SnapshotTaken(index=9, term=2, data=b"snap", config=Configuration(new=(1, 2, 3))),
+            InstallSnapshot(
+                term=3,
+                last_included_index=9,
+                last_included_term=2,
+                data=b"s",
+                config=Configuration(new=(0, 3), old=(0, 1, 2), request=change),
+            ),
         ],
     )
 

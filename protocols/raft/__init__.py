@@ -1,4 +1,5 @@
-"""Raft (Ongaro & Ousterhout, 2014) with PreVote and CheckQuorum, as a sans-I/O plugin.
+"""Raft (Ongaro & Ousterhout, 2014) with PreVote, CheckQuorum and joint-consensus
+membership changes, as a sans-I/O plugin.
 
 See ``README.md`` in this folder for the message flow and the paper sections
 followed, and ``core`` for the theory of operation.
@@ -11,6 +12,7 @@ from protocols.raft.core import RaftReplica, create
 from protocols.raft.messages import (
     AppendEntries,
     AppendEntriesResponse,
+    Configuration,
     Entry,
     InstallSnapshot,
     InstallSnapshotResponse,
@@ -25,6 +27,7 @@ __all__ = [
     "PROTOCOL",
     "AppendEntries",
     "AppendEntriesResponse",
+    "Configuration",
     "Entry",
     "HardState",
     "InstallSnapshot",
@@ -45,7 +48,7 @@ PROTOCOL = ProtocolSpec(
     create=create,
     summary=(
         "Raft (figure 2) with PreVote, CheckQuorum, ReadIndex, snapshots,"
-        " pipelined and batched AppendEntries"
+        " pipelined and batched AppendEntries, joint-consensus membership changes"
     ),
     options=RaftOptions,
     # Order fixes wire tags: only ever append.
@@ -57,6 +60,8 @@ PROTOCOL = ProtocolSpec(
         AppendEntriesResponse,
         InstallSnapshot,
         InstallSnapshotResponse,
+        Configuration,
     ),
     records=(HardState, LogAppend, LogTruncate, SnapshotTaken),
+    membership=True,
 )

@@ -31,6 +31,9 @@ Roles (one ``_become_*`` method each resets every role field in one place):
   healthy leader.
 * Reads (``read``) use ReadIndex (thesis 6.4, ``replication.py``); log
   compaction and InstallSnapshot live in ``snapshots.py``.
+* Membership changes (joint consensus, section 6) live in ``membership.py``:
+  ``quorum`` and ``peers`` follow the latest configuration entry in the log,
+  and a server outside its configuration never campaigns.
 
 Durability: term, vote and log changes are written as records
 (``records.py``) in the same ``Outputs`` as the messages that depend on them;
@@ -51,7 +54,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from consensus.commands import Noop, Request
+from consensus.commands import ChangeMembership, Noop, Request
 from consensus.quorum import Majority, QuorumSystem
 from consensus.replica import (
     Committed,
@@ -61,6 +64,7 @@ from consensus.replica import (
     ReplicaContext,
     StateSnapshot,
 )
+from protocols.raft.membership import Membership
 from protocols.raft.messages import (
     AppendEntries,
     AppendEntriesResponse,
@@ -73,12 +77,11 @@ from protocols.raft.options import RaftOptions
 from protocols.raft.progress import Progress
 from protocols.raft.records import HardState, replay
 from protocols.raft.roles import Role
-from protocols.raft.snapshots import Snapshots
 
 __all__ = ["RaftReplica", "Role", "create"]
 
 
-class RaftReplica(Snapshots):
+class RaftReplica(Membership):
     """A Raft server; build it with ``create(ctx, records)``."""
 
     supports_reads = True
@@ -93,8 +96,9 @@ class RaftReplica(Snapshots):
         self.options: RaftOptions = options
         # With read_index off, Gets go through the log like writes.
         self.supports_reads = options.read_index
+        # Both follow the configuration in force (``membership``): the other
+        # members, and a Majority, or a JointQuorum during a change.
         self.peers: tuple[NodeId, ...] = ctx.peers
-        #: Replaced by a JointQuorum during a membership change (not yet implemented).
         self.quorum: QuorumSystem = Majority(ctx.members)
 
         durable = replay(records)
@@ -139,6 +143,12 @@ class RaftReplica(Snapshots):
             InstallSnapshot: self._on_install_snapshot,
             InstallSnapshotResponse: self._on_install_snapshot_response,
         }
+        # The configuration: the snapshot's, then every configuration entry in the log.
+        snapshot = self._snapshot
+        if snapshot is None:
+            self._reset_configs(0, None)
+        else:
+            self._reset_configs(snapshot.index, snapshot.config)
 
     # ------------------------------------------------------------------ inputs
 
@@ -190,6 +200,9 @@ class RaftReplica(Snapshots):
             # A retry of a proposal still in flight here: its entry answers both.
             self.counters["duplicate_proposals"] += 1
             return out
+        if type(request.command) is ChangeMembership:
+            self._propose_change(request, out)
+            return self._finish(out)
         index = self._append_own(request, out)
         self._pending[index] = (self.term, request)
         self._pending_ids[key] = index
@@ -224,6 +237,7 @@ class RaftReplica(Snapshots):
             "leader": self.leader_id,
             "commit_index": self.commit_index,
             "last_index": self.log.last_index,
+            **self.config_status(),
         }
 
     # ------------------------------------------------------------- dispatch
@@ -239,6 +253,14 @@ class RaftReplica(Snapshots):
             if self._in_lease():
                 # Leader stickiness: do not let a disruptive node bump our term.
                 self.counters["votes_ignored_in_lease"] += 1
+                return False
+            if self._removed(src):
+                # Thesis 4.2.3: a server our committed configuration excludes is a
+                # removed one with a stale log (had it that entry, it would know it is
+                # out and not campaign).  It cannot win, and must not bump our term.
+                # (Were it re-added by a later entry we lack, the members holding that
+                # entry can still elect a leader; dropping a message is always safe.)
+                self.counters["votes_ignored_not_member"] += 1
                 return False
             if m.prevote:
                 return True  # answered without changing our term
@@ -279,6 +301,8 @@ class RaftReplica(Snapshots):
                     if term != entry.term:
                         self._reject_overwritten(request, out)
             self._emitted = self.commit_index
+        if not self._config_settled:
+            self._settle_config(out)  # a configuration entry committed (membership)
         return out
 
     # ----------------------------------------------------------- role changes
@@ -362,6 +386,7 @@ class RaftReplica(Snapshots):
         # A Noop of our term lets earlier entries commit (section 5.4.2, figure 8);
         # its AppendEntries is the first heartbeat.
         self._term_start = self._append_own(Noop(), out)
+        self._config_settled = False  # a joint configuration is ours to complete
         self._flush(out)
         self._heartbeat_deadline = self._now + self.options.heartbeat_interval
 
@@ -369,6 +394,13 @@ class RaftReplica(Snapshots):
 
     def _hup(self, out: Outputs) -> None:
         """The election timer fired: start a (pre-)election."""
+        if not self._voter:
+            # Not in our configuration (a spare, or removed): never campaign.  Sleep
+            # until a leader's message rearms the timer; its hint is stale by now.
+            self._election_deadline = None
+            self.leader_id = None
+            self.counters["elections_skipped_not_member"] += 1
+            return
         if self.options.prevote:
             self._become_precandidate(out)
         else:

@@ -17,7 +17,13 @@ Two RPCs, each a request and a response, carry the whole protocol:
   leader's ReadIndex confirmation rounds (thesis section 6.4).
 * ``InstallSnapshot`` / ``InstallSnapshotResponse``: a follower that needs
   entries the leader has compacted away gets the state-machine snapshot
-  instead (section 7, figure 13; sent whole, not in chunks).
+  instead (section 7, figure 13; sent whole, not in chunks), with the
+  configuration in force at its last index.
+
+``Configuration`` is a value, not an RPC: the joint configuration entry
+C_old,new of a membership change (paper section 6) is a log entry whose
+payload is a ``Configuration`` with ``old`` set, and a snapshot carries the
+configuration it covers (see ``membership``).
 
 The sender's node id is not a field: the transport delivers ``src`` with
 every message (figure 2's ``candidateId``/``leaderId``).  Messages are plain
@@ -30,9 +36,12 @@ from typing import Any
 
 import attrs
 
+from consensus.commands import Request
+
 __all__ = [
     "AppendEntries",
     "AppendEntriesResponse",
+    "Configuration",
     "Entry",
     "InstallSnapshot",
     "InstallSnapshotResponse",
@@ -45,12 +54,28 @@ __all__ = [
 class Entry:
     """One log entry: the leader's term when it was created, and the payload.
 
-    ``payload`` is a client ``Request`` or a ``Noop`` (a new leader's first
-    entry); later, configuration changes.
+    ``payload`` is a client ``Request`` (one whose command is a
+    ``ChangeMembership`` is a configuration entry, C_new), a ``Noop`` (a new
+    leader's first entry) or a joint ``Configuration`` (C_old,new).
     """
 
     term: int
     payload: Any
+
+
+@attrs.frozen(kw_only=True)
+class Configuration:
+    """A cluster configuration: the voting members ``new``, or, while ``old``
+    is not empty, the joint configuration C_old,new (paper section 6).
+
+    Member tuples are sorted and free of duplicates.  As a log entry payload
+    it is the joint entry, and ``request`` is the client's ``ChangeMembership``
+    request the leader appends as C_new once the joint entry commits.
+    """
+
+    new: tuple[int, ...]
+    old: tuple[int, ...] = ()
+    request: Request | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -124,6 +149,8 @@ class InstallSnapshot:
     last_included_index: int
     last_included_term: int
     data: bytes
+    #: The configuration in force at ``last_included_index`` (section 6).
+    config: Configuration | None = None
 
 
 @attrs.frozen(kw_only=True)

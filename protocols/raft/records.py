@@ -10,8 +10,10 @@ The replica writes it as an append-only sequence of records (see
 * ``LogAppend(index, entries)``: entries written at ``index``,
   ``index + 1``, ...; always contiguous with the log before it.
 * ``LogTruncate(after)``: a conflicting suffix after ``after`` was dropped.
-* ``SnapshotTaken(index, term, data)``: the state machine's snapshot covering
-  the log up to ``index`` (whose entry had ``term``).  It is written by a
+* ``SnapshotTaken(index, term, data, config)``: the state machine's snapshot
+  covering the log up to ``index`` (whose entry had ``term``), and the
+  configuration in force there (``None`` in records older than membership
+  changes: the initial configuration).  It is written by a
   compaction, which replaces every stored record with ``HardState``,
   ``SnapshotTaken`` and a ``LogAppend`` of the entries after ``index``.
 
@@ -31,7 +33,7 @@ from typing import Any
 import attrs
 
 from consensus.log import Log
-from protocols.raft.messages import Entry
+from protocols.raft.messages import Configuration, Entry
 
 __all__ = [
     "DurableState",
@@ -74,6 +76,8 @@ class SnapshotTaken:
     index: int
     term: int
     data: bytes
+    #: The configuration in force at ``index`` (the latest config entry up to it).
+    config: Configuration | None = None
 
 
 @attrs.define

@@ -98,6 +98,15 @@ class Replication(Replica):
     def _snapshot_heartbeat(self, peer: NodeId, progress: Progress, out: Outputs) -> None:
         raise NotImplementedError
 
+    def _note_configs(self, first: int, entries: Sequence[Entry]) -> None:
+        raise NotImplementedError
+
+    def _truncate_configs(self, after: int) -> None:
+        raise NotImplementedError
+
+    def _prune_progress(self) -> None:
+        raise NotImplementedError
+
     # ------------------------------------------------------------------- log
 
     def _term_at(self, index: int) -> int:
@@ -150,7 +159,8 @@ class Replication(Replica):
             self.counters["read_rounds"] += 1
             for peer, progress in self._progress.items():
                 self._send_heartbeat(peer, progress, out)
-        for peer in self.peers:
+        # Every tracked server: the members, and removed ones until they hold C_new.
+        for peer in self._progress:
             self._send_entries(peer, out)
 
     def _send_entries(self, peer: NodeId, out: Outputs) -> None:
@@ -194,6 +204,8 @@ class Replication(Replica):
             self._flush(out)
         if self._heartbeat_deadline is not None and now >= self._heartbeat_deadline:
             self._heartbeat_deadline = now + self.options.heartbeat_interval
+            if len(self._progress) > len(self.peers):
+                self._prune_progress()  # removed servers (membership)
             self._heartbeat(out)
 
     def _heartbeat(self, out: Outputs) -> None:
@@ -375,6 +387,7 @@ class Replication(Replica):
                 out.persist.append(LogTruncate(after=at - 1))
                 self.counters["truncations"] += 1
                 self._drop_pending_after(at - 1, out)
+                self._truncate_configs(at - 1)  # may revert the configuration
                 new = entries[offset:]
                 break
         if new:
@@ -382,6 +395,7 @@ class Replication(Replica):
             assert new[0].term >= self._term_at(first - 1), "log terms must not decrease"
             log.extend(new)
             out.persist.append(LogAppend(index=first, entries=tuple(new)))
+            self._note_configs(first, new)  # a configuration entry is in force at once
 
     def _drop_pending_after(self, index: int, out: Outputs) -> None:
         """Our own proposals after ``index`` were overwritten: tell their clients."""

@@ -21,6 +21,10 @@ sets its commit index to the snapshot's and asks the host to restore the
 state machine (``Outputs.restore``).  A snapshot at or below the commit
 index is answered without change: everything committed is already there.
 
+Snapshots carry the configuration in force at their last index (the
+membership change record, section 6): ``SnapshotTaken.config`` and
+``InstallSnapshot.config`` become the base of ``_configs`` (``membership``).
+
 Invariants: ``log.snapshot_index <= commit_index``; ``_snapshot`` describes
 exactly the compacted prefix (its index and term are the log's).
 """
@@ -28,7 +32,7 @@ exactly the compacted prefix (its index and term are the log's).
 from __future__ import annotations
 
 from consensus.replica import NodeId, Outputs, StateSnapshot
-from protocols.raft.messages import InstallSnapshot, InstallSnapshotResponse
+from protocols.raft.messages import Configuration, InstallSnapshot, InstallSnapshotResponse
 from protocols.raft.progress import SNAPSHOT_RETRY_HEARTBEATS, Progress, ProgressState
 from protocols.raft.records import HardState, LogAppend, SnapshotTaken, compacted
 from protocols.raft.replication import Replication
@@ -44,13 +48,20 @@ class Snapshots(Replication):
     _saved_hard: HardState
     _emitted: int
 
+    def _compact_configs(self, index: int) -> Configuration | None:
+        raise NotImplementedError
+
+    def _reset_configs(self, index: int, base: Configuration | None) -> None:
+        raise NotImplementedError
+
     def _compact(self, index: int, data: bytes, out: Outputs) -> None:
         if index <= self.log.snapshot_index:
             return
         assert index <= self.commit_index, "only committed entries may be compacted"
         term = self._term_at(index)
         self.log.compact(index, term)
-        self._snapshot = SnapshotTaken(index=index, term=term, data=data)
+        config = self._compact_configs(index)
+        self._snapshot = SnapshotTaken(index=index, term=term, data=data, config=config)
         self._rewrite_storage(out)
         self.counters["compactions"] += 1
 
@@ -77,6 +88,7 @@ class Snapshots(Replication):
             last_included_index=snapshot.index,
             last_included_term=snapshot.term,
             data=snapshot.data,
+            config=snapshot.config,
         )
         out.send(peer, message)
         progress.become_snapshot(snapshot.index)
@@ -130,7 +142,10 @@ class Snapshots(Replication):
             del self._pending_ids[(request.client_id, request.seq)]
             self._reject_overwritten(request, out)
         self.commit_index = self._emitted = index
-        self._snapshot = SnapshotTaken(index=index, term=m.last_included_term, data=m.data)
+        self._snapshot = SnapshotTaken(
+            index=index, term=m.last_included_term, data=m.data, config=m.config
+        )
+        self._reset_configs(index, m.config)  # the snapshot's, then any the kept log holds
         self._rewrite_storage(out)
         out.restore = StateSnapshot(index=index, data=m.data)
         out.send(src, InstallSnapshotResponse(term=self.term, index=index))
