@@ -11,11 +11,25 @@ The public surface, re-exported here; everything else is internal:
   ``FlexibleQuorum``, ``KVStore``;
 * configuration: ``ClusterConfig``, ``NetworkConfig``, ``Delay``,
   ``StorageConfig``, ``ClientConfig``, ``load_cluster_config``, ``ConfigError``;
+* wire and storage: ``Codec``, ``CodecError``, ``MemoryStorage``,
+  ``DurableStorage``, ``WriteAheadLog``;
 * running: ``Simulator`` (deterministic, synchronous), ``open_cluster``
-  (Trio), ``History``, ``Operation``.
+  (Trio), ``History``, ``Operation``;
+* safety: ``check`` (linearizability of a history).
 """
 
-from consensus.commands import Append, Batch, CompareAndSet, Delete, Get, Noop, Put, Request
+from consensus.codec import Codec, CodecError
+from consensus.commands import (
+    Append,
+    Batch,
+    ChangeMembership,
+    CompareAndSet,
+    Delete,
+    Get,
+    Noop,
+    Put,
+    Request,
+)
 from consensus.config import (
     ClientConfig,
     ClusterConfig,
@@ -26,6 +40,7 @@ from consensus.config import (
     load_cluster_config,
 )
 from consensus.history import History, Operation
+from consensus.linearizability import CheckResult, check
 from consensus.log import Log
 from consensus.quorum import FlexibleQuorum, JointQuorum, Majority
 from consensus.registry import ProtocolSpec, available_protocols, get_protocol, register
@@ -41,10 +56,20 @@ from consensus.replica import (
 from consensus.runtime import Cluster, OperationFailed, open_cluster
 from consensus.sim import Simulator
 from consensus.statemachine import KVStore
+from consensus.storage import MemoryStorage
+from consensus.wal import DurableStorage, WriteAheadLog
 
 __all__ = [
     "Append",
     "Batch",
+    "ChangeMembership",
+    "CheckResult",
+    "Codec",
+    "CodecError",
+    "DurableStorage",
+    "MemoryStorage",
+    "WriteAheadLog",
+    "check",
     "ClientConfig",
     "Cluster",
     "ClusterConfig",
