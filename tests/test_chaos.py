@@ -12,7 +12,7 @@ import pytest
 from bench.chaos import chaos_run, chaos_runs, replay_command
 from bench.cli import main
 
-RUNS = 12
+RUNS = 30
 
 CONFIGURATIONS = [
     ("raft", {}, 0),
