@@ -3,6 +3,19 @@
 ``python -m bench speed`` runs a closed-loop write workload on each protocol
 and reports how fast the deterministic simulator goes on this machine.  This
 is a benchmark, not a test: timings never appear in test assertions.
+
+What is measured: the wall time of ``Simulator.run_for`` only (building the
+cluster and importing the plugin are excluded), with 32 closed-loop clients
+sending writes to a healthy LAN-like network.  A *message* is one protocol
+message delivered to a node; an *event* is anything the simulator's queue
+ran (messages, timers, client arrivals and timeouts).  Messages per second
+favour chatty protocols: Raft batches so well that it sends a fraction of a
+message per operation, so ``us_per_op`` (wall microseconds per completed
+operation) is the fairer comparison between protocols.
+
+The machine may be shared: ``repeat`` runs the same (deterministic)
+simulation several times and keeps the fastest, as ``timeit`` does; every
+repeat delivers exactly the same messages, so only the clock differs.
 """
 
 from __future__ import annotations
@@ -26,8 +39,14 @@ def measure(
     seconds: float = 5.0,
     wire: str = "objects",
     seed: int = 1,
+    repeat: int = 1,
 ) -> dict[str, Any] | None:
-    """Run ``seconds`` of simulated time; None if the protocol is not installed."""
+    """Run ``seconds`` of simulated time (best of ``repeat`` runs); None if not installed.
+
+    Keys: ``protocol``, ``nodes``, ``messages``, ``events``, ``ops`` (completed
+    operations), ``wall`` and ``cpu`` (seconds, of the fastest run),
+    ``msgs_per_s``, ``events_per_s``, ``ops_per_s`` and ``us_per_op`` (wall).
+    """
     if protocol not in available_protocols():
         return None
     config = ClusterConfig(
@@ -37,23 +56,34 @@ def measure(
         wire=wire,
         network=NetworkConfig(delay=Delay.uniform(0.0005, 0.0015)),
     )
-    try:
-        sim = Simulator(config, record_applied=False)
-    except (UnknownProtocolError, ImportError):
-        return None
-    workload = Workload(
-        sim, WorkloadConfig(clients=clients, duration=seconds, warmup=0.0, read_fraction=0.0)
-    )
-    workload.start()
-    started = time.perf_counter()
-    sim.run_for(seconds)
-    wall = time.perf_counter() - started
+    best: tuple[float, float, Simulator] | None = None
+    for _ in range(max(1, repeat)):
+        try:
+            sim = Simulator(config, record_applied=False)
+        except (UnknownProtocolError, ImportError):
+            return None
+        workload = Workload(
+            sim, WorkloadConfig(clients=clients, duration=seconds, warmup=0.0, read_fraction=0.0)
+        )
+        workload.start()
+        started, cpu_started = time.perf_counter(), time.process_time()
+        sim.run_for(seconds)
+        wall, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+        if best is None or wall < best[0]:
+            best = (wall, cpu, sim)
+    assert best is not None
+    wall, cpu, sim = best
+    ops = sum(1 for op in sim.history if op.ok)
     return {
         "protocol": protocol,
+        "nodes": nodes,
         "messages": sim.messages_delivered,
         "events": sim.events_processed,
-        "ops": sum(1 for op in sim.history if op.ok),
+        "ops": ops,
         "wall": wall,
+        "cpu": cpu,
         "msgs_per_s": sim.messages_delivered / wall,
         "events_per_s": sim.events_processed / wall,
+        "ops_per_s": ops / wall,
+        "us_per_op": wall / ops * 1e6 if ops else float("nan"),
     }

@@ -200,14 +200,20 @@ class Acceptor:
         """Phase 2b: accept ``payload`` in ``slot`` unless a higher ballot was promised."""
         if slot < self.floor:
             return Vote(ok=False, promised=ZERO, forgotten=True)
-        current = self.promised(slot)
-        if ballot < current:
+        # The hot path of both plugins (every slot, every node): with no per-slot
+        # promises, as always in Multi-Paxos, promised(slot) is the shared promise.
+        # And in the steady state the ballot is the very object promised: an
+        # identity test spares the (Python-level) ballot comparisons.
+        current = self.promised(slot) if self._promised else self.promised_all
+        same = ballot is current
+        if not same and ballot < current:
             return Vote(ok=False, promised=current)
         previous = self._accepted.get(slot)
         if previous is not None and previous.ballot == ballot:
             # A retransmission: a proposer sends one value per slot per ballot.
             return Vote(ok=True, promised=ballot)
-        self._raise_promise(ballot, slot)
+        if self.per_slot or (not same and ballot > current):  # else the promise covers it
+            self._raise_promise(ballot, slot)
         self._accepted[slot] = PValue(slot=slot, ballot=ballot, payload=payload)
         return Vote(
             ok=True,

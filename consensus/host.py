@@ -90,12 +90,22 @@ class ReplicaHost:
         self.sm: StateMachine = state_machine if state_machine is not None else KVStore()
         #: (index, payload) applied here, in order, when ``record_applied``.
         self.applied: list[tuple[int, Any]] = []
-        self.sent: Counter[str] = Counter()
+        # Messages sent, counted by class (a type is a cheaper key than its name on
+        # the per-message path); ``sent`` names them.
+        self._sent_types: dict[type, int] = {}
         self.sent_bytes: Counter[str] = Counter()
         #: (client_id, seq) -> (request, waiter) for requests submitted here.
         self.waiting: dict[tuple[int, int], tuple[Request, Any]] = {}
         self._reads: list[ReadReady] = []
         self._last_snapshot = 0
+
+    @property
+    def sent(self) -> Counter[str]:
+        """Messages sent by this host, by message type name (a fresh Counter)."""
+        counts: Counter[str] = Counter()
+        for cls, n in self._sent_types.items():
+            counts[cls.__name__] += n
+        return counts
 
     # -- inputs ----------------------------------------------------------------------
 
@@ -126,18 +136,22 @@ class ReplicaHost:
 
     def handle(self, now: float, out: Outputs) -> None:
         """Carry out ``out``: persist, send, apply, answer (in that order)."""
-        storage = self.storage
-        if out.compact is not None:
-            storage.replace(out.compact)
-        if out.persist:
-            storage.append(out.persist)
-        if out.compact is not None or out.persist:
+        # Runs once per input, so every step is guarded by a cheap emptiness test.
+        persist = out.persist
+        if persist or out.compact is not None:
+            storage = self.storage
+            if out.compact is not None:
+                storage.replace(out.compact)
+            if persist:
+                storage.append(persist)
             storage.sync()
 
-        if out.messages:
-            send, sent = self._send, self.sent
-            for dst, message in out.messages:
-                sent[type(message).__name__] += 1
+        messages = out.messages
+        if messages:
+            send, sent = self._send, self._sent_types
+            for dst, message in messages:
+                cls = type(message)
+                sent[cls] = sent.get(cls, 0) + 1
                 send(dst, message)
 
         if out.restore is not None:
@@ -149,37 +163,41 @@ class ReplicaHost:
         if out.committed:
             self._apply(now, out)
 
-        for rejection in out.rejected:
-            entry = self.waiting.pop((rejection.client_id, rejection.seq), None)
-            if entry is not None:
-                self._reply(
-                    entry[1],
-                    ClientReply(
-                        ok=False,
-                        reason=rejection.reason,
-                        leader_hint=rejection.leader_hint,
-                        node=self.node_id,
-                    ),
-                )
+        if out.rejected:
+            for rejection in out.rejected:
+                entry = self.waiting.pop((rejection.client_id, rejection.seq), None)
+                if entry is not None:
+                    self._reply(
+                        entry[1],
+                        ClientReply(
+                            ok=False,
+                            reason=rejection.reason,
+                            leader_hint=rejection.leader_hint,
+                            node=self.node_id,
+                        ),
+                    )
         if out.reads:
             self._reads.extend(out.reads)
         if self._reads:
             self._serve_reads()
 
     def _apply(self, now: float, out: Outputs) -> None:
-        sm, waiting, record = self.sm, self.waiting, self.record_applied
+        sm, waiting, reply, node_id = self.sm, self.waiting, self._reply, self.node_id
+        applied = self.applied if self.record_applied else None
         for entry in out.committed:
-            if entry.index <= sm.applied_index:
+            index = entry.index
+            if index <= sm.applied_index:
                 continue  # already covered by a restored snapshot
-            results = sm.apply(entry.index, entry.payload)
-            if record:
-                self.applied.append((entry.index, entry.payload))
+            payload = entry.payload
+            results = sm.apply(index, payload)
+            if applied is not None:
+                applied.append((index, payload))
             if not waiting:
                 continue  # no client waits here (a follower, usually)
             for request, result in results:
                 found = waiting.pop((request.client_id, request.seq), None)
                 if found is not None:
-                    self._reply(found[1], ClientReply(ok=True, result=result, node=self.node_id))
+                    reply(found[1], ClientReply(ok=True, result=result, node=node_id))
         if self.snapshot_every and sm.applied_index - self._last_snapshot >= self.snapshot_every:
             index = sm.applied_index
             self._last_snapshot = index

@@ -41,9 +41,11 @@ def delay_sampler(delay: Delay, rng: random.Random) -> Sampler:
         value = delay.value
         return lambda src, dst: value
     if delay.kind == "uniform":
-        low, high = delay.low, delay.high
-        uniform = rng.uniform
-        return lambda src, dst: uniform(low, high)
+        # random.uniform(low, high) is low + (high - low) * random(), inlined: one
+        # draw per message, bit-for-bit the same value, one Python call fewer.
+        low, span = delay.low, delay.high - delay.low
+        rand = rng.random
+        return lambda src, dst: low + span * rand()
     if delay.kind == "normal":
         mean, stddev, low = delay.mean, delay.stddev, delay.low
         gauss = rng.gauss

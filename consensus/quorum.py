@@ -35,11 +35,15 @@ class QuorumSystem(Protocol):
 
 def quorum_index(members: Iterable[int], match: Mapping[int, int], size: int) -> int:
     """The largest index that at least ``size`` of ``members`` have reached."""
-    values = sorted((match.get(m, 0) for m in members), reverse=True)
     if size <= 0:
         raise ValueError("quorum size must be positive")
+    # Called on every acknowledgement: a list comprehension and an in-place sort
+    # cost about a third less than sorted() over a generator.
+    get = match.get
+    values = [get(m, 0) for m in members]
     if size > len(values):
         return 0
+    values.sort(reverse=True)
     return values[size - 1]
 
 
@@ -55,9 +59,11 @@ class Majority:
     """More than half of ``members`` for both phases."""
 
     members: frozenset[int] = attrs.field(converter=_members)
+    #: ``len(members) // 2 + 1``, derived once (it is read on every acknowledgement).
+    size: int = attrs.field(init=False, eq=False, repr=False)
 
-    @property
-    def size(self) -> int:
+    @size.default
+    def _size(self) -> int:
         return len(self.members) // 2 + 1
 
     def is_phase1_quorum(self, nodes: Iterable[int]) -> bool:

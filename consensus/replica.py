@@ -158,7 +158,7 @@ class Outputs:
         self.messages.append((dst, message))
 
     def broadcast(self, peers: Sequence[NodeId], message: Any) -> None:
-        self.messages.extend((dst, message) for dst in peers)
+        self.messages.extend([(dst, message) for dst in peers])  # a list: cheaper than a genexpr
 
     def extend(self, other: Outputs) -> None:
         """Append ``other``'s outputs after these (a later input's effects)."""
@@ -201,9 +201,11 @@ class ReplicaContext:
     members: tuple[NodeId, ...]
     options: Any
     rng: random.Random
+    #: ``members`` without this node; derived once (protocols read it per proposal).
+    peers: tuple[NodeId, ...] = attrs.field(init=False, eq=False, repr=False)
 
-    @property
-    def peers(self) -> tuple[NodeId, ...]:
+    @peers.default
+    def _peers(self) -> tuple[NodeId, ...]:
         return tuple(m for m in self.members if m != self.node_id)
 
 

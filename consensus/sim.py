@@ -11,9 +11,10 @@ faults, each replica's timeouts) comes from generators seeded from the config's
 the same seed gives the same history, operation for operation.
 
 This is the "equivalent of Trio's MockClock" the runtime can embed: it skips
-idle time instantly and costs no scheduler round trip per message, so sweeps
-run at hundreds of thousands of simulated messages per wall-clock second.
-``consensus.runtime`` wraps it in an async API on Trio.
+idle time instantly and costs no scheduler round trip per message: the loop
+alone moves about 250,000 messages per wall-clock second, a whole protocol
+with its clients and state machines 60,000 to 130,000 (``python -m bench
+speed``).  ``consensus.runtime`` wraps it in an async API on Trio.
 
 Events:
 
@@ -22,7 +23,7 @@ Events:
 * ``TIMER(node, incarnation)``: a replica's deadline.  Timers are lazy: one
   pending event per node at the earliest time it may be needed; a deadline
   moved later is found when the event fires and rescheduled then.
-* ``ARRIVE(client, attempt)``: a client's request reaches its node.
+* ``ARRIVE(client, attempt, generation)``: a client's request reaches its node.
 * ``TIMEOUT(client)``: a client's timeout.  Lazy too: a closed-loop client
   sends a new attempt every few milliseconds and almost every timeout would
   be stale, so a client has at most one pending timeout event.  Each attempt
@@ -422,19 +423,18 @@ class Simulator:
         return op
 
     def _send_attempt(self, client: SimClient, attempt: Attempt, delay: float) -> None:
-        now = self.now
-        self._push(
-            now + delay + self.network.client_delay, _ARRIVE, client, attempt, attempt.generation
-        )
+        now, heap, seq, generation = self.now, self._heap, self._seq, attempt.generation
+        arrive = now + delay + self.network.client_delay
+        heapq.heappush(heap, (arrive, next(seq), _ARRIVE, client, attempt, generation))
         # The timeout's key is reserved now, its event pushed lazily (see the theory
         # of operation): usually the client already has an earlier one pending.
         when = now + (delay + self.config.client.timeout)
-        key = next(self._seq)
-        client._deadline = (when, key, attempt, attempt.generation)
+        key = next(seq)
+        client._deadline = (when, key, attempt, generation)
         timer = client._timer
         if timer is None or (when, key) < timer:
             client._timer = (when, key)
-            heapq.heappush(self._heap, (when, key, _TIMEOUT, client, None, None))
+            heapq.heappush(heap, (when, key, _TIMEOUT, client, None, None))
 
     def _client_timer(self, client: SimClient, time: float, key: int) -> None:
         if client._timer != (time, key):

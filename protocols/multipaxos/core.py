@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from consensus.acceptor import Acceptor
@@ -93,6 +93,7 @@ class MultiPaxos(Replica):
         self.members = ctx.members
         self.peers = ctx.peers
         self.quorum = Majority(ctx.members)
+        self._random = ctx.rng.random
         self.acceptor = Acceptor(per_slot=False)
         self.log = ChosenLog()
         self._recovered = bool(records)
@@ -190,7 +191,12 @@ class MultiPaxos(Replica):
             assert self._phase1 is not None
             deadline = self._phase1.resend_at
         else:
-            deadline = min(self._heartbeat_at, self._retransmit_at, self._quorum_check_at)
+            # min() of three, spelled out: the host asks after every input.
+            deadline = self._heartbeat_at
+            if self._retransmit_at < deadline:
+                deadline = self._retransmit_at
+            if self._quorum_check_at < deadline:
+                deadline = self._quorum_check_at
         return None if deadline == _INF else deadline
 
     def propose(self, now: float, request: Request) -> Outputs:
@@ -244,10 +250,11 @@ class MultiPaxos(Replica):
     # -- role changes -------------------------------------------------------------------
 
     def _reset_election(self, now: float) -> None:
+        # Runs on every Accept and Heartbeat a follower gets: rng.uniform(lo, hi)
+        # written out (lo + (hi - lo) * random(), the same draw, one call fewer).
         opts = self.options
-        self._election_at = now + self.ctx.rng.uniform(
-            opts.election_timeout_min, opts.election_timeout_max
-        )
+        lo = opts.election_timeout_min
+        self._election_at = now + (lo + (opts.election_timeout_max - lo) * self._random())
 
     def _set_leader(self, node: NodeId | None) -> None:
         if node is not None and node != self._leader:
@@ -258,7 +265,8 @@ class MultiPaxos(Replica):
 
     def _observe(self, ballot: Ballot, now: float, out: Outputs) -> None:
         """Note a ballot seen in a message; a higher one preempts a candidate or leader."""
-        if ballot > self._seen:
+        # ``is`` first: in the steady state, the very ballot object seen last.
+        if ballot is not self._seen and ballot > self._seen:
             self._seen = ballot
         if self.role != FOLLOWER and ballot > self.ballot:
             self.counters["preemptions"] += 1
@@ -336,20 +344,23 @@ class MultiPaxos(Replica):
         """Give queued requests slots while the pipeline has room, batching a backlog."""
         if self.role != LEADER or not self._queue:
             return
-        opts = self.options
+        max_batch = self.options.max_batch
+        queue, queued, proposed = self._queue, self._queued, self._proposed
+        room = self.options.max_in_flight - len(self._inflight)
         items: list[tuple[int, Any]] = []
-        while self._queue and len(self._inflight) + len(items) < opts.max_in_flight:
-            take = min(opts.max_batch, len(self._queue))
-            batch = [self._queue.popleft() for _ in range(take)]
+        while queue and len(items) < room:
+            take = min(max_batch, len(queue))
+            batch = [queue.popleft() for _ in range(take)]
             slot = self._next_slot
             self._next_slot += 1
             for request in batch:
-                self._queued.discard(_key(request))
-                self._proposed[_key(request)] = slot
+                key = _key(request)
+                queued.discard(key)
+                proposed[key] = slot
             self._by_slot[slot] = batch
             payload: Any = batch[0] if take == 1 else Batch(requests=tuple(batch))
             items.append((slot, payload))
-        if len(items) > 1 or any(isinstance(p, Batch) for _, p in items):
+        if len(items) > 1 or (items and isinstance(items[0][1], Batch)):
             self.counters["batched_slots"] += len(items)
         self._propose(now, items, out)
 
@@ -357,27 +368,40 @@ class MultiPaxos(Replica):
         """Phase 2a for ``items`` (ascending slots) at this leader's ballot."""
         if not items:
             return
+        ballot, inflight, accept, persist = (
+            self.ballot,
+            self._inflight,
+            self.acceptor.accept,
+            out.persist,
+        )
         for slot, payload in items:
             flight = InFlight(payload=payload, sent_at=now)
-            self._inflight[slot] = flight
-            vote = self.acceptor.accept(self.ballot, slot, payload)
+            inflight[slot] = flight
+            vote = accept(ballot, slot, payload)
             assert vote.ok, "a leader's own acceptor never promised a higher ballot"
-            out.persist.extend(vote.records)
+            persist.extend(vote.records)
             flight.acks.add(self.node_id)
         self._send_accepts(self.peers, [s for s, _ in items], out)
         self._heartbeat_at = now + self.options.heartbeat_interval
         self._retransmit_at = min(self._retransmit_at, now + self.options.retransmit_timeout)
         for slot, _ in items:
             self._check_chosen(slot, out)
-        out.committed.extend(self.log.drain())
+        if self.log.ready():
+            out.committed.extend(self.log.drain())
 
     def _send_accepts(self, dsts: Sequence[NodeId], slots: list[int], out: Outputs) -> None:
         limit = self.options.max_slots_per_message
         commit = self.log.commit_index
-        for first, count in runs(slots):
+        inflight = self._inflight
+        spans: Iterable[tuple[int, int]]
+        if slots[-1] - slots[0] + 1 == len(slots):
+            spans = ((slots[0], len(slots)),)  # one run of consecutive slots, the usual case
+        else:
+            spans = runs(slots)
+        for first, count in spans:
             for lo in range(first, first + count, limit):
                 hi = min(first + count, lo + limit)
-                payloads = tuple(self._inflight[s].payload for s in range(lo, hi))
+                payloads = tuple([inflight[s].payload for s in range(lo, hi)])
                 message = Accept(
                     ballot=self.ballot, slot=lo, payloads=payloads, commit_index=commit
                 )
@@ -420,6 +444,12 @@ class MultiPaxos(Replica):
         mine = self._by_slot.pop(slot, None)
         if not mine:
             return
+        if len(mine) == 1 and mine[0] is payload:
+            # The common case, a fast path: our one request chosen where we put it.
+            key = _key(payload)
+            if self._proposed.get(key) == slot:
+                del self._proposed[key]
+            return
         chosen = {_key(r) for r in requests_in(payload)}
         for request in mine:
             key = _key(request)
@@ -449,11 +479,13 @@ class MultiPaxos(Replica):
             return
         hi = min(commit, log.commit_index + 4 * self.options.max_slots_per_message)
         gap = hi < commit
+        is_chosen, accepted = log.is_chosen, self.acceptor.accepted
         for slot in range(log.commit_index + 1, hi + 1):
-            if log.is_chosen(slot):
+            if is_chosen(slot):
                 continue
-            pv = self.acceptor.accepted(slot)
-            if pv is not None and pv.ballot == ballot:
+            pv = accepted(slot)
+            # ``is`` first: usually the very Ballot object of the leader's Accept.
+            if pv is not None and (pv.ballot is ballot or pv.ballot == ballot):
                 self._choose(slot, pv.payload, out)
             else:
                 gap = True
@@ -516,40 +548,52 @@ class MultiPaxos(Replica):
         self._observe(m.promised, now, out)
 
     def _on_accept(self, now: float, src: NodeId, m: Accept, out: Outputs) -> None:
-        self._observe(m.ballot, now, out)
-        if m.ballot < self.acceptor.promised_all:
-            out.send(src, Nack(ballot=m.ballot, promised=self.acceptor.promised_all))
+        ballot, acceptor = m.ballot, self.acceptor
+        self._observe(ballot, now, out)
+        if ballot is not acceptor.promised_all and ballot < acceptor.promised_all:
+            out.send(src, Nack(ballot=ballot, promised=acceptor.promised_all))
             return
-        for i, payload in enumerate(m.payloads):
-            vote = self.acceptor.accept(m.ballot, m.slot + i, payload)
+        accept, persist, slot = acceptor.accept, out.persist, m.slot
+        for payload in m.payloads:
+            vote = accept(ballot, slot, payload)
             assert vote.ok or vote.forgotten
-            out.persist.extend(vote.records)
+            persist.extend(vote.records)
+            slot += 1
         # Slots below the floor are chosen and truncated: never acknowledge them (an
         # acknowledgement without the value could help a stale ballot "choose" another).
-        first = max(m.slot, self.acceptor.floor)
-        count = m.slot + len(m.payloads) - first
+        first = max(m.slot, acceptor.floor)
+        count = slot - first
         if count > 0:
-            out.send(src, Accepted(ballot=m.ballot, slot=first, count=count))
-        self._follow(now, m.ballot)
-        self._learn_commit(now, m.ballot, m.commit_index, out)
+            out.send(src, Accepted(ballot=ballot, slot=first, count=count))
+        self._follow(now, ballot)
+        if m.commit_index > self.log.applied:
+            self._learn_commit(now, ballot, m.commit_index, out)
 
     def _follow(self, now: float, ballot: Ballot) -> None:
         assert self.role == FOLLOWER, "a higher ballot's message preempted us in _observe"
-        self._set_leader(ballot.node)
+        if ballot.node != self._leader:
+            self._set_leader(ballot.node)
         self._reset_election(now)
 
     def _on_accepted(self, now: float, src: NodeId, m: Accepted, out: Outputs) -> None:
-        if self.role != LEADER or m.ballot != self.ballot:
+        # ``is`` first: the answer usually carries our own Ballot object back, and
+        # attrs' == costs two Python calls.
+        if self.role != LEADER or (m.ballot is not self.ballot and m.ballot != self.ballot):
             self.counters["dropped_stale"] += 1
             return
         self._heard[src] = now
+        inflight, is_quorum = self._inflight, self.quorum.is_phase2_quorum
         for slot in range(m.slot, m.slot + m.count):
-            flight = self._inflight.get(slot)
+            flight = inflight.get(slot)
             if flight is not None:
-                flight.acks.add(src)
-                self._check_chosen(slot, out)
-        out.committed.extend(self.log.drain())
-        self._flush_queue(now, out)
+                acks = flight.acks
+                acks.add(src)
+                if is_quorum(acks):  # _check_chosen, inlined
+                    self._choose(slot, flight.payload, out)
+        if self.log.ready():
+            out.committed.extend(self.log.drain())
+        if self._queue:
+            self._flush_queue(now, out)
 
     def _on_heartbeat(self, now: float, src: NodeId, m: Heartbeat, out: Outputs) -> None:
         self._observe(m.ballot, now, out)

@@ -75,6 +75,10 @@ class ChosenLog:
             self._max_slot = slot
         return True
 
+    def ready(self) -> bool:
+        """True if ``drain`` would return something (the next slot is chosen)."""
+        return self.applied + 1 in self._chosen
+
     def drain(self) -> list[Committed]:
         """Committed entries for the chosen slots right after ``applied``, in order."""
         out: list[Committed] = []

@@ -43,6 +43,7 @@ class Sequencer(Replica):
         super().__init__(ctx)
         self.options: SequencerOptions = ctx.options
         self.leader_id = min(ctx.members)
+        self.peers = ctx.peers
         self.quorum = Majority(ctx.members)
         self.log: list[Any] = []
         for record in records:
@@ -73,7 +74,7 @@ class Sequencer(Replica):
     def tick(self, now: float) -> Outputs:
         out = Outputs()
         if self.is_leader:
-            for peer in self.ctx.peers:
+            for peer in self.peers:
                 self._replicate_to(peer, out)
             self._deadline = now + self.options.heartbeat
         return out
@@ -95,7 +96,7 @@ class Sequencer(Replica):
         self.match[self.node_id] = index
         out.persist.append(Stored(index=index, payload=request))
         message = Replicate(first=index, payloads=(request,), commit=self.commit)
-        out.broadcast(self.ctx.peers, message)
+        out.broadcast(self.peers, message)
         self._advance_commit(out)
         return out
 
@@ -113,26 +114,45 @@ class Sequencer(Replica):
         if src != self.leader_id:
             self.counters["dropped_not_from_leader"] += 1
             return
-        # Entries past a gap wait in ``_early`` until the gap fills (reordering).
-        for offset, payload in enumerate(msg.payloads):
-            index = msg.first + offset
-            if index > len(self.log):
-                self._early.setdefault(index, payload)
-        while len(self.log) + 1 in self._early:
-            index = len(self.log) + 1
-            payload = self._early.pop(index)
-            self.log.append(payload)
-            out.persist.append(Stored(index=index, payload=payload))
-        if msg.payloads or len(self.log) < msg.commit:
-            out.send(src, Ack(last=len(self.log)))
-        self.commit = max(self.commit, min(msg.commit, len(self.log)))
-        self._emit_committed(out)
+        log, first, payloads = self.log, msg.first, msg.payloads
+        last = len(log)
+        if first <= last + 1 and not self._early:
+            # The common case, a fast path: the entries extend the log contiguously.
+            persist = out.persist
+            for payload in payloads[last + 1 - first :]:
+                last += 1
+                log.append(payload)
+                persist.append(Stored(index=last, payload=payload))
+        else:
+            # Entries past a gap wait in ``_early`` until the gap fills (reordering).
+            for offset, payload in enumerate(payloads):
+                index = first + offset
+                if index > len(log):
+                    self._early.setdefault(index, payload)
+            while len(log) + 1 in self._early:
+                index = len(log) + 1
+                payload = self._early.pop(index)
+                log.append(payload)
+                out.persist.append(Stored(index=index, payload=payload))
+            last = len(log)
+        commit = msg.commit
+        if payloads or last < commit:
+            out.send(src, Ack(last=last))
+        if commit > last:
+            commit = last
+        if commit > self.commit:
+            self.commit = commit
+            self._emit_committed(out)
 
     def _on_ack(self, src: int, msg: Ack, out: Outputs) -> None:
         if not self.is_leader or msg.last <= self.match.get(src, 0):
             return
-        self.match[src] = min(msg.last, len(self.log))
-        self._advance_commit(out)
+        last = min(msg.last, len(self.log))
+        self.match[src] = last
+        # Raising one follower's match to at most ``commit`` cannot move the quorum
+        # index past ``commit``: skip the quorum count (most acks, with 3+ nodes).
+        if last > self.commit:
+            self._advance_commit(out)
 
     def _replicate_to(self, peer: int, out: Outputs) -> None:
         first = self.match[peer] + 1
@@ -146,9 +166,11 @@ class Sequencer(Replica):
         self._emit_committed(out)
 
     def _emit_committed(self, out: Outputs) -> None:
-        while self.applied < self.commit:
-            self.applied += 1
-            out.committed.append(Committed(index=self.applied, payload=self.log[self.applied - 1]))
+        log, committed = self.log, out.committed
+        for index in range(self.applied + 1, self.commit + 1):
+            committed.append(Committed(index=index, payload=log[index - 1]))
+        if self.commit > self.applied:
+            self.applied = self.commit
 
     def status(self) -> dict[str, Any]:
         return {
