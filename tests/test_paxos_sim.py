@@ -15,8 +15,9 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from sim_helpers import Agreement, applied_requests, finished, log_of
 
-from consensus.commands import Append, Put, requests_in
+from consensus.commands import Append, Put
 from consensus.config import ClusterConfig, Delay, NetworkConfig
 from consensus.linearizability import check
 from consensus.replica import StateSnapshot
@@ -36,10 +37,6 @@ def px(sim: Simulator, node: int) -> Paxos:
     return replica
 
 
-def log_of(sim: Simulator, node: int) -> dict[int, Any]:
-    return {i: p for i, p in sim.applied(node) if not isinstance(p, StateSnapshot)}
-
-
 def assert_one_sequence(sim: Simulator, nodes: list[int] | None = None) -> None:
     merged: dict[int, Any] = {}
     for n in nodes or sim.up_nodes():
@@ -47,10 +44,6 @@ def assert_one_sequence(sim: Simulator, nodes: list[int] | None = None) -> None:
             assert merged.setdefault(index, payload) == payload, f"slot {index} differs"
         indexes = [i for i, _ in sim.applied(n)]
         assert indexes == sorted(set(indexes))
-
-
-def applied_requests(sim: Simulator, node: int) -> set[tuple[int, int]]:
-    return {(r.client_id, r.seq) for p in log_of(sim, node).values() for r in requests_in(p)}
 
 
 def same_applied(sim: Simulator, nodes: list[int] | None = None) -> bool:
@@ -83,22 +76,6 @@ def closed_loop(
     for c in range(clients):
         start(c)
     return ops
-
-
-def finished(ops: list[Any], total: int) -> Any:
-    """A predicate: all ``total`` operations were submitted and are done (cheap per call)."""
-    first_pending = 0
-
-    def check() -> bool:
-        nonlocal first_pending
-        while first_pending < len(ops) and ops[first_pending].done:
-            first_pending += 1
-        return first_pending == len(ops) == total
-
-    return check
-
-
-# -- cost ---------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("nodes", [3, 5])
@@ -293,30 +270,6 @@ def test_snapshots_replace_persisted_decisions() -> None:
 
 
 # -- randomized faults, safety checked after every event -------------------------------------
-
-
-class Agreement:
-    """A ``run_until`` predicate that checks, after every event, that no two nodes
-    ever applied different payloads at one index (cheap: only new entries)."""
-
-    def __init__(self, sim: Simulator) -> None:
-        self.sim = sim
-        self.merged: dict[int, Any] = {}
-        self.cursor: dict[int, tuple[Any, int]] = {}
-
-    def __call__(self) -> bool:
-        for n in self.sim.up_nodes():
-            host = self.sim.host(n)
-            seen_host, pos = self.cursor.get(n, (None, 0))
-            if seen_host is not host:
-                pos = 0
-            applied = host.applied
-            for index, payload in applied[pos:]:
-                if not isinstance(payload, StateSnapshot):
-                    held = self.merged.setdefault(index, payload)
-                    assert held == payload, f"node {n} applied {payload!r} at {index}, not {held!r}"
-            self.cursor[n] = (host, len(applied))
-        return False
 
 
 @settings(max_examples=20, deadline=None, derandomize=True)
