@@ -16,7 +16,7 @@ from typing import Any, Sequence
 import attrs
 
 from consensus.commands import Request
-from consensus.replica import Outputs, ReadReady, Rejection, ReplicaContext
+from consensus.replica import Outputs, ReadReady, ReplicaContext
 from protocols.raft import PROTOCOL as RAFT
 from protocols.raft.core import RaftReplica, Role
 
@@ -32,14 +32,7 @@ class StaleReadRaft(RaftReplica):
                 ReadReady(client_id=request.client_id, seq=request.seq, index=self.commit_index)
             )
         else:
-            out.rejected.append(
-                Rejection(
-                    client_id=request.client_id,
-                    seq=request.seq,
-                    leader_hint=self.leader(),
-                    reason="not_leader",
-                )
-            )
+            out.reject(request, "not_leader", self.leader())
         return out
 
 

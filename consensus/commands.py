@@ -35,6 +35,8 @@ __all__ = [
     "Put",
     "Request",
     "READ_ONLY",
+    "RequestKey",
+    "request_key",
     "requests_in",
 ]
 
@@ -122,6 +124,14 @@ class Batch:
 
 
 Payload = Union[Request, Noop, Batch]  # noqa: UP007 (a runtime alias)
+
+
+RequestKey = tuple[int, int]
+
+
+def request_key(request: Request) -> RequestKey:
+    """``(client_id, seq)``: the identity of a request and of all its retries."""
+    return (request.client_id, request.seq)
 
 
 def requests_in(payload: object) -> tuple[Request, ...]:

@@ -93,6 +93,12 @@ class Rejection:
     leader_hint: NodeId | None
     reason: str
 
+    @classmethod
+    def of(cls, request: Request, reason: str, leader_hint: NodeId | None = None) -> Rejection:
+        return cls(
+            client_id=request.client_id, seq=request.seq, leader_hint=leader_hint, reason=reason
+        )
+
 
 @attrs.frozen(kw_only=True)
 class ReadReady:
@@ -156,6 +162,10 @@ class Outputs:
 
     def send(self, dst: NodeId, message: Any) -> None:
         self.messages.append((dst, message))
+
+    def reject(self, request: Request, reason: str, leader_hint: NodeId | None = None) -> None:
+        """Tell the client of ``request`` to retry (see ``Rejection``)."""
+        self.rejected.append(Rejection.of(request, reason, leader_hint))
 
     def broadcast(self, peers: Sequence[NodeId], message: Any) -> None:
         self.messages.extend([(dst, message) for dst in peers])  # a list: cheaper than a genexpr

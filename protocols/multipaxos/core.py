@@ -49,9 +49,9 @@ from typing import Any
 
 from consensus.acceptor import Acceptor
 from consensus.ballot import ZERO, Ballot
-from consensus.commands import Batch, Request, requests_in
+from consensus.commands import Batch, Request, RequestKey, request_key, requests_in
 from consensus.quorum import Majority
-from consensus.replica import NodeId, Outputs, Rejection, Replica, ReplicaContext, StateSnapshot
+from consensus.replica import NodeId, Outputs, Replica, ReplicaContext, StateSnapshot
 from protocols.multipaxos.leader import InFlight, Phase1, runs
 from protocols.multipaxos.learner import ChosenLog
 from protocols.multipaxos.messages import (
@@ -72,11 +72,6 @@ __all__ = ["CANDIDATE", "FOLLOWER", "LEADER", "MultiPaxos"]
 
 FOLLOWER, CANDIDATE, LEADER = "follower", "candidate", "leader"
 _INF = math.inf
-_Key = tuple[int, int]
-
-
-def _key(request: Request) -> _Key:
-    return (request.client_id, request.seq)
 
 
 class MultiPaxos(Replica):
@@ -120,9 +115,9 @@ class MultiPaxos(Replica):
         self._heard: dict[NodeId, float] = {}
         # Requests waiting for a slot (leader: pipeline full; candidate: not yet elected).
         self._queue: deque[Request] = deque()
-        self._queued: set[_Key] = set()
+        self._queued: set[RequestKey] = set()
         # Requests this node proposed, until their slot is known chosen.
-        self._proposed: dict[_Key, int] = {}
+        self._proposed: dict[RequestKey, int] = {}
         self._by_slot: dict[int, list[Request]] = {}
         # Followers ask for missing chosen values at most once per retransmit_timeout.
         self._catchup_at = 0.0
@@ -201,16 +196,9 @@ class MultiPaxos(Replica):
 
     def propose(self, now: float, request: Request) -> Outputs:
         out = Outputs()
-        key = _key(request)
+        key = request_key(request)
         if self.role == FOLLOWER:
-            out.rejected.append(
-                Rejection(
-                    client_id=request.client_id,
-                    seq=request.seq,
-                    leader_hint=self._leader,
-                    reason="not_leader",
-                )
-            )
+            out.reject(request, "not_leader", self._leader)
             return out
         if key in self._proposed or key in self._queued:
             return out  # a client retry of a request already on its way
@@ -279,14 +267,7 @@ class MultiPaxos(Replica):
         self._heartbeat_at = self._retransmit_at = self._quorum_check_at = _INF
         self._set_leader(None)
         for request in self._queue:
-            out.rejected.append(
-                Rejection(
-                    client_id=request.client_id,
-                    seq=request.seq,
-                    leader_hint=None,
-                    reason="not_leader",
-                )
-            )
+            out.reject(request, "not_leader", None)
         self._queue.clear()
         self._queued.clear()
         self._reset_election(now)
@@ -354,7 +335,7 @@ class MultiPaxos(Replica):
             slot = self._next_slot
             self._next_slot += 1
             for request in batch:
-                key = _key(request)
+                key = request_key(request)
                 queued.discard(key)
                 proposed[key] = slot
             self._by_slot[slot] = batch
@@ -446,26 +427,19 @@ class MultiPaxos(Replica):
             return
         if len(mine) == 1 and mine[0] is payload:
             # The common case, a fast path: our one request chosen where we put it.
-            key = _key(payload)
+            key = request_key(payload)
             if self._proposed.get(key) == slot:
                 del self._proposed[key]
             return
-        chosen = {_key(r) for r in requests_in(payload)}
+        chosen = {request_key(r) for r in requests_in(payload)}
         for request in mine:
-            key = _key(request)
+            key = request_key(request)
             if self._proposed.get(key) != slot:
                 continue
             del self._proposed[key]
             if key not in chosen:
                 self.counters["overwritten"] += 1
-                out.rejected.append(
-                    Rejection(
-                        client_id=request.client_id,
-                        seq=request.seq,
-                        leader_hint=self.leader(),
-                        reason="overwritten",
-                    )
-                )
+                out.reject(request, "overwritten", self.leader())
 
     def _learn_commit(self, now: float, ballot: Ballot, commit: int, out: Outputs) -> None:
         """Leader ``ballot`` says slots up to ``commit`` are chosen; infer what we can.
@@ -504,7 +478,7 @@ class MultiPaxos(Replica):
         out.persist.extend(self.acceptor.forget_below(index + 1))
         for slot in [s for s in self._by_slot if s <= index]:
             for request in self._by_slot.pop(slot):
-                self._proposed.pop(_key(request), None)  # unknown fate: the client times out
+                self._proposed.pop(request_key(request), None)  # unknown fate: the client times out
         out.committed.extend(self.log.drain())
 
     # -- message handlers -----------------------------------------------------------------

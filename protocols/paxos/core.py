@@ -51,7 +51,7 @@ from typing import Any
 
 from consensus.acceptor import Acceptor
 from consensus.ballot import ZERO
-from consensus.commands import Batch, Request, requests_in
+from consensus.commands import Batch, Request, RequestKey, request_key, requests_in
 from consensus.quorum import Majority
 from consensus.replica import Committed, NodeId, Outputs, Replica, ReplicaContext, StateSnapshot
 from protocols.paxos.messages import Accept, Accepted, Decided, Done, Nack, Prepare, Promise
@@ -62,11 +62,6 @@ from protocols.paxos.records import DecisionRecord, SnapshotRecord
 __all__ = ["Paxos"]
 
 _INF = math.inf
-_Key = tuple[int, int]
-
-
-def _key(request: Request) -> _Key:
-    return (request.client_id, request.seq)
 
 
 class Paxos(Replica):
@@ -91,7 +86,7 @@ class Paxos(Replica):
         self._max_known = max(max(self._decided, default=0), self.acceptor.max_slot)
         self._instances: dict[int, Instance] = {}
         self._queue: deque[Request] = deque()
-        self._queued: set[_Key] = set()
+        self._queued: set[RequestKey] = set()
         self._peer_done: dict[NodeId, int] = {p: 0 for p in self.peers}
         self._hole_at = _INF
         self._gossip_at = _INF
@@ -170,7 +165,7 @@ class Paxos(Replica):
 
     def propose(self, now: float, request: Request) -> Outputs:
         out = Outputs()
-        key = _key(request)
+        key = request_key(request)
         if key not in self._queued and not self._running(key):
             self._queue.append(request)
             self._queued.add(key)
@@ -270,11 +265,11 @@ class Paxos(Replica):
 
     # -- proposing ---------------------------------------------------------------------
 
-    def _running(self, key: _Key) -> bool:
+    def _running(self, key: RequestKey) -> bool:
         for inst in self._instances.values():
             if inst.own is not None:
                 for request in requests_in(inst.own):
-                    if _key(request) == key:
+                    if request_key(request) == key:
                         return True
         return False
 
@@ -296,7 +291,7 @@ class Paxos(Replica):
             take = min(opts.max_batch, len(self._queue))
             batch = [self._queue.popleft() for _ in range(take)]
             for request in batch:
-                self._queued.discard(_key(request))
+                self._queued.discard(request_key(request))
             own: Any = batch[0] if take == 1 else Batch(requests=tuple(batch))
             if take > 1:
                 self.counters["batched_slots"] += 1
@@ -309,9 +304,9 @@ class Paxos(Replica):
     def _requeue(self, own: Any) -> None:
         """Put a losing instance's requests back at the head of the queue."""
         for request in reversed(requests_in(own)):
-            if _key(request) not in self._queued:
+            if request_key(request) not in self._queued:
                 self._queue.appendleft(request)
-                self._queued.add(_key(request))
+                self._queued.add(request_key(request))
                 self.counters["retried_requests"] += 1
 
     def _start_round(self, now: float, inst: Instance, out: Outputs) -> None:

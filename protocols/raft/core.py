@@ -54,7 +54,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from consensus.commands import ChangeMembership, Noop, Request
+from consensus.commands import ChangeMembership, Noop, Request, request_key
 from consensus.quorum import Majority, QuorumSystem
 from consensus.replica import (
     Committed,
@@ -195,7 +195,7 @@ class RaftReplica(Membership):
         if self.role is not Role.LEADER:
             out.rejected.append(self._rejection(request, "not_leader"))
             return out
-        key = (request.client_id, request.seq)
+        key = request_key(request)
         if key in self._pending_ids:
             # A retry of a proposal still in flight here: its entry answers both.
             self.counters["duplicate_proposals"] += 1
@@ -297,7 +297,7 @@ class RaftReplica(Membership):
                 pending = self._pending.pop(index, None)
                 if pending is not None:
                     term, request = pending
-                    del self._pending_ids[(request.client_id, request.seq)]
+                    del self._pending_ids[request_key(request)]
                     if term != entry.term:
                         self._reject_overwritten(request, out)
             self._emitted = self.commit_index
@@ -469,12 +469,7 @@ class RaftReplica(Membership):
     # ---------------------------------------------------------------- helpers
 
     def _rejection(self, request: Request, reason: str) -> Rejection:
-        return Rejection(
-            client_id=request.client_id,
-            seq=request.seq,
-            leader_hint=self.leader_id,
-            reason=reason,
-        )
+        return Rejection.of(request, reason, self.leader_id)
 
     def _reject_overwritten(self, request: Request, out: Outputs) -> None:
         out.rejected.append(self._rejection(request, "overwritten"))

@@ -42,7 +42,7 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
-from consensus.commands import Request
+from consensus.commands import Request, request_key
 from consensus.log import Log
 from consensus.quorum import QuorumSystem
 from consensus.replica import NodeId, Outputs, ReadReady, Replica
@@ -401,5 +401,5 @@ class Replication(Replica):
         """Our own proposals after ``index`` were overwritten: tell their clients."""
         for at in [i for i in self._pending if i > index]:
             _, request = self._pending.pop(at)
-            del self._pending_ids[(request.client_id, request.seq)]
+            del self._pending_ids[request_key(request)]
             self._reject_overwritten(request, out)

@@ -31,6 +31,7 @@ exactly the compacted prefix (its index and term are the log's).
 
 from __future__ import annotations
 
+from consensus.commands import request_key
 from consensus.replica import NodeId, Outputs, StateSnapshot
 from protocols.raft.messages import Configuration, InstallSnapshot, InstallSnapshotResponse
 from protocols.raft.progress import SNAPSHOT_RETRY_HEARTBEATS, Progress, ProgressState
@@ -139,7 +140,7 @@ class Snapshots(Replication):
         # Our own proposals are gone unless the log survived past them.
         for at in [i for i in self._pending if i <= index or i > self.log.last_index]:
             _, request = self._pending.pop(at)
-            del self._pending_ids[(request.client_id, request.seq)]
+            del self._pending_ids[request_key(request)]
             self._reject_overwritten(request, out)
         self.commit_index = self._emitted = index
         self._snapshot = SnapshotTaken(

@@ -28,7 +28,7 @@ import attrs
 
 from consensus.commands import Request
 from consensus.quorum import Majority
-from consensus.replica import Committed, Outputs, Rejection, Replica, ReplicaContext
+from consensus.replica import Committed, Outputs, Replica, ReplicaContext
 from protocols.sequencer.messages import Ack, Replicate, Stored
 
 
@@ -82,14 +82,7 @@ class Sequencer(Replica):
     def propose(self, now: float, request: Request) -> Outputs:
         out = Outputs()
         if not self.is_leader:
-            out.rejected.append(
-                Rejection(
-                    client_id=request.client_id,
-                    seq=request.seq,
-                    leader_hint=self.leader_id,
-                    reason="not_leader",
-                )
-            )
+            out.reject(request, "not_leader", self.leader_id)
             return out
         self.log.append(request)
         index = len(self.log)
