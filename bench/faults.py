@@ -24,7 +24,7 @@ from typing import Any
 import attrs
 
 from consensus.commands import ChangeMembership
-from consensus.config import ConfigError, _one_of, non_negative
+from consensus.config import ConfigError, non_negative, one_of
 from consensus.sim import Simulator
 
 __all__ = ["Fault", "FaultLog", "schedule_faults"]
@@ -35,7 +35,7 @@ ACTIONS = ("crash", "restart", "isolate", "partition", "heal", "membership")
 @attrs.frozen(kw_only=True)
 class Fault:
     at: float = attrs.field(validator=non_negative)
-    action: str = attrs.field(validator=_one_of(*ACTIONS))
+    action: str = attrs.field(validator=one_of(*ACTIONS))
     target: str = "leader"
     duration: float = attrs.field(default=0.0, validator=non_negative)
     groups: tuple[tuple[int, ...], ...] = ()

@@ -34,7 +34,7 @@ from typing import Any
 import attrs
 
 from consensus.commands import Append, CompareAndSet, Get, Put
-from consensus.config import _in_range, _one_of, non_negative, positive, probability
+from consensus.config import in_range, non_negative, one_of, positive, probability
 from consensus.history import Operation
 from consensus.sim import SimClient, Simulator
 
@@ -43,24 +43,24 @@ __all__ = ["KeyChooser", "Workload", "WorkloadConfig"]
 
 @attrs.frozen(kw_only=True)
 class WorkloadConfig:
-    mode: str = attrs.field(default="closed", validator=_one_of("closed", "open"))
-    clients: int = attrs.field(default=8, validator=_in_range(1))
+    mode: str = attrs.field(default="closed", validator=one_of("closed", "open"))
+    clients: int = attrs.field(default=8, validator=in_range(1))
     think_time: float = attrs.field(default=0.0, validator=non_negative)
     rate: float = attrs.field(default=1000.0, validator=positive)
     duration: float = attrs.field(default=5.0, validator=positive)
     warmup: float = attrs.field(default=0.5, validator=non_negative)
     max_ops: int = attrs.field(default=0, validator=non_negative)
-    keys: int = attrs.field(default=100, validator=_in_range(1))
+    keys: int = attrs.field(default=100, validator=in_range(1))
     distribution: str = attrs.field(
-        default="uniform", validator=_one_of("uniform", "zipfian", "hotspot")
+        default="uniform", validator=one_of("uniform", "zipfian", "hotspot")
     )
     zipf_skew: float = attrs.field(default=0.99, validator=non_negative)
     hot_keys: float = attrs.field(default=0.1, validator=probability)
     hot_fraction: float = attrs.field(default=0.9, validator=probability)
     read_fraction: float = attrs.field(default=0.5, validator=probability)
     cas_fraction: float = attrs.field(default=0.0, validator=probability)
-    write_op: str = attrs.field(default="put", validator=_one_of("put", "append"))
-    value_size: int = attrs.field(default=16, validator=_in_range(1))
+    write_op: str = attrs.field(default="put", validator=one_of("put", "append"))
+    value_size: int = attrs.field(default=16, validator=in_range(1))
 
     def __attrs_post_init__(self) -> None:
         from consensus.config import ConfigError

@@ -43,7 +43,12 @@ __all__ = [
     "NetworkConfig",
     "StorageConfig",
     "load_cluster_config",
+    "in_range",
     "load_toml",
+    "non_negative",
+    "one_of",
+    "positive",
+    "probability",
     "structure",
 ]
 
@@ -59,7 +64,10 @@ def _fail(path: str, message: str) -> ConfigError:
 # -- validators ---------------------------------------------------------------
 
 
-def _in_range(lo: float | None = None, hi: float | None = None, *, open_lo: bool = False):
+def in_range(lo: float | None = None, hi: float | None = None, *, open_lo: bool = False):
+    """An attrs validator: ``lo <= value <= hi`` (``lo < value`` with ``open_lo``),
+    raising ``ConfigError`` that names the field, the bounds and the value."""
+
     def check(inst: Any, attribute: attrs.Attribute, value: Any) -> None:
         if value is None:
             return
@@ -77,7 +85,9 @@ def _in_range(lo: float | None = None, hi: float | None = None, *, open_lo: bool
     return check
 
 
-def _one_of(*choices: str):
+def one_of(*choices: str):
+    """An attrs validator: the value is one of ``choices`` (named in the error)."""
+
     def check(inst: Any, attribute: attrs.Attribute, value: Any) -> None:
         if value not in choices:
             allowed = ", ".join(repr(c) for c in choices)
@@ -86,9 +96,9 @@ def _one_of(*choices: str):
     return check
 
 
-non_negative = _in_range(0)
-positive = _in_range(0, open_lo=True)
-probability = _in_range(0, 1)
+non_negative = in_range(0)
+positive = in_range(0, open_lo=True)
+probability = in_range(0, 1)
 
 
 # -- config classes -------------------------------------------------------------
@@ -106,7 +116,7 @@ class Delay:
     node), plus uniform ``jitter`` in [0, jitter).
     """
 
-    kind: str = attrs.field(default="constant", validator=_one_of(*DELAY_KINDS))
+    kind: str = attrs.field(default="constant", validator=one_of(*DELAY_KINDS))
     value: float = attrs.field(default=0.001, validator=non_negative)
     low: float = attrs.field(default=0.0, validator=non_negative)
     high: float = attrs.field(default=0.0, validator=non_negative)
@@ -187,9 +197,9 @@ class StorageConfig:
     fsync policy (``always``, ``batch`` or ``never``).
     """
 
-    kind: str = attrs.field(default="memory", validator=_one_of("memory", "wal"))
+    kind: str = attrs.field(default="memory", validator=one_of("memory", "wal"))
     directory: str = "data"
-    fsync: str = attrs.field(default="always", validator=_one_of("always", "batch", "never"))
+    fsync: str = attrs.field(default="always", validator=one_of("always", "batch", "never"))
 
 
 @attrs.frozen(kw_only=True)
@@ -200,7 +210,7 @@ class ClientConfig:
 
     timeout: float = attrs.field(default=0.5, validator=positive)
     backoff: float = attrs.field(default=0.02, validator=non_negative)
-    max_attempts: int = attrs.field(default=50, validator=_in_range(1))
+    max_attempts: int = attrs.field(default=50, validator=in_range(1))
 
 
 @attrs.frozen(kw_only=True)
@@ -219,13 +229,13 @@ class ClusterConfig:
     """
 
     protocol: str = "raft"
-    nodes: int = attrs.field(default=3, validator=_in_range(1, 99))
+    nodes: int = attrs.field(default=3, validator=in_range(1, 99))
     seed: int = 0
     options: Any = attrs.Factory(dict)
     network: NetworkConfig = attrs.Factory(NetworkConfig)
     storage: StorageConfig = attrs.Factory(StorageConfig)
     client: ClientConfig = attrs.Factory(ClientConfig)
-    wire: str = attrs.field(default="objects", validator=_one_of("objects", "bytes"))
+    wire: str = attrs.field(default="objects", validator=one_of("objects", "bytes"))
     snapshot_every: int = attrs.field(default=0, validator=non_negative)
     members: tuple[int, ...] = ()
 
