@@ -251,15 +251,23 @@ class Replication(Replica):
         self._check_quorum_deadline = self._now + self.options.election_timeout_max
         return True
 
+    def _responding_follower(self, src: NodeId, term: int) -> Progress | None:
+        """The progress of a follower answering this leader's current term, marked
+        active; None (and counted stale) for any other response."""
+        progress = self._progress.get(src)
+        if self.role is not Role.LEADER or term != self.term or progress is None:
+            self.counters["stale_messages"] += 1
+            return None
+        progress.recent_active = True
+        return progress
+
     def _on_append_entries_response(
         self, src: NodeId, m: AppendEntriesResponse, out: Outputs
     ) -> None:
         """Figure 2, leaders: on success update match/next; on failure back off and retry."""
-        progress = self._progress.get(src)
-        if self.role is not Role.LEADER or m.term != self.term or progress is None:
-            self.counters["stale_messages"] += 1
+        progress = self._responding_follower(src, m.term)
+        if progress is None:
             return
-        progress.recent_active = True
         if m.read_round > progress.acked_round:
             progress.acked_round = m.read_round
             if self._reads:

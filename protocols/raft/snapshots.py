@@ -106,11 +106,9 @@ class Snapshots(Replication):
     def _on_install_snapshot_response(
         self, src: NodeId, m: InstallSnapshotResponse, out: Outputs
     ) -> None:
-        progress = self._progress.get(src)
-        if self.role is not Role.LEADER or m.term != self.term or progress is None:
-            self.counters["stale_messages"] += 1
+        progress = self._responding_follower(src, m.term)
+        if progress is None:
             return
-        progress.recent_active = True
         if progress.maybe_update(m.index):
             self._maybe_commit()
         if progress.state is ProgressState.SNAPSHOT:
