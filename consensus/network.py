@@ -78,6 +78,26 @@ class NetworkModel:
 
     # -- configuration, live ----------------------------------------------------
 
+    # loss, duplicate and reorder are properties so that ``clean`` (no per-message
+    # fault draws needed) stays current: the simulator's hot path reads only it.
+    def _probability(name: str) -> property:  # type: ignore[misc]
+        def get(self: NetworkModel) -> float:
+            return getattr(self, "_" + name)
+
+        def set_(self: NetworkModel, value: float) -> None:
+            setattr(self, "_" + name, value)
+            self.clean = not (
+                getattr(self, "_loss", 0) or getattr(self, "_duplicate", 0)
+                or getattr(self, "_reorder", 0)
+            )
+
+        return property(get, set_)
+
+    loss = _probability("loss")
+    duplicate = _probability("duplicate")
+    reorder = _probability("reorder")
+    del _probability
+
     @property
     def delay(self) -> Delay:
         return self._delay
@@ -129,7 +149,7 @@ class NetworkModel:
         if (src, dst) in self.blocked:
             self.dropped += 1
             return []
-        if not (self.loss or self.reorder or self.duplicate):
+        if self.clean:
             return [self._sample(src, dst)]  # the common case: a healthy link
         rand = self.rng.random
         if self.loss and rand() < self.loss:

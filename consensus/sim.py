@@ -192,7 +192,7 @@ class Simulator:
                 if host is not None:
                     host.sent_bytes[type(message).__name__] += len(data)
                 message = data
-            if not blocked and not (net.loss or net.reorder or net.duplicate):
+            if net.clean and not blocked:
                 # A healthy network: one copy, one delay draw (what transit() would
                 # do), without building a list or a link tuple per message.
                 push(
