@@ -54,6 +54,7 @@ __all__ = [
     "AcceptRecord",
     "Acceptor",
     "ForgetRecord",
+    "NOT_ACCEPTED",
     "PValue",
     "PromiseRecord",
     "Vote",
@@ -100,6 +101,20 @@ class ForgetRecord:
 RECORD_TYPES: tuple[type, ...] = (PromiseRecord, AcceptRecord, ForgetRecord)
 
 
+def _pvalue(record: AcceptRecord) -> PValue:
+    return PValue(slot=record.slot, ballot=record.ballot, payload=record.payload)
+
+
+class _NotAccepted:
+    def __repr__(self) -> str:
+        return "NOT_ACCEPTED"
+
+
+#: What ``Acceptor.value_at`` returns when the slot holds no value at that ballot
+#: (a sentinel: ``None`` is a payload like any other).
+NOT_ACCEPTED: Any = _NotAccepted()
+
+
 @attrs.frozen(kw_only=True)
 class Vote:
     """The outcome of one prepare or accept request.
@@ -126,8 +141,10 @@ class Acceptor:
         self.promised_all: Ballot = ZERO
         # Single-decree promises, one per slot (empty unless per_slot).
         self._promised: dict[int, Ballot] = {}
+        # The record of each slot's latest acceptance: it is what gets persisted, so
+        # keeping it spares a second object per accept (``accepted`` converts).
         # Invariant: _accepted[s].ballot <= promised(s) and _accepted[s].slot == s.
-        self._accepted: dict[int, PValue] = {}
+        self._accepted: dict[int, AcceptRecord] = {}
         # Invariant: no key of _promised or _accepted is below floor.
         self.floor = 1
 
@@ -139,11 +156,25 @@ class Acceptor:
         return own if own > self.promised_all else self.promised_all
 
     def accepted(self, slot: int) -> PValue | None:
-        return self._accepted.get(slot)
+        record = self._accepted.get(slot)
+        return None if record is None else _pvalue(record)
 
     def accepted_from(self, slot: int) -> tuple[PValue, ...]:
         """Accepted values in slots ``>= slot``, in slot order."""
-        return tuple(self._accepted[s] for s in sorted(self._accepted) if s >= slot)
+        return tuple(_pvalue(self._accepted[s]) for s in sorted(self._accepted) if s >= slot)
+
+    def value_at(self, slot: int, ballot: Ballot) -> Any:
+        """The payload accepted in ``slot`` at exactly ``ballot``, else ``NOT_ACCEPTED``.
+
+        A proposer sends one value per slot per ballot, so a leader saying that
+        ``slot`` is chosen at ``ballot`` names this very value (Multi-Paxos
+        learns commits this way, once per slot on every follower).
+        """
+        record = self._accepted.get(slot)
+        # ``is`` first: usually the very Ballot object of the leader's Accept.
+        if record is not None and (record.ballot is ballot or record.ballot == ballot):
+            return record.payload
+        return NOT_ACCEPTED
 
     @property
     def max_slot(self) -> int:
@@ -168,8 +199,9 @@ class Acceptor:
         if ballot > current:
             self._promised[slot] = ballot
             records = (PromiseRecord(ballot=ballot, slot=slot),)
-        pvalue = self._accepted.get(slot)
-        return Vote(ok=True, promised=ballot, accepted=(pvalue,) if pvalue else (), records=records)
+        record = self._accepted.get(slot)
+        accepted = (_pvalue(record),) if record is not None else ()
+        return Vote(ok=True, promised=ballot, accepted=accepted, records=records)
 
     def prepare_from(self, ballot: Ballot, from_slot: int) -> Vote:
         """Phase 1b for every slot at once (Multi-Paxos).
@@ -214,12 +246,8 @@ class Acceptor:
             return Vote(ok=True, promised=ballot)
         if self.per_slot or (not same and ballot > current):  # else the promise covers it
             self._raise_promise(ballot, slot)
-        self._accepted[slot] = PValue(slot=slot, ballot=ballot, payload=payload)
-        return Vote(
-            ok=True,
-            promised=ballot,
-            records=(AcceptRecord(slot=slot, ballot=ballot, payload=payload),),
-        )
+        record = self._accepted[slot] = AcceptRecord(slot=slot, ballot=ballot, payload=payload)
+        return Vote(ok=True, promised=ballot, records=(record,))
 
     def _raise_promise(self, ballot: Ballot, slot: int) -> None:
         # Accepting b is also a promise not to accept anything below b; the
@@ -257,9 +285,7 @@ class Acceptor:
         elif isinstance(record, AcceptRecord):
             if record.slot >= self.floor:
                 self._raise_promise(record.ballot, record.slot)
-                self._accepted[record.slot] = PValue(
-                    slot=record.slot, ballot=record.ballot, payload=record.payload
-                )
+                self._accepted[record.slot] = record
         elif isinstance(record, ForgetRecord):
             self._drop_below(record.below)
         else:
@@ -275,9 +301,7 @@ class Acceptor:
             out.append(PromiseRecord(ballot=self.promised_all, slot=None))
         for slot in sorted(self._promised):
             out.append(PromiseRecord(ballot=self._promised[slot], slot=slot))
-        for slot in sorted(self._accepted):
-            pv = self._accepted[slot]
-            out.append(AcceptRecord(slot=slot, ballot=pv.ballot, payload=pv.payload))
+        out.extend(self._accepted[slot] for slot in sorted(self._accepted))
         return out
 
     @classmethod

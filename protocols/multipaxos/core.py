@@ -47,7 +47,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from consensus.acceptor import Acceptor
+from consensus.acceptor import NOT_ACCEPTED, Acceptor
 from consensus.ballot import ZERO, Ballot
 from consensus.commands import Batch, Request, RequestKey, request_key, requests_in
 from consensus.quorum import Majority
@@ -453,16 +453,15 @@ class MultiPaxos(Replica):
             return
         hi = min(commit, log.commit_index + 4 * self.options.max_slots_per_message)
         gap = hi < commit
-        is_chosen, accepted = log.is_chosen, self.acceptor.accepted
+        is_chosen, value_at = log.is_chosen, self.acceptor.value_at
         for slot in range(log.commit_index + 1, hi + 1):
             if is_chosen(slot):
                 continue
-            pv = accepted(slot)
-            # ``is`` first: usually the very Ballot object of the leader's Accept.
-            if pv is not None and (pv.ballot is ballot or pv.ballot == ballot):
-                self._choose(slot, pv.payload, out)
-            else:
+            payload = value_at(slot, ballot)
+            if payload is NOT_ACCEPTED:
                 gap = True
+            else:
+                self._choose(slot, payload, out)
         out.committed.extend(log.drain())
         if gap and now >= self._catchup_at:
             self.counters["catchups"] += 1
