@@ -27,6 +27,7 @@ Operations are issued while ``0 <= time < duration``; those invoked before
 from __future__ import annotations
 
 import bisect
+import functools
 import itertools
 import random
 from typing import Any
@@ -112,6 +113,7 @@ class Workload:
         # The last value written per key: compare-and-set expects it, so some
         # CAS operations succeed and some race and fail.
         self._last_written: dict[str, str] = {}
+        self._callbacks: dict[int, functools.partial[None]] = {}
 
     def start(self) -> None:
         if self.config.mode == "closed":
@@ -145,7 +147,10 @@ class Workload:
         if not self._may_issue():
             return
         self.issued += 1
-        client.submit(self._command(client), on_done=lambda op: self._done(client, op))
+        done = self._callbacks.get(client.client_id)
+        if done is None:  # one callback per client, not a closure per operation
+            done = self._callbacks[client.client_id] = functools.partial(self._done, client)
+        client.submit(self._command(client), on_done=done)
 
     def _done(self, client: SimClient, op: Operation) -> None:
         if self.config.mode == "closed":
