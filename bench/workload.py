@@ -22,6 +22,12 @@ distribution.  Each operation is a read (``Get``) with probability
 
 Operations are issued while ``0 <= time < duration``; those invoked before
 ``warmup`` are excluded from the results, not from the run.
+
+A closed loop with ``think_time = 0`` needs operations to take virtual time:
+on a 1-node cluster (or with zero network delays) and ``client_delay = 0``
+every operation completes at the instant it starts and the clock would never
+move, so after 100,000 such operations in a row the run stops with a
+``ConfigError`` that says which setting to raise.
 """
 
 from __future__ import annotations
@@ -35,11 +41,14 @@ from typing import Any
 import attrs
 
 from consensus.commands import Append, CompareAndSet, Get, Put
-from consensus.config import in_range, non_negative, one_of, positive, probability
+from consensus.config import ConfigError, in_range, non_negative, one_of, positive, probability
 from consensus.history import Operation
 from consensus.sim import SimClient, Simulator
 
 __all__ = ["KeyChooser", "Workload", "WorkloadConfig"]
+
+#: Zero-latency operations in a row after which a closed loop is declared stuck.
+_MAX_INSTANT_OPS = 100_000
 
 
 @attrs.frozen(kw_only=True)
@@ -64,8 +73,6 @@ class WorkloadConfig:
     value_size: int = attrs.field(default=16, validator=in_range(1))
 
     def __attrs_post_init__(self) -> None:
-        from consensus.config import ConfigError
-
         if self.read_fraction + self.cas_fraction > 1:
             raise ConfigError(
                 f"cas_fraction: read_fraction + cas_fraction must be <= 1, got"
@@ -114,6 +121,7 @@ class Workload:
         # CAS operations succeed and some race and fail.
         self._last_written: dict[str, str] = {}
         self._callbacks: dict[int, functools.partial[None]] = {}
+        self._instant = 0  # operations in a row that completed in zero virtual time
 
     def start(self) -> None:
         if self.config.mode == "closed":
@@ -156,8 +164,21 @@ class Workload:
         if self.config.mode == "closed":
             if self.config.think_time:
                 self.sim.after(self.config.think_time, self._issue, client)
+                return
+            if op.complete == op.invoke:
+                # Zero latency and zero think time: virtual time would never advance.
+                self._instant += 1
+                if self._instant > _MAX_INSTANT_OPS:
+                    raise ConfigError(
+                        f"workload.think_time: {self._instant} operations completed in zero"
+                        f" virtual time at t={self.sim.now}, so a closed loop with think_time"
+                        " = 0 never advances the clock (a 1-node cluster or zero network"
+                        " delays with network.client_delay = 0); set workload.think_time or"
+                        " network.client_delay above 0"
+                    )
             else:
-                self._issue(client)
+                self._instant = 0
+            self._issue(client)
         else:
             self._idle.append(client)
 

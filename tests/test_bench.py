@@ -186,3 +186,14 @@ def test_runs_count_bytes_per_message_type_by_default():
     results = run(SMALL)
     assert (results.messages["bytes"] > 0).all()
     assert results.summary.loc[0, "bytes_per_op"] > 0
+
+
+def test_a_closed_loop_that_cannot_advance_virtual_time_is_a_config_error():
+    # One node commits at once; with no client delay and no think time every
+    # operation completes at the instant it starts, so t never moves past 0.
+    stuck = {**SMALL, "cluster": {"nodes": 1, "seed": 5}}
+    with pytest.raises(ConfigError, match="think_time"):
+        run(stuck)
+    moving = {**stuck, "workload": {**SMALL["workload"], "think_time": 0.001}}
+    (row,) = run(moving).summary.to_dict("records")
+    assert row["ops"] > 100
