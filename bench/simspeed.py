@@ -20,6 +20,7 @@ repeat delivers exactly the same messages, so only the clock differs.
 
 from __future__ import annotations
 
+import multiprocessing
 import time
 from typing import Any
 
@@ -28,7 +29,26 @@ from consensus.config import ClusterConfig, Delay, NetworkConfig
 from consensus.registry import UnknownProtocolError, available_protocols
 from consensus.sim import Simulator
 
-__all__ = ["measure"]
+__all__ = ["measure", "measure_parallel"]
+
+
+def _build(
+    protocol: str, *, nodes: int, clients: int, seconds: float, wire: str, seed: int
+) -> Simulator:
+    """The benchmark's simulator with its workload started."""
+    config = ClusterConfig(
+        protocol=protocol,
+        nodes=nodes,
+        seed=seed,
+        wire=wire,
+        network=NetworkConfig(delay=Delay.uniform(0.0005, 0.0015)),
+    )
+    sim = Simulator(config, record_applied=False)
+    workload = Workload(
+        sim, WorkloadConfig(clients=clients, duration=seconds, warmup=0.0, read_fraction=0.0)
+    )
+    workload.start()
+    return sim
 
 
 def measure(
@@ -49,23 +69,14 @@ def measure(
     """
     if protocol not in available_protocols():
         return None
-    config = ClusterConfig(
-        protocol=protocol,
-        nodes=nodes,
-        seed=seed,
-        wire=wire,
-        network=NetworkConfig(delay=Delay.uniform(0.0005, 0.0015)),
-    )
     best: tuple[float, float, Simulator] | None = None
     for _ in range(max(1, repeat)):
         try:
-            sim = Simulator(config, record_applied=False)
+            sim = _build(
+                protocol, nodes=nodes, clients=clients, seconds=seconds, wire=wire, seed=seed
+            )
         except (UnknownProtocolError, ImportError):
             return None
-        workload = Workload(
-            sim, WorkloadConfig(clients=clients, duration=seconds, warmup=0.0, read_fraction=0.0)
-        )
-        workload.start()
         started, cpu_started = time.perf_counter(), time.process_time()
         sim.run_for(seconds)
         wall, cpu = time.perf_counter() - started, time.process_time() - cpu_started
@@ -86,4 +97,64 @@ def measure(
         "events_per_s": sim.events_processed / wall,
         "ops_per_s": ops / wall,
         "us_per_op": wall / ops * 1e6 if ops else float("nan"),
+    }
+
+
+def _worker(barrier: Any, results: Any, protocol: str, seed: int, settings: dict[str, Any]) -> None:
+    try:
+        sim = _build(protocol, seed=seed, **settings)
+        barrier.wait()  # every process starts simulating at the same moment
+        started = time.monotonic()  # system-wide, so comparable across processes
+        sim.run_for(settings["seconds"])
+        results.put((seed, sim.messages_delivered, started, time.monotonic()))
+    except BaseException as e:  # report it; never leave the parent waiting
+        barrier.abort()
+        results.put((seed, None, f"{type(e).__name__}: {e}", None))
+
+
+def measure_parallel(
+    protocol: str,
+    *,
+    jobs: int,
+    nodes: int = 3,
+    clients: int = 32,
+    seconds: float = 5.0,
+    wire: str = "objects",
+) -> dict[str, Any] | None:
+    """``jobs`` simulations (seeds 1..jobs) at once, one process each, as a sweep runs.
+
+    Keys: ``protocol``, ``nodes``, ``jobs``, ``messages`` (all runs),
+    ``wall`` (first start to last finish) and ``msgs_per_s`` (messages of all
+    runs per wall second).  None if the protocol is not installed.
+    """
+    if protocol not in available_protocols():
+        return None
+    settings = {"nodes": nodes, "clients": clients, "seconds": seconds, "wire": wire}
+    context = multiprocessing.get_context("spawn")
+    barrier, results = context.Barrier(jobs), context.Queue()
+    workers = [
+        context.Process(target=_worker, args=(barrier, results, protocol, seed, settings))
+        for seed in range(1, jobs + 1)
+    ]
+    for worker in workers:
+        worker.start()
+    try:
+        rows = [results.get(timeout=600) for _ in workers]
+        failed = [row for row in rows if row[1] is None and "BrokenBarrier" not in row[2]]
+        if failed:
+            raise RuntimeError(f"{protocol} seed {failed[0][0]}: {failed[0][2]}")
+    finally:
+        for worker in workers:
+            worker.join(timeout=5)
+            if worker.is_alive():
+                worker.terminate()
+    messages = sum(row[1] for row in rows)
+    wall = max(row[3] for row in rows) - min(row[2] for row in rows)
+    return {
+        "protocol": protocol,
+        "nodes": nodes,
+        "jobs": jobs,
+        "messages": messages,
+        "wall": wall,
+        "msgs_per_s": messages / wall,
     }

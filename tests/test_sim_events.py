@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from bench.simspeed import measure
+from bench.simspeed import measure, measure_parallel
 from bench.workload import Workload, WorkloadConfig
 from consensus.commands import Put
 from consensus.config import ClientConfig, ClusterConfig, Delay, NetworkConfig
@@ -89,3 +89,13 @@ def test_speed_rows_are_deterministic_and_complete():
     assert rows[0]["ops"] == rows[1]["ops"] > 0
     assert rows[0]["us_per_op"] > 0
     assert measure("no-such-protocol") is None
+
+
+def test_parallel_speed_runs_one_seed_per_process_and_counts_them_all():
+    together = measure_parallel("sequencer", jobs=2, seconds=0.05)
+    alone = [measure("sequencer", seconds=0.05, seed=seed) for seed in (1, 2)]
+    assert together is not None and None not in alone
+    assert alone[0]["messages"] != alone[1]["messages"]  # type: ignore[index]  # seeds differ
+    assert together["messages"] == sum(row["messages"] for row in alone)  # type: ignore[index]
+    assert together["msgs_per_s"] == together["messages"] / together["wall"]
+    assert measure_parallel("no-such-protocol", jobs=2) is None
