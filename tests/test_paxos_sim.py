@@ -1,21 +1,20 @@
 """Single-decree Paxos instances on the deterministic simulator.
 
-In the spirit of the classic Paxos lab suites: basic agreement with
-concurrent proposers, deaf and crashed minorities, forgetting, an unreliable
-network, partitions, and many slots under random crashes.  Every test uses a
-fixed seed; after each scenario all nodes must have applied one common
-sequence and every acknowledged request must be in it.
+In the spirit of the classic Paxos lab suites: what is particular to
+leaderless instances (message costs, duels between concurrent proposers,
+filling holes, forgetting, snapshots).  The lab scenarios every plugin must
+pass (crashed and partitioned minorities, an unreliable network, many slots
+under random crashes, randomized faults) are in ``test_conformance.py``.
+Every test uses a fixed seed; after each scenario all nodes must have applied
+one common sequence and every acknowledged request must be in it.
 """
 
 from __future__ import annotations
 
-import random
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
-from sim_helpers import Agreement, applied_requests, finished, log_of
+from sim_helpers import applied_requests, finished, log_of
 
 from consensus.commands import Append, Put
 from consensus.config import ClusterConfig, Delay, NetworkConfig
@@ -132,76 +131,6 @@ def test_deaf_minority_cannot_stop_the_others() -> None:
     assert all(px(sim, n).counters["hole_fills"] > 0 for n in deaf)
 
 
-def test_crashed_minority_does_not_stop_progress() -> None:
-    sim = cluster(5, seed=17)
-    sim.crash(3)
-    sim.crash(4)
-    ops = closed_loop(sim, clients=6, per_client=10, nodes=[0, 1, 2])
-    assert sim.run_until(finished(ops, 60), timeout=10.0)
-    assert all(op.ok for op in ops)
-    sim.restart(3)
-    sim.restart(4)
-    assert sim.run_until(lambda: same_applied(sim), timeout=5.0)
-    assert_one_sequence(sim)
-
-
-def test_minority_partition_cannot_decide_while_the_majority_can() -> None:
-    sim = cluster(5, seed=19)
-    minority, majority = [0, 1], [2, 3, 4]
-    sim.partition(minority, majority)
-    stuck = [sim.submit(Put(key="m", value=str(n)), node=n) for n in minority]
-    sim.run_for(0.3)
-    assert not any(op.done for op in stuck)
-    assert all(px(sim, n).applied == 0 for n in minority)
-    ops = closed_loop(sim, clients=3, per_client=10, nodes=majority)
-    assert sim.run_until(finished(ops, 30), timeout=10.0)
-    assert all(px(sim, n).applied == 0 for n in minority)
-    sim.heal()
-    assert sim.run_until(lambda: all(op.done for op in stuck) and same_applied(sim), timeout=10.0)
-    assert_one_sequence(sim)
-    assert all(op.ok for op in stuck)
-    assert check(sim.history).ok is True
-
-
-def test_unreliable_network_with_loss_duplication_and_reordering() -> None:
-    network = NetworkConfig(
-        delay=Delay.uniform(0.001, 0.003), loss=0.1, duplicate=0.05, reorder=0.2
-    )
-    sim = cluster(5, seed=23, network=network)
-    ops = closed_loop(sim, clients=6, per_client=10)
-    assert sim.run_until(finished(ops, 60), timeout=30.0)
-    assert all(op.ok for op in ops)
-    sim.network.loss = sim.network.duplicate = sim.network.reorder = 0.0
-    assert sim.run_until(lambda: same_applied(sim), timeout=5.0)
-    assert_one_sequence(sim)
-    assert check(sim.history).ok is True
-
-
-def test_hundreds_of_slots_under_random_crashes_apply_one_sequence() -> None:
-    sim = cluster(5, seed=29, network=NetworkConfig(delay=Delay.uniform(0.001, 0.004)))
-    faults = random.Random(29)
-    ops = closed_loop(sim, clients=8, per_client=30)
-    down: list[int] = []
-    for _ in range(30):
-        sim.run_for(0.15)
-        if down and faults.random() < 0.5:
-            sim.restart(down.pop(0))
-        elif len(down) < 2:
-            victim = faults.choice([n for n in range(5) if n not in down])
-            sim.crash(victim)
-            down.append(victim)
-    for node in down:
-        sim.restart(node)
-    assert sim.run_until(finished(ops, 240), timeout=30.0)
-    assert sim.run_until(lambda: same_applied(sim), timeout=5.0)
-    assert_one_sequence(sim)
-    acked = {(op.client, op.seq) for op in ops if op.ok}
-    assert len(acked) >= 200
-    for n in range(5):
-        assert acked <= applied_requests(sim, n)
-    assert px(sim, 0).applied >= 200
-
-
 # -- forgetting and recovery -----------------------------------------------------------
 
 
@@ -267,36 +196,3 @@ def test_snapshots_replace_persisted_decisions() -> None:
     assert sim.run_until(finished(more, 10), timeout=5.0)
     assert sim.run_until(lambda: same_applied(sim), timeout=5.0)
     assert all(sim.host(n).sm.data == sim.host(0).sm.data for n in range(3))  # type: ignore[attr-defined]
-
-
-# -- randomized faults, safety checked after every event -------------------------------------
-
-
-@settings(max_examples=20, deadline=None, derandomize=True)
-@given(
-    seed=st.integers(0, 10_000),
-    loss=st.sampled_from([0.0, 0.05, 0.2]),
-    schedule=st.lists(st.tuples(st.integers(0, 4), st.floats(0.02, 0.3)), max_size=8),
-)
-def test_random_faults_never_break_agreement(
-    seed: int, loss: float, schedule: list[tuple[int, float]]
-) -> None:
-    network = NetworkConfig(delay=Delay.uniform(0.001, 0.004), loss=loss, reorder=0.1)
-    sim = cluster(5, seed=seed, network=network)
-    safety = Agreement(sim)
-    ops = closed_loop(sim, clients=4, per_client=8)
-    for node, wait in schedule:
-        sim.run_until(safety, timeout=wait)
-        if not sim.is_up(node):
-            sim.restart(node)
-        elif len(sim.up_nodes()) > 3:
-            sim.crash(node)
-    for node in range(5):
-        sim.restart(node)
-    done = finished(ops, 32)
-    assert sim.run_until(lambda: safety() or done(), timeout=30.0), f"seed {seed}: stuck"
-    sim.network.loss = 0.0
-    sim.run_until(safety, timeout=1.0)
-    acked = {(op.client, op.seq) for op in ops if op.ok}
-    for n in range(5):
-        assert acked <= applied_requests(sim, n), f"seed {seed}: node {n} lost a request"
