@@ -14,7 +14,12 @@ saw.  An operation that never returned is indeterminate (``info``) and the
 checker lets it take effect or not.
 
 ``chaos_runs`` runs seeds ``seed, seed+1, ...``; any run is replayed exactly
-with ``--runs 1 --seed <its seed>``.
+with ``--runs 1 --seed <its seed>``.  With ``jobs`` > 1 the runs go to worker
+processes (``bench.parallel.map_in_processes``: each worker gets the protocol,
+seed and options, never a simulator) and come back in seed order, so a soak
+reports the same runs, outcomes and violations as a serial one.  Only a
+checker timeout (``ok`` None, a wall-clock limit) can differ between any two
+runs, serial or not.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from typing import Any, Callable, Iterator
 import attrs
 
 from bench.nemesis import FAULTS, Nemesis
+from bench.parallel import map_in_processes, resolve_jobs
 from consensus.commands import Append, CompareAndSet, Delete, Get, Put
 from consensus.config import ClientConfig, ClusterConfig, Delay, NetworkConfig
 from consensus.history import History
@@ -150,9 +156,22 @@ def chaos_runs(
     seed: int = 0,
     *,
     progress: Callable[[ChaosResult], None] | None = None,
+    jobs: int | None = 1,
     **kwargs: Any,
 ) -> Iterator[ChaosResult]:
-    """Runs for seeds ``seed .. seed + runs - 1``, in order."""
+    """Runs for seeds ``seed .. seed + runs - 1``, in order.
+
+    ``jobs``: worker processes (1: run in this process; 0 or None: one per
+    CPU).  ``progress(result)`` fires as each run finishes, which in
+    parallel may be out of seed order; the yielded results never are.
+    ``kwargs`` go to ``chaos_run`` (and must pickle when ``jobs`` > 1).
+    """
+    workers = min(resolve_jobs(jobs), runs)
+    if workers > 1:
+        calls = [((protocol, s), kwargs) for s in range(seed, seed + runs)]
+        done = (lambda _, result: progress(result)) if progress is not None else None
+        yield from map_in_processes(chaos_run, calls, workers, on_done=done)
+        return
     for s in range(seed, seed + runs):
         result = chaos_run(protocol, s, **kwargs)
         if progress is not None:

@@ -1,6 +1,7 @@
-"""The command line: ``python -m bench run|speed ...``.
+"""The command line: ``python -m bench run|sweep|chaos|speed ...``.
 
-Exit status: 0 on success, 2 on a configuration error (nothing written).
+Exit status: 0 on success, 1 when chaos runs find a violation, 2 on a
+configuration error (nothing written), 130 when interrupted (Ctrl-C).
 """
 
 from __future__ import annotations
@@ -80,10 +81,12 @@ def _cmd_run(args: argparse.Namespace, console: Console) -> int:
 def _cmd_sweep(args: argparse.Namespace, console: Console) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
+    from bench.parallel import resolve_jobs
     from bench.sweep import expand, load_sweep, sweep
 
     base, grid = load_sweep(args.config)
     total = len(expand(base, grid))  # validates every point before anything runs
+    resolve_jobs(args.jobs)
     with Progress(
         TextColumn("sweep"),
         BarColumn(),
@@ -99,7 +102,7 @@ def _cmd_sweep(args: argparse.Namespace, console: Console) -> int:
                 task, completed=done, description=" ".join(f"{k}={v}" for k, v in label.items())
             )
 
-        results = sweep(args.config, progress=progress)
+        results = sweep(args.config, progress=progress, jobs=args.jobs)
     summary = results.summary
     keys = list(grid)
     table = Table(title=f"sweep over {', '.join(keys)}: {total} points")
@@ -170,11 +173,13 @@ def _parse_option(text: str) -> tuple[str, object]:
 
 def _cmd_chaos(args: argparse.Namespace, console: Console) -> int:
     from bench.chaos import chaos_config, chaos_runs, replay_command
+    from bench.parallel import resolve_jobs
     from consensus.registry import get_protocol
 
     options = dict(_parse_option(o) for o in args.option or [])
     chaos_config(args.protocol, args.seed, options).protocol_options()  # validate up front
     get_protocol(args.protocol)
+    resolve_jobs(args.jobs)
     violations = unknown = checked = 0
     err = Console(stderr=True)
     with err.status(f"chaos: {args.protocol}") as status:
@@ -186,6 +191,7 @@ def _cmd_chaos(args: argparse.Namespace, console: Console) -> int:
                 ops=args.ops,
                 options=options,
                 snapshot_every=args.snapshot_every,
+                jobs=args.jobs,
             ),
             start=1,
         ):
@@ -224,6 +230,18 @@ def _cmd_chaos(args: argparse.Namespace, console: Console) -> int:
     return 1 if violations else 0
 
 
+def _add_jobs(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument(
+        "-j",
+        "--jobs",
+        type=int,
+        default=1,
+        metavar="N",
+        help=f"worker processes for the {what} (0: one per CPU; default 1: in this"
+        " process); results are the same for any N",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m bench",
@@ -239,6 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep = sub.add_parser("sweep", help="run a grid of configs (a [sweep] table) and combine")
     sweep.add_argument("config", help="sweep config TOML with a [sweep] table")
     sweep.add_argument("--out", type=Path, help="directory for the combined DataFrames")
+    _add_jobs(sweep, "grid points")
     chaos = sub.add_parser("chaos", help="seeded fault-injection runs checked for linearizability")
     chaos.add_argument("--protocol", required=True)
     chaos.add_argument("--runs", type=int, default=10)
@@ -258,6 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=0,
         help="snapshot the state machine every N applied entries",
     )
+    _add_jobs(chaos, "seeded runs")
     speed = sub.add_parser("speed", help="measure simulated messages per wall-clock second")
     speed.add_argument("--protocol", action="append", help="protocol to measure (repeatable)")
     speed.add_argument(
@@ -284,3 +304,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, UnknownProtocolError) as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        # Worker processes, if any, are already stopped (bench.sweep._stop).
+        print("interrupted", file=sys.stderr)
+        return 130
