@@ -121,14 +121,19 @@ def _cmd_sweep(args: argparse.Namespace, console: Console) -> int:
 
 
 def _cmd_speed(args: argparse.Namespace, console: Console) -> int:
-    from bench.simspeed import measure
+    from bench.parallel import resolve_jobs
+    from bench.simspeed import measure, measure_parallel
 
+    jobs = resolve_jobs(args.jobs)
     protocols = args.protocol or ["sequencer", "raft", "multipaxos", "paxos"]
     table = Table(
         title=f"simulation speed: {args.clients} closed-loop clients, {args.seconds:g} simulated"
         f" s, wire={args.wire}, best of {args.repeat}"
     )
-    for header in ("protocol", "nodes", "sim msgs", "msgs / wall s", "ops / wall s", "µs / op"):
+    headers = ["protocol", "nodes", "sim msgs", "msgs / wall s", "ops / wall s", "µs / op"]
+    if jobs > 1:
+        headers.append(f"msgs / wall s, {jobs} runs at once")
+    for header in headers:
         table.add_column(header, justify="right")
     for nodes in args.nodes or [3, 5]:
         for protocol in protocols:
@@ -142,19 +147,32 @@ def _cmd_speed(args: argparse.Namespace, console: Console) -> int:
             )
             if row is None:
                 continue
-            table.add_row(
+            cells = [
                 row["protocol"],
                 str(nodes),
                 f"{row['messages']:,}",
                 f"{row['msgs_per_s']:,.0f}",
                 f"{row['ops_per_s']:,.0f}",
                 f"{row['us_per_op']:.1f}",
-            )
+            ]
+            if jobs > 1:
+                together = measure_parallel(
+                    protocol, jobs=jobs, nodes=nodes, clients=args.clients,
+                    seconds=args.seconds, wire=args.wire,
+                )  # fmt: skip
+                assert together is not None
+                cells.append(f"{together['msgs_per_s']:,.0f}")
+            table.add_row(*cells)
     console.print(table)
     console.print(
         "A message is one protocol message delivered to a node.  Raft batches many"
         " commands per AppendEntries, so compare protocols by µs / op."
     )
+    if jobs > 1:
+        console.print(
+            f"Runs at once: {jobs} simulations (seeds 1..{jobs}), one process each, as"
+            " `sweep --jobs` and `chaos --jobs` run them: messages of all runs per wall second."
+        )
     return 0
 
 
@@ -287,6 +305,13 @@ def build_parser() -> argparse.ArgumentParser:
     speed.add_argument("--clients", type=int, default=32)
     speed.add_argument("--seconds", type=float, default=5.0, help="simulated seconds")
     speed.add_argument("--wire", choices=("objects", "bytes"), default="objects")
+    speed.add_argument(
+        "-j",
+        "--jobs",
+        type=int,
+        default=1,
+        help="also run N simulations at once, one process each (0: one per CPU), as sweeps do",
+    )
     return parser
 
 

@@ -99,3 +99,12 @@ def test_parallel_speed_runs_one_seed_per_process_and_counts_them_all():
     assert together["messages"] == sum(row["messages"] for row in alone)  # type: ignore[index]
     assert together["msgs_per_s"] == together["messages"] / together["wall"]
     assert measure_parallel("no-such-protocol", jobs=2) is None
+
+
+def test_speed_cli_adds_the_parallel_column_with_jobs(capsys):
+    from bench.cli import main
+
+    argv = ["speed", "--protocol", "sequencer", "--nodes", "3", "--seconds", "0.05"]
+    assert main([*argv, "--repeat", "1", "--jobs", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "2 runs at once" in out and "sequencer" in out
