@@ -13,8 +13,9 @@ the same seed gives the same history, operation for operation.
 This is the "equivalent of Trio's MockClock" the runtime can embed: it skips
 idle time instantly and costs no scheduler round trip per message: the loop
 alone moves about 250,000 messages per wall-clock second, a whole protocol
-with its clients and state machines 60,000 to 130,000 (``python -m bench
-speed``).  ``consensus.runtime`` wraps it in an async API on Trio.
+with its clients and state machines 50,000 to 130,000 on one core of the
+development machine (``python -m bench speed``; sweeps run one simulation per
+core).  ``consensus.runtime`` wraps it in an async API on Trio.
 
 Events:
 
