@@ -9,6 +9,7 @@ plugin's internals, so the conformance suite can run them on every plugin.
 
 from __future__ import annotations
 
+import random
 from typing import Any, Callable, Iterable
 
 from consensus.clients import Attempt
@@ -147,3 +148,32 @@ class Agreement:
                     assert held == payload, f"node {n} applied {payload!r} at {index}, not {held!r}"
             self.cursor[n] = (host, len(applied))
         return False
+
+
+def random_crashes(
+    sim: Simulator,
+    rng: random.Random,
+    rounds: int,
+    *,
+    step: float = 0.15,
+    max_down: int = 2,
+    watch: Callable[[], bool] | None = None,
+) -> None:
+    """``rounds`` times: run ``step`` virtual seconds, then restart the node down
+    longest (even odds) or crash a random live one (at most ``max_down`` down at
+    once); every node is restarted at the end.  With ``watch``, each step stops
+    early once ``watch()`` holds (a safety check after every event)."""
+    down: list[int] = []
+    for _ in range(rounds):
+        if watch is None:
+            sim.run_for(step)
+        else:
+            sim.run_until(watch, timeout=step)
+        if down and rng.random() < 0.5:
+            sim.restart(down.pop(0))
+        elif len(down) < max_down:
+            victim = rng.choice([n for n in sim.node_ids if n not in down])
+            sim.crash(victim)
+            down.append(victim)
+    for node in down:
+        sim.restart(node)

@@ -45,6 +45,7 @@ from sim_helpers import (
     closed_loop,
     converged,
     finished,
+    random_crashes,
     retry_late,
 )
 
@@ -350,19 +351,8 @@ def test_hundreds_of_slots_under_random_crashes_apply_one_sequence(protocol: str
         protocol, nodes=5, seed=31, network=NetworkConfig(delay=Delay.uniform(0.001, 0.004))
     )
     safety = Agreement(sim)
-    faults = random.Random(31)
     ops = closed_loop(sim, clients=8, per_client=30)
-    down: list[int] = []
-    for _ in range(30):  # at most two nodes down at a time
-        sim.run_until(safety, timeout=0.15)
-        if down and faults.random() < 0.5:
-            sim.restart(down.pop(0))
-        elif len(down) < 2:
-            victim = faults.choice([n for n in range(5) if n not in down])
-            sim.crash(victim)
-            down.append(victim)
-    for node in down:
-        sim.restart(node)
+    random_crashes(sim, random.Random(31), 30, max_down=2, watch=safety)
     assert sim.run_until(lambda: safety() or finished(ops, 240)(), timeout=30.0)
     assert sim.run_until(converged(sim), timeout=5.0)
     assert_prefix_agreement(sim)

@@ -17,7 +17,7 @@ import random
 from typing import Any
 
 import pytest
-from sim_helpers import applied_requests, finished, log_of
+from sim_helpers import applied_requests, finished, log_of, random_crashes
 
 from consensus.commands import Append, Put, Request, requests_in
 from consensus.config import ClusterConfig, Delay, NetworkConfig
@@ -177,19 +177,8 @@ def test_minority_partition_cannot_decide_while_the_majority_can() -> None:
 
 def test_hundreds_of_slots_under_random_crashes_apply_one_sequence() -> None:
     sim = cluster(5, seed=31, network=NetworkConfig(delay=Delay.uniform(0.001, 0.004)))
-    faults = random.Random(31)
     ops = closed_loop(sim, clients=8, per_client=40)
-    down: list[int] = []
-    for _ in range(40):
-        sim.run_for(0.15)
-        if down and faults.random() < 0.5:
-            sim.restart(down.pop(0))
-        elif len(down) < 2:
-            victim = faults.choice([n for n in range(5) if n not in down])
-            sim.crash(victim)
-            down.append(victim)
-    for node in down:
-        sim.restart(node)
+    random_crashes(sim, random.Random(31), 40, max_down=2)
     assert sim.run_until(finished(ops, 320), timeout=30.0)
     assert sim.run_until(lambda: caught_up(sim), timeout=5.0)
     assert_one_sequence(sim)

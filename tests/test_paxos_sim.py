@@ -14,9 +14,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from sim_helpers import applied_requests, finished, log_of
+from sim_helpers import applied_requests, closed_loop, finished, log_of
 
-from consensus.commands import Append, Put
+from consensus.commands import Put
 from consensus.config import ClusterConfig, Delay, NetworkConfig
 from consensus.linearizability import check
 from consensus.replica import StateSnapshot
@@ -47,34 +47,6 @@ def assert_one_sequence(sim: Simulator, nodes: list[int] | None = None) -> None:
 
 def same_applied(sim: Simulator, nodes: list[int] | None = None) -> bool:
     return len({px(sim, n).applied for n in (nodes or sim.up_nodes())}) == 1
-
-
-def closed_loop(
-    sim: Simulator, clients: int, per_client: int, nodes: list[int] | None = None, keys: int = 3
-) -> list[Any]:
-    """``clients`` clients, each submitting ``per_client`` appends one after another.
-
-    Client ``c`` starts at ``nodes[c % len(nodes)]`` (default: the rotation).
-    """
-    ops: list[Any] = []
-
-    def start(c: int) -> None:
-        client = sim.client()
-        node = None if nodes is None else nodes[c % len(nodes)]
-        count = 0
-
-        def go(_prev: Any = None) -> None:
-            nonlocal count
-            if count < per_client:
-                count += 1
-                command = Append(key=f"k{(c + count) % keys}", value=f"{c}.{count} ")
-                ops.append(client.submit(command, node=node, on_done=go))
-
-        go()
-
-    for c in range(clients):
-        start(c)
-    return ops
 
 
 @pytest.mark.parametrize("nodes", [3, 5])
