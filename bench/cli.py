@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from consensus.config import ConfigError
-from consensus.registry import UnknownProtocolError
+from consensus.registry import UnknownProtocolError, get_protocol
 
 __all__ = ["main", "summary_table"]
 
@@ -125,6 +125,8 @@ def _cmd_speed(args: argparse.Namespace, console: Console) -> int:
     from bench.simspeed import measure, measure_parallel
 
     jobs = resolve_jobs(args.jobs)
+    for name in args.protocol or ():
+        get_protocol(name)  # a name asked for by hand must exist (the defaults may be absent)
     protocols = args.protocol or ["sequencer", "raft", "multipaxos", "paxos"]
     table = Table(
         title=f"simulation speed: {args.clients} closed-loop clients, {args.seconds:g} simulated"

@@ -108,3 +108,10 @@ def test_speed_cli_adds_the_parallel_column_with_jobs(capsys):
     assert main([*argv, "--repeat", "1", "--jobs", "2"]) == 0
     out = capsys.readouterr().out
     assert "2 runs at once" in out and "sequencer" in out
+
+
+def test_speed_cli_rejects_an_unknown_protocol_by_name(capsys):
+    from bench.cli import main
+
+    assert main(["speed", "--protocol", "nosuch", "--seconds", "0.05"]) == 2
+    assert "unknown protocol 'nosuch'" in capsys.readouterr().err
