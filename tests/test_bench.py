@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -13,7 +14,7 @@ from bench.faults import Fault
 from bench.metrics import Results
 from bench.runner import RunConfig, load_run_config, run
 from bench.workload import KeyChooser, WorkloadConfig
-from consensus.config import ClusterConfig, ConfigError, Delay, NetworkConfig
+from consensus.config import ClusterConfig, ConfigError, Delay, NetworkConfig, load_toml
 
 SMALL = {
     "protocols": ["sequencer"],
@@ -197,3 +198,23 @@ def test_a_closed_loop_that_cannot_advance_virtual_time_is_a_config_error():
     moving = {**stuck, "workload": {**SMALL["workload"], "think_time": 0.001}}
     (row,) = run(moving).summary.to_dict("records")
     assert row["ops"] > 100
+
+
+CONFIGS = sorted(
+    p
+    for p in (Path(__file__).parent.parent / "bench" / "configs").glob("*.toml")
+    if "sweep" not in load_toml(p)
+)
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
+def test_every_shipped_config_commits_operations_with_every_protocol_it_lists(path):
+    # Timers that suit a LAN stall a WAN run (a retry before any answer can come
+    # back); each example config must carry the options its network needs.
+    data = load_toml(path)
+    workload = data.get("workload", {})
+    clients = min(workload.get("clients", 8), 2)
+    data["workload"] = {**workload, "clients": clients, "duration": 2.0, "warmup": 0.5}
+    summary = run(data).summary.set_index("protocol")
+    assert set(summary.index) == set(data["protocols"])
+    assert (summary["ops"] >= 5).all(), summary["ops"].to_dict()
