@@ -10,7 +10,7 @@ from typing import Any
 
 import pandas as pd
 
-__all__ = ["plot_latency_cdf", "plot_throughput"]
+__all__ = ["plot_latency_cdf", "plot_scaling", "plot_throughput"]
 
 
 def _mark_faults(ax: Any, faults: pd.DataFrame, protocol: str | None = None) -> None:
@@ -60,4 +60,38 @@ def plot_latency_cdf(ops: pd.DataFrame, ax: Any) -> Any:
     ax.set_xlabel("latency (ms, log scale)")
     ax.set_ylabel("fraction of operations")
     ax.legend(loc="lower right")
+    return ax.figure
+
+
+def plot_scaling(
+    summary: pd.DataFrame,
+    ax: Any,
+    y: str,
+    *,
+    x: str = "nodes",
+    ylabel: str | None = None,
+    log: bool = False,
+) -> Any:
+    """One line per protocol: the summary column ``y`` against ``x``.
+
+    ``summary`` is a run's or a sweep's summary; ``x`` is a swept key (such
+    as ``"workload.clients"``) or ``nodes``.  Each protocol needs at most one
+    row per ``x`` value: filter a sweep over more keys down to one line first.
+    """
+    if summary.duplicated(["protocol", x]).any():
+        raise ValueError(
+            f"plot_scaling: several rows per protocol and {x!r}; select one value of the"
+            " other swept keys first"
+        )
+    for protocol, rows in summary.groupby("protocol", sort=False):
+        rows = rows.sort_values(x)
+        ax.plot(rows[x], rows[y], marker="o", label=protocol, linewidth=1.5)
+    ax.set_xticks(sorted(summary[x].unique()))
+    ax.set_xlabel("cluster size (nodes)" if x in ("nodes", "cluster.nodes") else x)
+    ax.set_ylabel(ylabel or y)
+    if log:
+        ax.set_yscale("log")
+    else:
+        ax.set_ylim(bottom=0)
+    ax.legend()
     return ax.figure
