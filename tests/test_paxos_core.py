@@ -12,6 +12,7 @@ import random
 from typing import Any
 
 from consensus.acceptor import (
+    NOT_ACCEPTED,
     Acceptor,
     AcceptRecord,
     ForgetRecord,
@@ -116,6 +117,16 @@ def test_acceptor_accepting_raises_its_promise_so_lower_ballots_are_refused() ->
     assert not a.prepare(b(2, 2), 1).ok
     assert not a.accept(b(2, 2), 1, "w").ok
     assert a.accepted(1) == PValue(slot=1, ballot=b(3, 0), payload="v")
+
+
+def test_acceptor_value_at_names_only_the_value_accepted_at_that_exact_ballot() -> None:
+    a = Acceptor(per_slot=False)
+    a.accept(b(1, 0), 1, None)  # None is a payload, not "nothing accepted"
+    a.accept(b(2, 1), 2, "new")
+    assert a.value_at(1, b(1, 0)) is None
+    assert a.value_at(1, b(2, 1)) is NOT_ACCEPTED  # accepted, but at another ballot
+    assert a.value_at(2, b(2, 1)) == "new"
+    assert a.value_at(3, b(2, 1)) is NOT_ACCEPTED  # nothing in that slot
 
 
 def test_acceptor_refuses_accept_below_its_promise() -> None:
