@@ -45,7 +45,7 @@ from __future__ import annotations
 import abc
 import random
 from collections import Counter
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Sequence, TypeVar
 
 import attrs
 
@@ -63,6 +63,7 @@ __all__ = [
 ]
 
 NodeId = int
+T = TypeVar("T")
 
 
 @attrs.frozen(kw_only=True)
@@ -219,6 +220,24 @@ class ReplicaContext:
     @peers.default
     def _peers(self) -> tuple[NodeId, ...]:
         return tuple(m for m in self.members if m != self.node_id)
+
+    def options_as(self, cls: type[T]) -> T:
+        """``options`` as the plugin's options class ``cls``.
+
+        An instance is used as is, ``None`` means the defaults, and a dict (a
+        hand-built context) is validated like a config table; anything else
+        is a ``TypeError`` rather than a silent fall back to defaults.
+        """
+        options = self.options
+        if isinstance(options, cls):
+            return options
+        if options is None:
+            return cls()
+        if isinstance(options, dict):
+            from consensus.config import structure
+
+            return structure(cls, options, path="options")  # type: ignore[no-any-return]
+        raise TypeError(f"options: expected {cls.__name__}, a dict or None, got {options!r}")
 
 
 class Replica(abc.ABC):

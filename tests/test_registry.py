@@ -117,3 +117,35 @@ def test_default_options_class_takes_no_options() -> None:
     assert spec.make_options() == NoOptions()
     with pytest.raises(ConfigError):
         spec.make_options({"anything": 1})
+
+
+@pytest.mark.parametrize(
+    ("name", "option"),
+    [
+        ("sequencer", "max_batch"),
+        ("raft", "max_entries_per_message"),
+        ("multipaxos", "max_batch"),
+        ("paxos", "max_batch"),
+    ],
+)
+def test_every_plugin_reads_its_options_through_the_context(name: str, option: str) -> None:
+    import random
+
+    from consensus.replica import ReplicaContext
+
+    spec = get_protocol(name)
+    default = attrs.fields_dict(spec.options)[option].default
+
+    def build(options: Any) -> Any:
+        ctx = ReplicaContext(node_id=0, members=(0, 1, 2), options=options, rng=random.Random(0))
+        return spec.create(ctx, [])
+
+    assert build(None).options == spec.options()
+    custom = attrs.evolve(spec.options(), **{option: default * 3})
+    assert build(custom).options is custom
+    # A dict is validated like a config table, never silently replaced by defaults.
+    assert build({option: default * 3}).options == custom
+    with pytest.raises(ConfigError, match="options.no_such_option"):
+        build({"no_such_option": 1})
+    with pytest.raises(TypeError, match=spec.options.__name__):
+        build(42)

@@ -81,10 +81,7 @@ class MultiPaxos(Replica):
 
     def __init__(self, ctx: ReplicaContext, records: Sequence[Any] = ()) -> None:
         super().__init__(ctx)
-        opts = ctx.options
-        self.options: MultiPaxosOptions = (
-            opts if isinstance(opts, MultiPaxosOptions) else MultiPaxosOptions()
-        )
+        self.options = ctx.options_as(MultiPaxosOptions)
         self.members = ctx.members
         self.peers = ctx.peers
         self.quorum = Majority(ctx.members)

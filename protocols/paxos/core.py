@@ -71,8 +71,7 @@ class Paxos(Replica):
 
     def __init__(self, ctx: ReplicaContext, records: Sequence[Any] = ()) -> None:
         super().__init__(ctx)
-        opts = ctx.options
-        self.options: PaxosOptions = opts if isinstance(opts, PaxosOptions) else PaxosOptions()
+        self.options = ctx.options_as(PaxosOptions)
         self.peers = ctx.peers
         self.quorum = Majority(ctx.members)
         self.acceptor = Acceptor(per_slot=True)

@@ -88,12 +88,7 @@ class RaftReplica(Membership):
 
     def __init__(self, ctx: ReplicaContext, records: Sequence[Any] = ()) -> None:
         super().__init__(ctx)
-        options = ctx.options
-        if options is None:
-            options = RaftOptions()
-        elif isinstance(options, dict):
-            options = RaftOptions(**options)
-        self.options: RaftOptions = options
+        self.options = options = ctx.options_as(RaftOptions)
         # With read_index off, Gets go through the log like writes.
         self.supports_reads = options.read_index
         # Both follow the configuration in force (``membership``): the other

@@ -41,7 +41,7 @@ class SequencerOptions:
 class Sequencer(Replica):
     def __init__(self, ctx: ReplicaContext, records: Sequence[Any]) -> None:
         super().__init__(ctx)
-        self.options: SequencerOptions = ctx.options
+        self.options = ctx.options_as(SequencerOptions)
         self.leader_id = min(ctx.members)
         self.peers = ctx.peers
         self.quorum = Majority(ctx.members)
