@@ -257,7 +257,8 @@ class Replica(abc.ABC):
         #: Event counts the benchmarks read.  Names shared by every protocol
         #: that has the event: ``elections_started`` (a Raft election, a
         #: Multi-Paxos phase 1 for leadership), ``leader_changes`` (this node
-        #: became leader), ``step_downs``.  Anything else is protocol-specific.
+        #: became leader), ``step_downs``, ``dropped_unknown`` (a message of a
+        #: type the protocol does not know).  Anything else is protocol-specific.
         self.counters: Counter[str] = Counter()
 
     @abc.abstractmethod

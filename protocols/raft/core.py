@@ -161,7 +161,7 @@ class RaftReplica(Membership):
         out = Outputs()
         handler = self._handlers.get(type(message))
         if handler is None:
-            self.counters["unknown_messages"] += 1
+            self.counters["dropped_unknown"] += 1
         elif self._observe_term(src, message, out):
             handler(src, message, out)
         return self._finish(out)

@@ -332,6 +332,16 @@ class Replication(Replica):
 
     # -------------------------------------------------------------- follower
 
+    def _follow(self, leader: NodeId, term: int, out: Outputs) -> None:
+        """``leader`` of the current ``term`` spoke (AppendEntries or InstallSnapshot):
+        follow it and restart the election timer (figure 2, followers)."""
+        assert self.role is not Role.LEADER, f"two leaders in term {self.term}"
+        if self.role is not Role.FOLLOWER:
+            self._become_follower(term, leader, out)
+        self.leader_id = leader
+        self._last_leader_contact = self._now
+        self._reset_election_timer()
+
     def _on_append_entries(self, src: NodeId, m: AppendEntries, out: Outputs) -> None:
         """Figure 2, AppendEntries receiver."""
         if m.term < self.term:
@@ -339,12 +349,7 @@ class Replication(Replica):
             stale = AppendEntriesResponse(term=self.term, success=False, index=m.prev_log_index)
             out.send(src, stale)
             return
-        assert self.role is not Role.LEADER, f"two leaders in term {self.term}"
-        if self.role is not Role.FOLLOWER:
-            self._become_follower(m.term, src, out)
-        self.leader_id = src
-        self._last_leader_contact = self._now
-        self._reset_election_timer()
+        self._follow(src, m.term, out)
         log = self.log
         prev = m.prev_log_index
         if prev > log.last_index:

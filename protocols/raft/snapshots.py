@@ -37,7 +37,6 @@ from protocols.raft.messages import Configuration, InstallSnapshot, InstallSnaps
 from protocols.raft.progress import SNAPSHOT_RETRY_HEARTBEATS, Progress, ProgressState
 from protocols.raft.records import HardState, LogAppend, SnapshotTaken, compacted
 from protocols.raft.replication import Replication
-from protocols.raft.roles import Role
 
 __all__ = ["Snapshots"]
 
@@ -123,12 +122,7 @@ class Snapshots(Replication):
             self.counters["stale_messages"] += 1
             out.send(src, InstallSnapshotResponse(term=self.term, index=0))
             return
-        assert self.role is not Role.LEADER, f"two leaders in term {self.term}"
-        if self.role is not Role.FOLLOWER:
-            self._become_follower(m.term, src, out)
-        self.leader_id = src
-        self._last_leader_contact = self._now
-        self._reset_election_timer()
+        self._follow(src, m.term, out)
         index = m.last_included_index
         if index <= self.commit_index:
             # Everything it covers is committed here already: logs match up to commit.
