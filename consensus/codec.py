@@ -453,25 +453,20 @@ class Codec:
         by_py = {t: m.enc for m in flat for t in m.py}
         by_wire = {t: m.dec for m in flat for t in _WIRE_TYPES[m.wire]}
 
-        def enc(v: Any) -> Any:
-            t = type(v)
-            if t in prims:
-                return v
-            f = by_py.get(t)
-            if f is None:
-                raise FieldError(f"expected {desc}, got {_got(v)}")
-            return f(v)
+        def by_type(table: dict[type, Callable[[Any], Any]]) -> Callable[[Any], Any]:
+            # Encoding picks the member by Python type, decoding by CBOR type.
+            def convert(v: Any) -> Any:
+                t = type(v)
+                if t in prims:
+                    return v
+                f = table.get(t)
+                if f is None:
+                    raise FieldError(f"expected {desc}, got {_got(v)}")
+                return f(v)
 
-        def dec(v: Any) -> Any:
-            t = type(v)
-            if t in prims:
-                return v
-            f = by_wire.get(t)
-            if f is None:
-                raise FieldError(f"expected {desc}, got {_got(v)}")
-            return f(v)
+            return convert
 
-        return _Kind(desc, "union", enc, dec, prims | frozenset(by_py))
+        return _Kind(desc, "union", by_type(by_py), by_type(by_wire), prims | frozenset(by_py))
 
     def _sequence(self, container: Any, item: _Kind) -> _Kind:
         name = container.__name__
