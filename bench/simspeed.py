@@ -24,6 +24,7 @@ import multiprocessing
 import time
 from typing import Any
 
+from bench.parallel import map_in_processes
 from bench.workload import Workload, WorkloadConfig
 from consensus.config import ClusterConfig, Delay, NetworkConfig
 from consensus.registry import UnknownProtocolError, available_protocols
@@ -100,16 +101,18 @@ def measure(
     }
 
 
-def _worker(barrier: Any, results: Any, protocol: str, seed: int, settings: dict[str, Any]) -> None:
+def _timed_run(
+    protocol: str, seed: int, settings: dict[str, Any], barrier: Any
+) -> tuple[int, float, float]:
     try:
         sim = _build(protocol, seed=seed, **settings)
-        barrier.wait()  # every process starts simulating at the same moment
-        started = time.monotonic()  # system-wide, so comparable across processes
-        sim.run_for(settings["seconds"])
-        results.put((seed, sim.messages_delivered, started, time.monotonic()))
-    except BaseException as e:  # report it; never leave the parent waiting
-        barrier.abort()
-        results.put((seed, None, f"{type(e).__name__}: {e}", None))
+    except BaseException:
+        barrier.abort()  # the other processes stop waiting for this one
+        raise
+    barrier.wait(timeout=600)  # every process starts simulating at the same moment
+    started = time.monotonic()  # system-wide, so comparable across processes
+    sim.run_for(settings["seconds"])
+    return sim.messages_delivered, started, time.monotonic()
 
 
 def measure_parallel(
@@ -130,26 +133,13 @@ def measure_parallel(
     if protocol not in available_protocols():
         return None
     settings = {"nodes": nodes, "clients": clients, "seconds": seconds, "wire": wire}
-    context = multiprocessing.get_context("spawn")
-    barrier, results = context.Barrier(jobs), context.Queue()
-    workers = [
-        context.Process(target=_worker, args=(barrier, results, protocol, seed, settings))
-        for seed in range(1, jobs + 1)
-    ]
-    for worker in workers:
-        worker.start()
-    try:
-        rows = [results.get(timeout=600) for _ in workers]
-        failed = [row for row in rows if row[1] is None and "BrokenBarrier" not in row[2]]
-        if failed:
-            raise RuntimeError(f"{protocol} seed {failed[0][0]}: {failed[0][2]}")
-    finally:
-        for worker in workers:
-            worker.join(timeout=5)
-            if worker.is_alive():
-                worker.terminate()
-    messages = sum(row[1] for row in rows)
-    wall = max(row[3] for row in rows) - min(row[2] for row in rows)
+    _build(protocol, seed=1, **settings)  # a bad setting fails here, with its own error
+    with multiprocessing.get_context("spawn").Manager() as manager:
+        barrier = manager.Barrier(jobs)
+        calls = [((protocol, seed, settings, barrier), {}) for seed in range(1, jobs + 1)]
+        rows = list(map_in_processes(_timed_run, calls, jobs))
+    messages = sum(row[0] for row in rows)
+    wall = max(row[2] for row in rows) - min(row[1] for row in rows)
     return {
         "protocol": protocol,
         "nodes": nodes,
