@@ -8,13 +8,14 @@ returned, routed by hand through ``Wire``) and the tests check the
 
 from __future__ import annotations
 
-import random
 from typing import Any
 
+from core_helpers import Wire, b, build, req, sent
+
 from consensus.acceptor import AcceptRecord, PromiseRecord, PValue
-from consensus.ballot import ZERO, Ballot
-from consensus.commands import Batch, Noop, Put, Request
-from consensus.replica import Committed, Outputs, ReplicaContext
+from consensus.ballot import ZERO
+from consensus.commands import Batch, Noop
+from consensus.replica import Committed
 from protocols.multipaxos import (
     PROTOCOL,
     Accept,
@@ -33,29 +34,7 @@ from protocols.multipaxos.core import CANDIDATE, FOLLOWER, LEADER
 
 
 def make(node: int = 0, n: int = 3, records: Any = (), seed: int = 0, **opts: Any) -> MultiPaxos:
-    ctx = ReplicaContext(
-        node_id=node,
-        members=tuple(range(n)),
-        options=MultiPaxosOptions(**opts),
-        rng=random.Random(seed),
-    )
-    return PROTOCOL.create(ctx, list(records))  # type: ignore[return-value]
-
-
-def sent(out: Outputs, kind: type | None = None, dst: int | None = None) -> list[Any]:
-    return [
-        m
-        for d, m in out.messages
-        if (kind is None or isinstance(m, kind)) and (dst is None or d == dst)
-    ]
-
-
-def req(seq: int, client: int = 1, key: str = "k") -> Request:
-    return Request(client_id=client, seq=seq, command=Put(key=key, value=str(seq)))
-
-
-def b(round_: int, node: int) -> Ballot:
-    return Ballot(round=round_, node=node)
+    return build(PROTOCOL, node, tuple(range(n)), MultiPaxosOptions(**opts), records, seed)
 
 
 def leader_of_three(**opts: Any) -> MultiPaxos:
@@ -66,36 +45,6 @@ def leader_of_three(**opts: Any) -> MultiPaxos:
     r.step(0.001, 1, Promise(ballot=prepare.ballot, from_slot=1, accepted=()))
     assert r.role == LEADER
     return r
-
-
-class Wire:
-    """Route messages between replicas by hand; keeps each node's committed entries."""
-
-    def __init__(self, replicas: list[MultiPaxos]) -> None:
-        self.replicas = replicas
-        self.queue: list[tuple[int, int, Any]] = []
-        self.committed: dict[int, list[Committed]] = {r.node_id: [] for r in replicas}
-        self.rejected: list[Any] = []
-
-    def take(self, src: int, out: Outputs) -> Outputs:
-        self.queue.extend((src, dst, m) for dst, m in out.messages)
-        self.committed[src].extend(out.committed)
-        self.rejected.extend(out.rejected)
-        return out
-
-    def deliver(self, now: float = 0.0, keep: Any = lambda src, dst, m: True) -> None:
-        """Deliver queued messages (and the ones they cause) that ``keep`` accepts."""
-        for _ in range(10_000):
-            pending = [x for x in self.queue if keep(*x)]
-            if not pending:
-                return
-            self.queue = [x for x in self.queue if not keep(*x)]
-            for src, dst, m in pending:
-                self.take(dst, self.replicas[dst].step(now, src, m))
-        raise AssertionError("message storm")
-
-    def drop(self, pred: Any) -> None:
-        self.queue = [x for x in self.queue if not pred(*x)]
 
 
 # -- ballots and roles --------------------------------------------------------------------

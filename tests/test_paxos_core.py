@@ -11,6 +11,8 @@ from __future__ import annotations
 import random
 from typing import Any
 
+from core_helpers import Wire, b, build, req, sent
+
 from consensus.acceptor import (
     NOT_ACCEPTED,
     Acceptor,
@@ -19,9 +21,9 @@ from consensus.acceptor import (
     PromiseRecord,
     PValue,
 )
-from consensus.ballot import ZERO, Ballot
-from consensus.commands import Batch, Noop, Put, Request
-from consensus.replica import Committed, Outputs, ReplicaContext
+from consensus.ballot import ZERO
+from consensus.commands import Batch, Noop
+from consensus.replica import Committed, ReplicaContext
 from protocols.paxos import (
     PROTOCOL,
     Accept,
@@ -38,62 +40,11 @@ from protocols.paxos import (
 from protocols.paxos.proposer import ACCEPTING, BACKOFF, PREPARING
 
 
-def b(round_: int, node: int) -> Ballot:
-    return Ballot(round=round_, node=node)
-
-
-def req(seq: int, client: int = 1) -> Request:
-    return Request(client_id=client, seq=seq, command=Put(key="k", value=str(seq)))
-
-
 def make(node: int = 0, n: int = 3, records: Any = (), seed: int = 0, **opts: Any) -> Paxos:
-    ctx = ReplicaContext(
-        node_id=node, members=tuple(range(n)), options=PaxosOptions(**opts), rng=random.Random(seed)
-    )
-    replica = PROTOCOL.create(ctx, list(records))
+    replica = build(PROTOCOL, node, tuple(range(n)), PaxosOptions(**opts), records, seed)
     assert isinstance(replica, Paxos)
     replica.start(0.0)
     return replica
-
-
-def sent(out: Outputs, kind: type | None = None, dst: int | None = None) -> list[Any]:
-    return [
-        m
-        for d, m in out.messages
-        if (kind is None or isinstance(m, kind)) and (dst is None or d == dst)
-    ]
-
-
-class Wire:
-    """Route messages between replicas by hand; keeps each node's committed entries."""
-
-    def __init__(self, replicas: list[Paxos]) -> None:
-        self.replicas = replicas
-        self.queue: list[tuple[int, int, Any]] = []
-        self.committed: dict[int, list[Committed]] = {r.node_id: [] for r in replicas}
-        self.persisted: dict[int, list[Any]] = {r.node_id: [] for r in replicas}
-
-    def take(self, src: int, out: Outputs) -> Outputs:
-        self.queue.extend((src, dst, m) for dst, m in out.messages)
-        self.committed[src].extend(out.committed)
-        self.persisted[src].extend(out.persist)
-        return out
-
-    def deliver(self, now: float = 0.0, keep: Any = lambda src, dst, m: True) -> None:
-        for _ in range(10_000):
-            pending = [x for x in self.queue if keep(*x)]
-            if not pending:
-                return
-            self.queue = [x for x in self.queue if not keep(*x)]
-            for src, dst, m in pending:
-                self.take(dst, self.replicas[dst].step(now, src, m))
-        raise AssertionError("message storm")
-
-    def drop(self, pred: Any = lambda src, dst, m: True) -> None:
-        self.queue = [x for x in self.queue if not pred(*x)]
-
-    def payloads(self, node: int) -> list[Any]:
-        return [c.payload for c in self.committed[node]]
 
 
 # -- the shared acceptor ------------------------------------------------------------------

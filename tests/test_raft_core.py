@@ -8,15 +8,15 @@ CheckQuorum from Ongaro's thesis).
 
 from __future__ import annotations
 
-import random
 from typing import Any
 
 import pytest
 from codec_helpers import roundtrip_table_check
+from core_helpers import build, req, sent
 
 from consensus.codec import Codec
-from consensus.commands import ChangeMembership, Get, Noop, Put, Request
-from consensus.replica import Committed, Outputs, ReadReady, ReplicaContext, StateSnapshot
+from consensus.commands import ChangeMembership, Get, Noop, Request
+from consensus.replica import Committed, Outputs, ReadReady, StateSnapshot
 from protocols.raft import (
     PROTOCOL,
     AppendEntries,
@@ -43,27 +43,9 @@ ET_MIN, ET_MAX = 0.15, 0.30
 
 
 def make(node: int = 0, n: int = 3, records: Any = (), seed: int = 0, **opts: Any) -> RaftReplica:
-    ctx = ReplicaContext(
-        node_id=node,
-        members=tuple(range(n)),
-        options=RaftOptions(**opts),
-        rng=random.Random(seed),
-    )
-    replica = create(ctx, list(records))
+    replica = build(PROTOCOL, node, tuple(range(n)), RaftOptions(**opts), records, seed)
     replica.start(0.0)
-    return replica
-
-
-def sent(out: Outputs, kind: type | None = None, dst: int | None = None) -> list[Any]:
-    return [
-        m
-        for d, m in out.messages
-        if (kind is None or isinstance(m, kind)) and (dst is None or d == dst)
-    ]
-
-
-def req(seq: int, client: int = 1, key: str = "k") -> Request:
-    return Request(client_id=client, seq=seq, command=Put(key=key, value=str(seq)))
+    return replica  # type: ignore[no-any-return]
 
 
 def log_of(*terms: int) -> list[Any]:

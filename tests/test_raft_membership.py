@@ -16,12 +16,13 @@ import random
 from typing import Any
 
 import pytest
+from core_helpers import build, sent
 
 from consensus.commands import ChangeMembership, Get, Noop, Put, Request
 from consensus.config import ClusterConfig, Delay, NetworkConfig
 from consensus.linearizability import check
 from consensus.quorum import JointQuorum, Majority
-from consensus.replica import Outputs, ReplicaContext, StateSnapshot
+from consensus.replica import Outputs, StateSnapshot
 from consensus.sim import Simulator
 from protocols.raft import (
     PROTOCOL,
@@ -38,7 +39,6 @@ from protocols.raft import (
     RequestVoteResponse,
     Role,
     SnapshotTaken,
-    create,
 )
 
 pytestmark = pytest.mark.filterwarnings("error")
@@ -47,16 +47,9 @@ OLD = (0, 1, 2)
 
 
 def make(node: int = 0, members: tuple[int, ...] = OLD, records: Any = ()) -> RaftReplica:
-    ctx = ReplicaContext(
-        node_id=node, members=members, options=RaftOptions(), rng=random.Random(node)
-    )
-    replica = create(ctx, list(records))
+    replica = build(PROTOCOL, node, members, RaftOptions(), records, seed=node)
     replica.start(0.0)
-    return replica
-
-
-def sent(out: Outputs, kind: type, dst: int | None = None) -> list[Any]:
-    return [m for d, m in out.messages if isinstance(m, kind) and (dst is None or d == dst)]
+    return replica  # type: ignore[no-any-return]
 
 
 def change(members: tuple[int, ...], seq: int = 1, client: int = 7) -> Request:

@@ -1,0 +1,83 @@
+"""Sans-I/O test helpers shared by the protocol core suites.
+
+A core test builds replicas by hand (``build``), feeds them inputs and reads
+their ``Outputs``: ``sent`` picks messages out, ``Wire`` routes messages
+between replicas without a simulator (in the order sent, with a ``keep``
+filter to drop or delay some), keeping what each node committed, persisted
+and rejected.  ``sim_helpers`` is the simulator-level counterpart.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+from consensus.ballot import Ballot
+from consensus.commands import Put, Request
+from consensus.registry import ProtocolSpec
+from consensus.replica import Committed, Outputs, Replica, ReplicaContext
+
+
+def build(
+    spec: ProtocolSpec,
+    node: int = 0,
+    members: tuple[int, ...] = (0, 1, 2),
+    options: Any = None,
+    records: Any = (),
+    seed: int = 0,
+) -> Any:
+    """Replica ``node`` of ``spec`` over ``members``, recovered from ``records``."""
+    ctx = ReplicaContext(node_id=node, members=members, options=options, rng=random.Random(seed))
+    return spec.create(ctx, list(records))
+
+
+def sent(out: Outputs, kind: type | None = None, dst: int | None = None) -> list[Any]:
+    """Messages in ``out`` of type ``kind`` (any), to ``dst`` (any), in order."""
+    return [
+        m
+        for d, m in out.messages
+        if (kind is None or isinstance(m, kind)) and (dst is None or d == dst)
+    ]
+
+
+def req(seq: int, client: int = 1, key: str = "k") -> Request:
+    return Request(client_id=client, seq=seq, command=Put(key=key, value=str(seq)))
+
+
+def b(round_: int, node: int) -> Ballot:
+    return Ballot(round=round_, node=node)
+
+
+class Wire:
+    """Route messages between replicas by hand; keeps each node's outputs."""
+
+    def __init__(self, replicas: list[Replica]) -> None:
+        self.replicas = replicas
+        self.queue: list[tuple[int, int, Any]] = []
+        self.committed: dict[int, list[Committed]] = {r.node_id: [] for r in replicas}
+        self.persisted: dict[int, list[Any]] = {r.node_id: [] for r in replicas}
+        self.rejected: list[Any] = []
+
+    def take(self, src: int, out: Outputs) -> Outputs:
+        self.queue.extend((src, dst, m) for dst, m in out.messages)
+        self.committed[src].extend(out.committed)
+        self.persisted[src].extend(out.persist)
+        self.rejected.extend(out.rejected)
+        return out
+
+    def deliver(self, now: float = 0.0, keep: Any = lambda src, dst, m: True) -> None:
+        """Deliver queued messages (and the ones they cause) that ``keep`` accepts."""
+        for _ in range(10_000):
+            pending = [x for x in self.queue if keep(*x)]
+            if not pending:
+                return
+            self.queue = [x for x in self.queue if not keep(*x)]
+            for src, dst, m in pending:
+                self.take(dst, self.replicas[dst].step(now, src, m))
+        raise AssertionError("message storm")
+
+    def drop(self, pred: Any = lambda src, dst, m: True) -> None:
+        self.queue = [x for x in self.queue if not pred(*x)]
+
+    def payloads(self, node: int) -> list[Any]:
+        return [c.payload for c in self.committed[node]]
