@@ -132,11 +132,13 @@ def measure_parallel(
     """
     if protocol not in available_protocols():
         return None
-    settings = {"nodes": nodes, "clients": clients, "seconds": seconds, "wire": wire}
+    settings: dict[str, Any] = dict(nodes=nodes, clients=clients, seconds=seconds, wire=wire)
     _build(protocol, seed=1, **settings)  # a bad setting fails here, with its own error
     with multiprocessing.get_context("spawn").Manager() as manager:
         barrier = manager.Barrier(jobs)
-        calls = [((protocol, seed, settings, barrier), {}) for seed in range(1, jobs + 1)]
+        calls: list[tuple[tuple[Any, ...], dict[str, Any]]] = [
+            ((protocol, seed, settings, barrier), {}) for seed in range(1, jobs + 1)
+        ]
         rows = list(map_in_processes(_timed_run, calls, jobs))
     messages = sum(row[0] for row in rows)
     wall = max(row[2] for row in rows) - min(row[1] for row in rows)

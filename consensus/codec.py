@@ -453,7 +453,7 @@ class Codec:
         by_py = {t: m.enc for m in flat for t in m.py}
         by_wire = {t: m.dec for m in flat for t in _WIRE_TYPES[m.wire]}
 
-        def by_type(table: dict[type, Callable[[Any], Any]]) -> Callable[[Any], Any]:
+        def by_type(table: Mapping[Any, Callable[[Any], Any]]) -> Callable[[Any], Any]:
             # Encoding picks the member by Python type, decoding by CBOR type.
             def convert(v: Any) -> Any:
                 t = type(v)

@@ -62,6 +62,10 @@ def delay_sampler(delay: Delay, rng: random.Random) -> Sampler:
 class NetworkModel:
     """Delay, loss, duplication, reordering and partitions for ``nodes`` nodes."""
 
+    #: No loss, duplication or reordering configured: one copy, one delay draw per
+    #: message (kept current by the ``loss``/``duplicate``/``reorder`` setters).
+    clean: bool
+
     def __init__(self, config: NetworkConfig, nodes: Sequence[int], rng: random.Random) -> None:
         self.nodes = tuple(nodes)
         self.rng = rng
@@ -87,7 +91,8 @@ class NetworkModel:
         def set_(self: NetworkModel, value: float) -> None:
             setattr(self, "_" + name, value)
             self.clean = not (
-                getattr(self, "_loss", 0) or getattr(self, "_duplicate", 0)
+                getattr(self, "_loss", 0)
+                or getattr(self, "_duplicate", 0)
                 or getattr(self, "_reorder", 0)
             )
 
