@@ -31,11 +31,11 @@ import attrs
 
 from bench.nemesis import FAULTS, Nemesis
 from bench.parallel import map_in_processes, resolve_jobs
+from consensus.checker.history import History
+from consensus.checker.linearizability import check
 from consensus.commands import Append, CompareAndSet, Delete, Get, Put
 from consensus.config import ClientConfig, ClusterConfig, Delay, NetworkConfig
-from consensus.history import History
-from consensus.linearizability import check
-from consensus.sim import SimClient, Simulator
+from consensus.sim.simulator import SimClient, Simulator
 
 __all__ = ["ChaosResult", "chaos_config", "chaos_run", "chaos_runs", "replay_command"]
 

@@ -12,8 +12,8 @@ import random
 import time
 
 from bench.histories import corrupt, generate_linearizable_history
-from consensus.history import History
-from consensus.linearizability import CheckResult, check
+from consensus.checker.history import History
+from consensus.checker.linearizability import CheckResult, check
 
 
 def _time_check(history: History) -> tuple[float, CheckResult]:

@@ -25,7 +25,7 @@ import attrs
 
 from consensus.commands import ChangeMembership
 from consensus.config import ConfigError, non_negative, one_of
-from consensus.sim import Simulator
+from consensus.sim.simulator import Simulator
 
 __all__ = ["Fault", "FaultLog", "schedule_faults"]
 

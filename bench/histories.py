@@ -24,8 +24,8 @@ import random
 
 import attrs
 
+from consensus.checker.history import FAIL, INFO, OK, History, Operation
 from consensus.commands import Append, CompareAndSet, Delete, Get, Put
-from consensus.history import FAIL, INFO, OK, History, Operation
 from consensus.statemachine import KVStore
 
 __all__ = ["DEFAULT_MIX", "corrupt", "generate_linearizable_history"]

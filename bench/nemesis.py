@@ -35,10 +35,10 @@ from typing import Any
 
 import attrs
 
+from consensus.checker.history import Operation
 from consensus.commands import ChangeMembership
 from consensus.config import Delay
-from consensus.history import Operation
-from consensus.sim import Simulator
+from consensus.sim.simulator import Simulator
 
 __all__ = ["FAULTS", "Nemesis"]
 

@@ -27,7 +27,7 @@ from bench.metrics import Results, collect
 from bench.workload import Workload, WorkloadConfig
 from consensus.config import ClusterConfig, ConfigError, load_toml, structure
 from consensus.registry import available_protocols
-from consensus.sim import Simulator
+from consensus.sim.simulator import Simulator
 
 __all__ = ["DEFAULT_PROTOCOLS", "RunConfig", "load_run_config", "run", "run_one"]
 

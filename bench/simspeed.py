@@ -28,7 +28,7 @@ from bench.parallel import map_in_processes
 from bench.workload import Workload, WorkloadConfig
 from consensus.config import ClusterConfig, Delay, NetworkConfig
 from consensus.registry import UnknownProtocolError, available_protocols
-from consensus.sim import Simulator
+from consensus.sim.simulator import Simulator
 
 __all__ = ["measure", "measure_parallel"]
 

@@ -40,10 +40,10 @@ from typing import Any
 
 import attrs
 
+from consensus.checker.history import Operation
 from consensus.commands import Append, CompareAndSet, Get, Put
 from consensus.config import ConfigError, in_range, non_negative, one_of, positive, probability
-from consensus.history import Operation
-from consensus.sim import SimClient, Simulator
+from consensus.sim.simulator import SimClient, Simulator
 
 __all__ = ["KeyChooser", "Workload", "WorkloadConfig"]
 

@@ -18,6 +18,8 @@ The public surface, re-exported here; everything else is internal:
 * safety: ``check`` (linearizability of a history).
 """
 
+from consensus.checker.history import History, Operation
+from consensus.checker.linearizability import CheckResult, check
 from consensus.codec import Codec, CodecError
 from consensus.commands import (
     Append,
@@ -39,8 +41,6 @@ from consensus.config import (
     StorageConfig,
     load_cluster_config,
 )
-from consensus.history import History, Operation
-from consensus.linearizability import CheckResult, check
 from consensus.log import Log
 from consensus.quorum import FlexibleQuorum, JointQuorum, Majority
 from consensus.registry import ProtocolSpec, available_protocols, get_protocol, register
@@ -53,8 +53,8 @@ from consensus.replica import (
     ReplicaContext,
     StateSnapshot,
 )
-from consensus.runtime import Cluster, OperationFailed, open_cluster
-from consensus.sim import Simulator
+from consensus.runtime.cluster import Cluster, OperationFailed, open_cluster
+from consensus.sim.simulator import Simulator
 from consensus.statemachine import KVStore
 from consensus.storage import MemoryStorage
 from consensus.wal import DurableStorage, WriteAheadLog

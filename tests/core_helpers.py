@@ -12,10 +12,10 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from consensus.ballot import Ballot
 from consensus.commands import Put, Request
 from consensus.registry import ProtocolSpec
 from consensus.replica import Committed, Outputs, Replica, ReplicaContext
+from protocols.paxos_common.ballot import Ballot
 
 
 def build(

@@ -12,11 +12,11 @@ from __future__ import annotations
 import random
 from typing import Any, Callable, Iterable
 
-from consensus.clients import Attempt
+from consensus.checker.history import Operation
 from consensus.commands import Append, Request, requests_in
-from consensus.history import Operation
 from consensus.replica import StateSnapshot
-from consensus.sim import Simulator
+from consensus.sim.clients import Attempt
+from consensus.sim.simulator import Simulator
 
 
 def log_of(sim: Simulator, node: int) -> dict[int, Any]:

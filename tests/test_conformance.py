@@ -49,11 +49,11 @@ from sim_helpers import (
     retry_late,
 )
 
+from consensus.checker.linearizability import check
 from consensus.commands import Append, CompareAndSet, Get, Put
 from consensus.config import ClientConfig, ClusterConfig, Delay, NetworkConfig, StorageConfig
-from consensus.linearizability import check
 from consensus.registry import ENTRY_POINT_GROUP, get_protocol
-from consensus.sim import Simulator
+from consensus.sim.simulator import Simulator
 
 pytestmark = pytest.mark.filterwarnings("error")
 

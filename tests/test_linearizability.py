@@ -16,9 +16,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bench.histories import corrupt, generate_linearizable_history
+from consensus.checker.history import FAIL, INFO, OK, History, Operation
+from consensus.checker.linearizability import check, check_key, describe_operation
 from consensus.commands import Append, CompareAndSet, Delete, Get, Put
-from consensus.history import FAIL, INFO, OK, History, Operation
-from consensus.linearizability import check, check_key, describe_operation
 from consensus.statemachine import KVStore
 
 

@@ -12,8 +12,6 @@ from typing import Any
 
 from core_helpers import Wire, b, build, req, sent
 
-from consensus.acceptor import AcceptRecord, PromiseRecord, PValue
-from consensus.ballot import ZERO
 from consensus.commands import Batch, Noop
 from consensus.replica import Committed
 from protocols.multipaxos import (
@@ -31,6 +29,8 @@ from protocols.multipaxos import (
     SnapshotRecord,
 )
 from protocols.multipaxos.core import CANDIDATE, FOLLOWER, LEADER
+from protocols.paxos_common.acceptor import AcceptRecord, PromiseRecord, PValue
+from protocols.paxos_common.ballot import ZERO
 
 
 def make(node: int = 0, n: int = 3, records: Any = (), seed: int = 0, **opts: Any) -> MultiPaxos:

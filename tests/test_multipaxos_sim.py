@@ -19,10 +19,10 @@ from typing import Any
 import pytest
 from sim_helpers import applied_requests, finished, log_of, random_crashes
 
+from consensus.checker.linearizability import check
 from consensus.commands import Append, Put, Request, requests_in
 from consensus.config import ClusterConfig, Delay, NetworkConfig
-from consensus.linearizability import check
-from consensus.sim import Simulator
+from consensus.sim.simulator import Simulator
 from protocols.multipaxos import MultiPaxos
 
 pytestmark = pytest.mark.filterwarnings("error")

@@ -9,7 +9,7 @@ import pytest
 from probe import ping
 
 from consensus.config import ClusterConfig, Delay, NetworkConfig
-from consensus.sim import Simulator
+from consensus.sim.simulator import Simulator
 
 
 def make(nodes: int = 3, seed: int = 1, **network) -> Simulator:

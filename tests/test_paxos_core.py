@@ -13,15 +13,6 @@ from typing import Any
 
 from core_helpers import Wire, b, build, req, sent
 
-from consensus.acceptor import (
-    NOT_ACCEPTED,
-    Acceptor,
-    AcceptRecord,
-    ForgetRecord,
-    PromiseRecord,
-    PValue,
-)
-from consensus.ballot import ZERO
 from consensus.commands import Batch, Noop
 from consensus.replica import Committed, ReplicaContext
 from protocols.paxos import (
@@ -38,6 +29,15 @@ from protocols.paxos import (
     Promise,
 )
 from protocols.paxos.proposer import ACCEPTING, BACKOFF, PREPARING
+from protocols.paxos_common.acceptor import (
+    NOT_ACCEPTED,
+    Acceptor,
+    AcceptRecord,
+    ForgetRecord,
+    PromiseRecord,
+    PValue,
+)
+from protocols.paxos_common.ballot import ZERO
 
 
 def make(node: int = 0, n: int = 3, records: Any = (), seed: int = 0, **opts: Any) -> Paxos:

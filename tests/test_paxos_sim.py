@@ -16,11 +16,11 @@ from typing import Any
 import pytest
 from sim_helpers import applied_requests, closed_loop, finished, log_of
 
+from consensus.checker.linearizability import check
 from consensus.commands import Put
 from consensus.config import ClusterConfig, Delay, NetworkConfig
-from consensus.linearizability import check
 from consensus.replica import StateSnapshot
-from consensus.sim import Simulator
+from consensus.sim.simulator import Simulator
 from protocols.paxos import Paxos
 
 pytestmark = pytest.mark.filterwarnings("error")

@@ -2,8 +2,9 @@
 
 Every ``.py`` file under ``protocols/`` is parsed with ``ast`` (never imported),
 so a violation is reported as ``file:line`` even when the module would not
-import.  Under ``consensus/`` only the Trio runtime (and a future TCP
-transport) may import trio.
+import.  Under ``consensus/`` only the Trio runtime package
+(``consensus/runtime/``: the Trio-driven cluster, node runners and
+transports) may import trio.
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ RANDOM_TYPE_NAMES = frozenset({"Random"})
 
 
 def trio_allowed(path: Path) -> bool:
-    """consensus/ modules that may import trio: the runtime and TCP transports."""
-    return path.name == "runtime.py" or path.name.startswith("tcp")
+    """consensus/ modules that may import trio: the runtime package and its transports."""
+    return path.relative_to(CONSENSUS).parts[0] == "runtime"
 
 
 def violations(
@@ -147,4 +148,4 @@ def test_only_the_runtime_imports_trio_under_consensus() -> None:
             found += violations(
                 path.read_text(), relative(path), frozenset({"trio"}), check_random=False
             )
-    assert not found, "only consensus/runtime.py may import trio:\n" + "\n".join(found)
+    assert not found, "only consensus/runtime/ may import trio:\n" + "\n".join(found)

@@ -18,12 +18,12 @@ from typing import Any
 import pytest
 from core_helpers import build, sent
 
+from consensus.checker.linearizability import check
 from consensus.commands import ChangeMembership, Get, Noop, Put, Request
 from consensus.config import ClusterConfig, Delay, NetworkConfig
-from consensus.linearizability import check
 from consensus.quorum import JointQuorum, Majority
 from consensus.replica import Outputs, StateSnapshot
-from consensus.sim import Simulator
+from consensus.sim.simulator import Simulator
 from protocols.raft import (
     PROTOCOL,
     AppendEntries,

@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
+from consensus.checker.linearizability import check
 from consensus.commands import Append, Get, Noop, Put, Request
 from consensus.config import ClusterConfig, Delay, NetworkConfig
-from consensus.linearizability import check
-from consensus.sim import Simulator
+from consensus.sim.simulator import Simulator
 from protocols.raft import RaftReplica, Role
 
 pytestmark = pytest.mark.filterwarnings("error")

@@ -6,14 +6,14 @@ from typing import Any, Sequence
 
 import pytest
 
-from consensus.clients import Attempt
+from consensus.checker.history import INFO, OK
 from consensus.commands import Append, CompareAndSet, Delete, Get, Noop, Put, Request
 from consensus.config import ClientConfig, ClusterConfig, Delay, NetworkConfig
-from consensus.history import INFO, OK
 from consensus.host import TickLoopError
 from consensus.registry import ProtocolSpec, register
 from consensus.replica import Outputs, Replica, ReplicaContext
-from consensus.sim import Simulator
+from consensus.sim.clients import Attempt
+from consensus.sim.simulator import Simulator
 
 
 def sequencer(seed: int = 1, nodes: int = 3, **kwargs: Any) -> Simulator:

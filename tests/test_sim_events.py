@@ -8,10 +8,10 @@ import pytest
 
 from bench.simspeed import measure, measure_parallel
 from bench.workload import Workload, WorkloadConfig
+from consensus.checker.history import OK
 from consensus.commands import Put
 from consensus.config import ClientConfig, ClusterConfig, Delay, NetworkConfig
-from consensus.history import OK
-from consensus.sim import Simulator
+from consensus.sim.simulator import Simulator
 
 
 def sequencer(**kwargs: Any) -> Simulator:

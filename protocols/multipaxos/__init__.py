@@ -5,8 +5,6 @@ client command then costs one phase-2 round trip to a majority.  See
 ``README.md`` for the message flow and ``core`` for the theory of operation.
 """
 
-from consensus.acceptor import AcceptRecord, ForgetRecord, PromiseRecord, PValue
-from consensus.ballot import Ballot
 from consensus.registry import ProtocolSpec
 from protocols.multipaxos.core import MultiPaxos
 from protocols.multipaxos.messages import (
@@ -22,6 +20,8 @@ from protocols.multipaxos.messages import (
 )
 from protocols.multipaxos.options import MultiPaxosOptions
 from protocols.multipaxos.records import SnapshotRecord
+from protocols.paxos_common.acceptor import AcceptRecord, ForgetRecord, PromiseRecord, PValue
+from protocols.paxos_common.ballot import Ballot
 
 __all__ = [
     "Accept",

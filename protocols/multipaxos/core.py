@@ -2,7 +2,7 @@
 
 Theory of operation
 -------------------
-Every node is an acceptor (``consensus.acceptor``, one promise for all
+Every node is an acceptor (``protocols.paxos_common.acceptor``, one promise for all
 slots), a learner (``learner.ChosenLog``) and a would-be leader
 (``leader.Phase1``).  Roles:
 
@@ -47,8 +47,6 @@ from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from consensus.acceptor import NOT_ACCEPTED, Acceptor
-from consensus.ballot import ZERO, Ballot
 from consensus.commands import Batch, Request, RequestKey, request_key, requests_in
 from consensus.quorum import Majority
 from consensus.replica import NodeId, Outputs, Replica, ReplicaContext, StateSnapshot
@@ -67,6 +65,8 @@ from protocols.multipaxos.messages import (
 )
 from protocols.multipaxos.options import MultiPaxosOptions
 from protocols.multipaxos.records import SnapshotRecord
+from protocols.paxos_common.acceptor import NOT_ACCEPTED, Acceptor
+from protocols.paxos_common.ballot import ZERO, Ballot
 
 __all__ = ["CANDIDATE", "FOLLOWER", "LEADER", "MultiPaxos"]
 

@@ -33,9 +33,9 @@ from typing import Any
 
 import attrs
 
-from consensus.acceptor import PValue
-from consensus.ballot import Ballot
 from consensus.commands import Noop
+from protocols.paxos_common.acceptor import PValue
+from protocols.paxos_common.ballot import Ballot
 
 __all__ = ["InFlight", "Phase1", "runs"]
 

@@ -14,8 +14,8 @@ from typing import Any
 
 import attrs
 
-from consensus.acceptor import PValue
-from consensus.ballot import Ballot
+from protocols.paxos_common.acceptor import PValue
+from protocols.paxos_common.ballot import Ballot
 
 __all__ = [
     "Accept",

@@ -1,7 +1,7 @@
 """Multi-Paxos durable records.
 
 Only acceptor state is durable (the promise, and the latest accepted value per
-slot: ``consensus.acceptor``'s records), plus the state-machine snapshot that
+slot: ``protocols.paxos_common.acceptor``'s records), plus the state-machine snapshot that
 replaced a truncated prefix.  What is chosen is volatile: a restarted node
 relearns it from the leader's commit index (or, if it wins an election, from
 its phase-1 quorum) and re-emits ``Committed`` from the slot after its
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import attrs
 
-from consensus.acceptor import AcceptRecord, ForgetRecord, PromiseRecord
+from protocols.paxos_common.acceptor import AcceptRecord, ForgetRecord, PromiseRecord
 
 __all__ = ["AcceptRecord", "ForgetRecord", "PromiseRecord", "SnapshotRecord"]
 

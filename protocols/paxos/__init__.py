@@ -6,13 +6,13 @@ round trips); duelling proposers back off randomly; holes are filled with
 for the message flow and ``core`` for the theory of operation.
 """
 
-from consensus.acceptor import AcceptRecord, ForgetRecord, PromiseRecord, PValue
-from consensus.ballot import Ballot
 from consensus.registry import ProtocolSpec
 from protocols.paxos.core import Paxos
 from protocols.paxos.messages import Accept, Accepted, Decided, Done, Nack, Prepare, Promise
 from protocols.paxos.options import PaxosOptions
 from protocols.paxos.records import DecisionRecord, SnapshotRecord
+from protocols.paxos_common.acceptor import AcceptRecord, ForgetRecord, PromiseRecord, PValue
+from protocols.paxos_common.ballot import Ballot
 
 __all__ = [
     "Accept",

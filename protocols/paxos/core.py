@@ -5,7 +5,7 @@ Theory of operation
 Every node is proposer, acceptor and learner for every slot.  Slot ``s`` is an
 independent single-decree Paxos instance ("Paxos Made Simple" section 2):
 its own promises and accepted value at each acceptor
-(``consensus.acceptor.Acceptor(per_slot=True)``), its own proposers
+(``protocols.paxos_common.acceptor.Acceptor(per_slot=True)``), its own proposers
 (``proposer.Instance``), and chosen when a majority accepts one ballot.
 
 * **Proposing.**  Any node takes client requests (``leader()`` is ``None``).
@@ -49,8 +49,6 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from consensus.acceptor import Acceptor
-from consensus.ballot import ZERO
 from consensus.commands import Batch, Request, RequestKey, request_key, requests_in
 from consensus.quorum import Majority
 from consensus.replica import Committed, NodeId, Outputs, Replica, ReplicaContext, StateSnapshot
@@ -58,6 +56,8 @@ from protocols.paxos.messages import Accept, Accepted, Decided, Done, Nack, Prep
 from protocols.paxos.options import PaxosOptions
 from protocols.paxos.proposer import ACCEPTING, BACKOFF, PREPARING, Instance
 from protocols.paxos.records import DecisionRecord, SnapshotRecord
+from protocols.paxos_common.acceptor import Acceptor
+from protocols.paxos_common.ballot import ZERO
 
 __all__ = ["Paxos"]
 

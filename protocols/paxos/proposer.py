@@ -32,9 +32,9 @@ from typing import Any
 
 import attrs
 
-from consensus.acceptor import PValue
-from consensus.ballot import ZERO, Ballot
 from consensus.commands import Noop
+from protocols.paxos_common.acceptor import PValue
+from protocols.paxos_common.ballot import ZERO, Ballot
 
 __all__ = ["ACCEPTING", "BACKOFF", "Instance", "PREPARING"]
 

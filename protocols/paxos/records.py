@@ -1,6 +1,6 @@
 """Single-decree Paxos durable records.
 
-Acceptor state (``consensus.acceptor``'s promise, accept and forget records)
+Acceptor state (``protocols.paxos_common.acceptor``'s promise, accept and forget records)
 plus the learner's decisions: a node persists each value it learns was chosen,
 because once every node reports a slot done the acceptors forget it, and a
 restarted node could no longer relearn it from them.  A state-machine
@@ -13,7 +13,7 @@ from typing import Any
 
 import attrs
 
-from consensus.acceptor import AcceptRecord, ForgetRecord, PromiseRecord
+from protocols.paxos_common.acceptor import AcceptRecord, ForgetRecord, PromiseRecord
 
 __all__ = ["AcceptRecord", "DecisionRecord", "ForgetRecord", "PromiseRecord", "SnapshotRecord"]
 

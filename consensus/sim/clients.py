@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import attrs
 
+from consensus.checker.history import Operation
 from consensus.config import ClientConfig
-from consensus.history import Operation
 
 __all__ = ["Attempt", "RetryPolicy"]
 

@@ -8,8 +8,8 @@ one at a time in that order, against a plain register per key, yields the
 results the clients saw.  ``check`` splits the history by key
 (P-compositionality: registers are independent, so the history is
 linearizable iff every key's sub-history is), searches each key with
-``consensus.linsearch`` (Wing & Gong / Lowe, memoized as in Porcupine), and
-for a failing key shrinks a minimal witness with ``consensus.witness``.
+``consensus.checker.linsearch`` (Wing & Gong / Lowe, memoized as in Porcupine), and
+for a failing key shrinks a minimal witness with ``consensus.checker.witness``.
 
 Outcomes: ``"fail"`` operations did not happen; ``"info"`` ones may take
 effect at any instant after ``invoke``, or never.  Intervals are closed and
@@ -23,10 +23,10 @@ from typing import Any, Iterable
 
 import attrs
 
+from consensus.checker.history import FAIL, INFO, OK, History, Operation
+from consensus.checker.linsearch import SHRINK_BUDGET, _Op, _prepare, _search
+from consensus.checker.witness import _Shrinker
 from consensus.commands import Append, CompareAndSet, Get, Put
-from consensus.history import FAIL, INFO, OK, History, Operation
-from consensus.linsearch import SHRINK_BUDGET, _Op, _prepare, _search
-from consensus.witness import _Shrinker
 
 __all__ = ["CheckResult", "Violation", "check", "check_key", "describe_operation"]
 

@@ -48,7 +48,7 @@ from typing import Any
 
 import attrs
 
-from consensus.ballot import ZERO, Ballot
+from protocols.paxos_common.ballot import ZERO, Ballot
 
 __all__ = [
     "AcceptRecord",

@@ -35,8 +35,8 @@ linearized.  Two prunings keep pending writes cheap, both exact because a
 pending write may always be left out: it is never linearized where it has no
 effect, nor immediately before a ``Put`` (which would erase it unseen).
 
-The witness shrinker is ``consensus.witness``; the public API is
-``consensus.linearizability``.
+The witness shrinker is ``consensus.checker.witness``; the public API is
+``consensus.checker.linearizability``.
 """
 
 from __future__ import annotations
@@ -47,8 +47,8 @@ from typing import Any
 
 import attrs
 
+from consensus.checker.history import FAIL, OK, Operation
 from consensus.commands import Append, CompareAndSet, Delete, Get, Put
-from consensus.history import FAIL, OK, Operation
 
 _GET, _PUT, _APPEND, _CAS, _DELETE = range(5)
 _KIND_OF: dict[type, int] = {

@@ -15,7 +15,7 @@ idle time instantly and costs no scheduler round trip per message: the loop
 alone moves about 250,000 messages per wall-clock second, a whole protocol
 with its clients and state machines 50,000 to 130,000 on one core of the
 development machine (``python -m bench speed``; sweeps run one simulation per
-core).  ``consensus.runtime`` wraps it in an async API on Trio.
+core).  ``consensus.runtime.cluster`` wraps it in an async API on Trio.
 
 Events:
 
@@ -52,12 +52,12 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from consensus.clients import Attempt, RetryPolicy
+from consensus.checker.history import INFO, OK, History, Operation
 from consensus.commands import Request
 from consensus.config import ClusterConfig, ConfigError, load_cluster_config
-from consensus.history import INFO, OK, History, Operation
 from consensus.host import ClientReply, ReplicaHost
-from consensus.network import NetworkModel
+from consensus.sim.clients import Attempt, RetryPolicy
+from consensus.sim.network import NetworkModel
 from consensus.storage import MemoryStorage, Storage
 
 __all__ = ["SimClient", "Simulator"]

@@ -1,9 +1,7 @@
-"""The Trio runtime: an async API over a simulated cluster, and node runners.
+"""A simulated cluster driven from Trio: ``open_cluster``.
 
 Theory of operation
 -------------------
-Two ways to host replicas under Trio, sharing ``ReplicaHost``:
-
 ``open_cluster(config)``: a whole simulated cluster inside the caller's Trio
 run.  One driver task advances the deterministic ``Simulator`` in step with
 Trio's clock; user tasks ``await cluster.submit(...)``, ``await
@@ -20,10 +18,8 @@ the burst early when a user task's operation completes.  Clients created
 with ``cluster.client()`` in one task have deterministic ids, so concurrent
 tasks each using their own client give the same history for the same seed.
 
-``NodeRunner``: one replica hosted in its own nursery, with an inbound
-message task, a timer task and a client-request task over a ``Transport``
-(``LocalNetwork`` in-process now; TCP, one OS process per node, plugs in
-the same way).  Real concurrency: not deterministic, by nature.
+``NodeRunner`` (``consensus.runtime.node``): one replica hosted in its own
+nursery over a real ``Transport``; not deterministic, by nature.
 """
 
 from __future__ import annotations
@@ -31,27 +27,20 @@ from __future__ import annotations
 import math
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, AsyncIterator, Protocol
+from typing import Any, AsyncIterator
 
 import trio
 import trio.testing
 
-from consensus.commands import Request
+from consensus.checker.history import History, Operation
 from consensus.config import ClusterConfig
-from consensus.history import History, Operation
-from consensus.host import ClientReply, ReplicaHost
-from consensus.registry import ProtocolSpec
-from consensus.sim import SimClient, Simulator
-from consensus.storage import MemoryStorage, Storage
+from consensus.sim.simulator import SimClient, Simulator
 
 __all__ = [
     "Cluster",
     "ClusterClient",
-    "LocalNetwork",
     "NodeHandle",
-    "NodeRunner",
     "OperationFailed",
-    "Transport",
     "open_cluster",
 ]
 
@@ -302,149 +291,3 @@ async def open_cluster(
             yield cluster
         finally:
             nursery.cancel_scope.cancel()
-
-
-# -- node runners over real transports --------------------------------------------------
-
-
-class Transport(Protocol):
-    """How a ``NodeRunner`` exchanges messages with its peers."""
-
-    def send(self, dst: int, message: Any) -> None:
-        """Queue ``message`` for ``dst``; never blocks, may drop."""
-        ...
-
-    async def receive(self) -> tuple[int, Any]:
-        """The next ``(src, message)`` for this node."""
-        ...
-
-
-class LocalNetwork:
-    """In-process transport between NodeRunners: unbounded channels, optional
-    constant one-way ``delay`` (in Trio's clock), and cuttable links."""
-
-    def __init__(self, nodes: int, delay: float = 0.0) -> None:
-        self.delay = delay
-        self.blocked: set[tuple[int, int]] = set()
-        self._channels = [trio.open_memory_channel[tuple[int, Any]](math.inf) for _ in range(nodes)]
-        self._nursery: trio.Nursery | None = None
-
-    def endpoint(self, node_id: int) -> _LocalEndpoint:
-        return _LocalEndpoint(self, node_id)
-
-    def _deliver(self, src: int, dst: int, message: Any) -> None:
-        if (src, dst) in self.blocked:
-            return
-        if self.delay and self._nursery is not None:
-            self._nursery.start_soon(self._later, src, dst, message)
-        else:
-            self._channels[dst][0].send_nowait((src, message))
-
-    async def _later(self, src: int, dst: int, message: Any) -> None:
-        await trio.sleep(self.delay)
-        if (src, dst) not in self.blocked:
-            self._channels[dst][0].send_nowait((src, message))
-
-    async def run(self) -> None:
-        """Carry delayed messages; run it in a nursery while nodes talk."""
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            await trio.sleep_forever()
-
-
-class _LocalEndpoint:
-    def __init__(self, network: LocalNetwork, node_id: int) -> None:
-        self._network = network
-        self.node_id = node_id
-
-    def send(self, dst: int, message: Any) -> None:
-        self._network._deliver(self.node_id, dst, message)
-
-    async def receive(self) -> tuple[int, Any]:
-        return await self._network._channels[self.node_id][1].receive()
-
-
-class NodeRunner:
-    """One replica in its own nursery: inbound, timer and client-request tasks.
-
-    ``await runner.submit(request)`` returns the ``ClientReply`` of this node
-    (a rejection carries ``leader_hint``; the caller retries elsewhere).
-    """
-
-    def __init__(
-        self,
-        *,
-        node_id: int,
-        spec: ProtocolSpec,
-        members: tuple[int, ...],
-        options: Any,
-        transport: Transport,
-        storage: Storage | None = None,
-        seed: int = 0,
-    ) -> None:
-        self.node_id = node_id
-        self.transport = transport
-        self.storage = storage if storage is not None else MemoryStorage()
-        self.host = ReplicaHost(
-            node_id=node_id,
-            spec=spec,
-            members=members,
-            options=options,
-            seed=seed,
-            storage=self.storage,
-            send=transport.send,
-            reply=self._reply,
-        )
-        self._t0 = 0.0
-        self._timer_changed = trio.Event()
-        self._requests_send, self._requests = trio.open_memory_channel[
-            tuple[Request, trio.Event, list]
-        ](math.inf)
-
-    def _now(self) -> float:
-        return trio.current_time() - self._t0
-
-    def _reply(self, waiter: tuple[trio.Event, list], reply: ClientReply) -> None:
-        event, box = waiter
-        box.append(reply)
-        event.set()
-
-    def _after_input(self) -> None:
-        self._timer_changed.set()
-
-    async def run(self) -> None:
-        """Host the replica until cancelled."""
-        self._t0 = trio.current_time()
-        self.host.start(self._now())
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._inbound)
-            nursery.start_soon(self._timers)
-            nursery.start_soon(self._clients)
-
-    async def _inbound(self) -> None:
-        while True:
-            src, message = await self.transport.receive()
-            self.host.step(self._now(), src, message)
-            self._after_input()
-
-    async def _timers(self) -> None:
-        while True:
-            self._timer_changed = trio.Event()
-            deadline = self.host.replica.next_deadline()
-            if deadline is not None and deadline <= self._now():
-                self.host.tick(self._now())
-                continue
-            wake = math.inf if deadline is None else self._t0 + deadline
-            with trio.move_on_at(wake):
-                await self._timer_changed.wait()
-
-    async def _clients(self) -> None:
-        async for request, event, box in self._requests:
-            self.host.submit(self._now(), request, (event, box))
-            self._after_input()
-
-    async def submit(self, request: Request) -> ClientReply:
-        event, box = trio.Event(), []
-        self._requests_send.send_nowait((request, event, box))
-        await event.wait()
-        return box[0]

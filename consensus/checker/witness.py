@@ -38,7 +38,7 @@ import itertools
 import math
 from typing import Any
 
-from consensus.linsearch import (
+from consensus.checker.linsearch import (
     _APPEND,
     _CAS,
     _DELETE,

@@ -1,0 +1,13 @@
+"""Safety checking: recorded client histories and their linearizability.
+
+* ``history``: ``History`` and ``Operation``, every client operation with its
+  invocation, completion, status and result (a pandas DataFrame on request);
+* ``linearizability``: ``check(history)``, the public checker;
+* ``linsearch``: the memoized Wing & Gong / Lowe search it runs per key;
+* ``witness``: shrinking a violation to a minimal offending sub-history.
+"""
+
+from consensus.checker.history import History, Operation
+from consensus.checker.linearizability import CheckResult, check
+
+__all__ = ["CheckResult", "History", "Operation", "check"]

@@ -1,0 +1,13 @@
+"""The deterministic simulator: a whole cluster on virtual time in one thread.
+
+* ``simulator``: ``Simulator`` (one event heap ordered by virtual time and
+  sequence number) and ``SimClient``;
+* ``network``: ``NetworkModel``, the seeded delays, loss, duplication,
+  reordering, partitions and cuts;
+* ``clients``: the retry policy simulated clients share.
+"""
+
+from consensus.sim.network import NetworkModel
+from consensus.sim.simulator import SimClient, Simulator
+
+__all__ = ["NetworkModel", "SimClient", "Simulator"]
