@@ -21,13 +21,12 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import attrs
 import pandas as pd
 
-if TYPE_CHECKING:
-    from bench.runner import RunConfig
+from bench.config import RunConfig
 
 __all__ = ["Results", "collect"]
 

@@ -18,6 +18,7 @@ from typing import Any
 import attrs
 
 from consensus.replica import ReplicaFactory
+from consensus.schema import structure
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -59,8 +60,6 @@ class ProtocolSpec:
 
     def make_options(self, values: dict[str, Any] | None = None) -> Any:
         """Build this protocol's options from a mapping, rejecting unknown keys."""
-        from consensus.config import structure
-
         return structure(self.options, dict(values or {}), path=f"protocol_options.{self.name}")
 
 

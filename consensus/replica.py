@@ -50,6 +50,7 @@ from typing import Any, Callable, Sequence, TypeVar
 import attrs
 
 from consensus.commands import Request
+from consensus.schema import structure
 
 __all__ = [
     "Committed",
@@ -234,8 +235,6 @@ class ReplicaContext:
         if options is None:
             return cls()
         if isinstance(options, dict):
-            from consensus.config import structure
-
             return structure(cls, options, path="options")  # type: ignore[no-any-return]
         raise TypeError(f"options: expected {cls.__name__}, a dict or None, got {options!r}")
 

@@ -26,6 +26,7 @@ from typing import Any, Protocol
 
 import attrs
 
+from consensus.codec import Codec
 from consensus.commands import (
     Append,
     Batch,
@@ -126,8 +127,6 @@ _snapshot_codec: Any = None
 def _codec() -> Any:
     global _snapshot_codec
     if _snapshot_codec is None:
-        from consensus.codec import Codec
-
         _snapshot_codec = Codec([KVSnapshot])
     return _snapshot_codec
 

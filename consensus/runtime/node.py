@@ -23,6 +23,7 @@ from consensus.storage import MemoryStorage, Storage
 
 __all__ = ["LocalNetwork", "NodeRunner", "Transport"]
 
+
 class Transport(Protocol):
     """How a ``NodeRunner`` exchanges messages with its peers."""
 

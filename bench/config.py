@@ -1,0 +1,121 @@
+"""What a benchmark run compares: ``RunConfig`` and how it is loaded.
+
+A ``RunConfig`` is a baseline cluster (size, network, storage, seed), a
+workload, a fault schedule and a list of protocols with per-protocol options.
+Every key is validated when it is loaded (``load_run_config``), so a mistake
+names its dotted key before anything runs.  ``bench.runner`` runs one,
+``bench.metrics`` turns its runs into DataFrames; both stand above this
+module.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from bench.faults import Fault
+from bench.workload import WorkloadConfig
+from consensus.config import ClusterConfig
+from consensus.registry import available_protocols
+from consensus.schema import ConfigError, load_toml, structure
+
+__all__ = ["DEFAULT_PROTOCOLS", "RunConfig", "load_run_config"]
+
+DEFAULT_PROTOCOLS = ("raft", "multipaxos", "paxos")
+
+
+def _default_protocols() -> tuple[str, ...]:
+    installed = set(available_protocols())
+    chosen = tuple(p for p in DEFAULT_PROTOCOLS if p in installed)
+    return chosen or ("sequencer",)
+
+
+@attrs.frozen(kw_only=True)
+class RunConfig:
+    """What to compare.  ``options`` maps a protocol name to its options table.
+
+    Unlike a bare ``ClusterConfig``, a run's cluster defaults to
+    ``wire = "bytes"``: every message goes through the codec, so the results
+    count bytes per message type.  Set ``wire = "objects"`` for raw speed.
+
+    ``drain``: virtual seconds after the workload stops for outstanding
+    operations to finish; ``interval``: width of the throughput time bins.
+    """
+
+    protocols: tuple[str, ...] = attrs.Factory(_default_protocols)
+    cluster: ClusterConfig = attrs.Factory(lambda: ClusterConfig(wire="bytes"))
+    options: dict[str, Any] = attrs.Factory(dict)
+    workload: WorkloadConfig = attrs.Factory(WorkloadConfig)
+    faults: tuple[Fault, ...] = ()
+    drain: float = 2.0
+    interval: float = 0.1
+    name: str = "run"
+
+    def __attrs_post_init__(self) -> None:
+        if not self.protocols:
+            raise ConfigError("protocols: list at least one protocol")
+        installed = available_protocols()
+        for name in self.protocols:
+            if name not in installed:
+                raise ConfigError(
+                    f"protocols: unknown protocol {name!r}; available: {', '.join(installed)}"
+                )
+        for name in self.options:
+            if name not in self.protocols:
+                raise ConfigError(
+                    f"options.{name}: not one of the protocols being run"
+                    f" ({', '.join(self.protocols)})"
+                )
+        for name in self.protocols:
+            self.cluster_for(name).protocol_options(path=f"options.{name}")
+        if self.drain < 0:
+            raise ConfigError(f"drain: must be >= 0, got {self.drain}")
+        if self.interval <= 0:
+            raise ConfigError(f"interval: must be > 0, got {self.interval}")
+        for i, fault in enumerate(self.faults):
+            if fault.action != "membership":
+                continue
+            for name in self.protocols:
+                if not self.cluster_for(name).protocol_spec().membership:
+                    raise ConfigError(
+                        f"faults[{i}].action: protocol {name!r} does not support membership"
+                        " changes; run it without this fault"
+                    )
+            outside = [m for m in fault.members if not 0 <= m < self.cluster.nodes]
+            if outside:
+                raise ConfigError(f"faults[{i}].members: {outside[0]} is not a node id")
+
+    def cluster_for(self, protocol: str) -> ClusterConfig:
+        """The baseline cluster with ``protocol`` and its options."""
+        options = self.options.get(protocol, {})
+        try:
+            return attrs.evolve(self.cluster, protocol=protocol, options=options)
+        except ConfigError as exc:
+            raise ConfigError(f"options.{protocol}.{exc}") from None
+
+    def with_overrides(self, *, protocols: Any = None, seed: int | None = None) -> RunConfig:
+        changes: dict[str, Any] = {}
+        if protocols:
+            changes["protocols"] = tuple(protocols)
+            changes["options"] = {k: v for k, v in self.options.items() if k in protocols}
+        if seed is not None:
+            changes["cluster"] = attrs.evolve(self.cluster, seed=seed)
+        return attrs.evolve(self, **changes)
+
+
+def load_run_config(source: str | Path | dict[str, Any] | RunConfig | None = None) -> RunConfig:
+    """A ``RunConfig`` from a TOML path, a mapping, an object, or the defaults."""
+    if source is None:
+        return RunConfig()
+    if isinstance(source, RunConfig):
+        return source
+    data = dict(source) if isinstance(source, dict) else load_toml(source)
+    if "protocol" in data and "protocols" not in data:
+        data["protocols"] = [data.pop("protocol")]
+    # Benchmarks encode every message by default, so bytes per type are measured.
+    cluster = dict(data.get("cluster", {}))
+    cluster.setdefault("wire", "bytes")
+    data["cluster"] = cluster
+    return structure(RunConfig, data)
