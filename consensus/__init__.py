@@ -1,5 +1,16 @@
 """consensus: one replicated-log abstraction for comparing consensus protocols.
 
+What lives where (each package imports only the ones above it in this list):
+
+* ``consensus`` itself: the abstraction a plugin author needs: the replica
+  contract (``replica``), ``ReplicaHost`` (``host``), commands, the KV state
+  machine, log, quorums, codec, storage and write-ahead log, config and its
+  schema, the plugin registry;
+* ``consensus.checker``: histories and the linearizability checker;
+* ``consensus.sim``: the deterministic simulator and its network model;
+* ``consensus.runtime``: Trio: ``open_cluster`` and ``NodeRunner`` over
+  transports.
+
 The public surface, re-exported here; everything else is internal:
 
 * commands and requests: ``Get``, ``Put``, ``Append``, ``CompareAndSet``,
