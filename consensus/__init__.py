@@ -8,8 +8,9 @@ What lives where (each package imports only the ones above it in this list):
   schema, the plugin registry;
 * ``consensus.checker``: histories and the linearizability checker;
 * ``consensus.sim``: the deterministic simulator and its network model;
-* ``consensus.runtime``: Trio: ``open_cluster`` and ``NodeRunner`` over
-  transports.
+* ``consensus.runtime``: Trio: ``open_cluster``, ``NodeRunner`` over
+  transports, and real clusters over TCP (server, client, launcher,
+  ``python -m consensus``).
 
 The public surface, re-exported here; everything else is internal:
 
@@ -26,6 +27,9 @@ The public surface, re-exported here; everything else is internal:
   ``DurableStorage``, ``WriteAheadLog``;
 * running: ``Simulator`` (deterministic, synchronous), ``open_cluster``
   (Trio), ``History``, ``Operation``;
+* real clusters: ``connect`` / ``connect_sync`` (the client library),
+  ``ClusterFile``, ``load_cluster_file``, ``LocalCluster``, ``Client``,
+  ``SyncClient``;
 * safety: ``check`` (linearizability of a history).
 """
 
@@ -64,6 +68,15 @@ from consensus.replica import (
     ReplicaContext,
     StateSnapshot,
 )
+from consensus.runtime import (
+    Client,
+    ClusterFile,
+    LocalCluster,
+    SyncClient,
+    connect,
+    connect_sync,
+    load_cluster_file,
+)
 from consensus.runtime.cluster import Cluster, OperationFailed, open_cluster
 from consensus.sim.simulator import Simulator
 from consensus.statemachine import KVStore
@@ -72,6 +85,13 @@ from consensus.wal import DurableStorage, WriteAheadLog
 
 __all__ = [
     "Append",
+    "Client",
+    "ClusterFile",
+    "LocalCluster",
+    "SyncClient",
+    "connect",
+    "connect_sync",
+    "load_cluster_file",
     "Batch",
     "ChangeMembership",
     "CheckResult",

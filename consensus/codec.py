@@ -80,6 +80,7 @@ if typing.TYPE_CHECKING:
 __all__ = [
     "CORE_TYPES",
     "DEFAULT_MAX_FRAME",
+    "FrameSplitter",
     "FIRST_EXTRA_TAG",
     "VERSION",
     "Codec",
@@ -680,6 +681,49 @@ def _loads(data: bytes | bytearray | memoryview) -> Any:
     return v
 
 
+class FrameSplitter:
+    """Splits a byte stream of length-prefixed frames into frame bodies (bytes).
+
+    ``feed`` takes any chunking; it raises ``FrameTooLarge`` as soon as a
+    length prefix is over ``max_frame``, before waiting for the body.  After
+    ``feed`` raises, the stream is broken (close the connection): later calls
+    raise again.  Use it where one stream carries frames for more than one
+    codec (a handshake, then protocol messages); ``FrameDecoder`` decodes too.
+    """
+
+    def __init__(self, max_frame: int = DEFAULT_MAX_FRAME) -> None:
+        self.max_frame = max_frame
+        self._buf = bytearray()
+        self._broken: CodecError | None = None
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held for an incomplete frame."""
+        return len(self._buf)
+
+    def feed(self, data: bytes | bytearray | memoryview) -> list[bytes]:
+        """Append ``data``; return the body of every frame now complete, in order."""
+        if self._broken is not None:
+            raise _prefixed(self._broken, "stream already failed")
+        buf = self._buf
+        buf += data
+        out: list[bytes] = []
+        pos, end = 0, len(buf)
+        while end - pos >= 4:
+            size = int.from_bytes(buf[pos : pos + 4], "big")
+            if size > self.max_frame:
+                self._broken = FrameTooLarge(
+                    f"length prefix {size} is over max_frame {self.max_frame}"
+                )
+                raise self._broken
+            if end - pos - 4 < size:
+                break
+            out.append(bytes(buf[pos + 4 : pos + 4 + size]))
+            pos += 4 + size
+        del buf[:pos]
+        return out
+
+
 class FrameDecoder:
     """Splits a byte stream of ``encode_frame`` output into decoded values.
 
@@ -691,35 +735,20 @@ class FrameDecoder:
 
     def __init__(self, codec: Codec) -> None:
         self._codec = codec
-        self._buf = bytearray()
+        self._splitter = FrameSplitter(codec.max_frame)
         self._broken: CodecError | None = None
 
     @property
     def buffered(self) -> int:
         """Bytes held for an incomplete frame."""
-        return len(self._buf)
+        return self._splitter.buffered
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[Any]:
         """Append ``data``; return every value whose frame is now complete, in order."""
         if self._broken is not None:
             raise _prefixed(self._broken, "stream already failed")
-        buf = self._buf
-        buf += data
-        out: list[Any] = []
-        pos, end = 0, len(buf)
         try:
-            while end - pos >= 4:
-                size = int.from_bytes(buf[pos : pos + 4], "big")
-                if size > self._codec.max_frame:
-                    raise FrameTooLarge(
-                        f"length prefix {size} is over max_frame {self._codec.max_frame}"
-                    )
-                if end - pos - 4 < size:
-                    break
-                out.append(self._codec.decode(bytes(buf[pos + 4 : pos + 4 + size])))
-                pos += 4 + size
+            return [self._codec.decode(body) for body in self._splitter.feed(data)]
         except CodecError as e:
             self._broken = e
             raise
-        del buf[:pos]
-        return out

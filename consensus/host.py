@@ -126,11 +126,17 @@ class ReplicaHost:
 
     def submit(self, now: float, request: Request, waiter: Any) -> None:
         """A client request arrived here; ``waiter`` is answered through ``reply``."""
+        self.handle(now, self.accept(now, request, waiter))
+
+    def accept(self, now: float, request: Request, waiter: Any) -> Outputs:
+        """Register ``waiter`` for ``request`` and return the replica's outputs
+        without carrying them out.  A driver that batches inputs merges the
+        outputs of a batch (``Outputs.extend``) and hands them to ``handle``
+        once: one storage sync covers them all (group commit)."""
         self.waiting[(request.client_id, request.seq)] = (request, waiter)
         if self.replica.supports_reads and isinstance(request.command, READ_ONLY):
-            self.handle(now, self.replica.read(now, request))
-        else:
-            self.handle(now, self.replica.propose(now, request))
+            return self.replica.read(now, request)
+        return self.replica.propose(now, request)
 
     # -- outputs ---------------------------------------------------------------------
 

@@ -46,14 +46,19 @@ __all__ = [
 
 
 class OperationFailed(RuntimeError):
-    """An operation's outcome is unknown: every retry timed out or was rejected."""
+    """An operation's outcome is unknown: every retry timed out or was rejected.
 
-    def __init__(self, op: Operation) -> None:
+    Raised by simulated clusters and by the client of real ones; ``operation``
+    is the recorded operation, ``reason`` what the last attempt met."""
+
+    def __init__(self, op: Operation, reason: str = "") -> None:
+        why = reason or f"status {op.status}"
         super().__init__(
             f"{type(op.command).__name__} by client {op.client} did not complete"
-            f" after {op.retries + 1} attempts (status {op.status})"
+            f" after {op.retries + 1} attempts ({why})"
         )
         self.operation = op
+        self.reason = reason
 
 
 def _outcome(op: Operation) -> Any:

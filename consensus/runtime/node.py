@@ -2,26 +2,62 @@
 
 Theory of operation
 -------------------
-``NodeRunner`` hosts one ``ReplicaHost`` in its own nursery with an inbound
-message task, a timer task and a client-request task.  It talks to its peers
-through a ``Transport``: ``LocalNetwork`` (in-process channels, for tests and
-notebooks) or the TCP transport (one OS process per node).  Real concurrency,
-so not deterministic, by nature; the deterministic path is ``open_cluster``.
+``NodeRunner`` hosts one ``ReplicaHost`` (replica, storage, state machine,
+waiting clients) on Trio's clock.  Everything that reaches the replica goes
+through one *driver* task, so the replica is never entered twice at once and
+inputs are handled in batches:
+
+1. wait until there is input (a peer message, a client request) or the
+   replica's next deadline;
+2. take up to ``max_batch`` inputs: peer messages first (votes, heartbeats
+   and acknowledgements are never starved by client work), then client
+   requests; feed each to the replica and merge the ``Outputs``; tick the
+   replica if its deadline has passed (a leader that was asked to flush
+   "now" sends one AppendEntries for the whole batch);
+3. hand the merged outputs to the host once: every record is written and
+   storage is synced once (group commit), and only then are the messages
+   sent and the clients answered, so the contract's persist-before-send
+   holds for the whole batch;
+4. yield, so transports write what was sent and read what arrived.
+
+With ``group_commit=False`` each input's outputs are carried out on their
+own (one sync per input), for comparison.
+
+Overload: a node admits at most ``max_pending`` client requests that it has
+not answered yet; beyond that, a new request is answered ``busy`` at once
+(with the leader hint), so a client under overload always gets an answer it
+can retry rather than a queue that grows without bound.
+
+Inbound messages and requests arrive through ``deliver`` and ``submit_nowait``
+(synchronous, never blocking), from a transport's reader tasks or from
+``LocalNetwork``.  Replies go back through the ``reply`` callable given with
+each request.
+
+Real concurrency, so not deterministic, by nature; the deterministic path is
+``open_cluster`` (``consensus.runtime.cluster``).
 """
 
 from __future__ import annotations
 
+import logging
 import math
-from typing import Any, Protocol
+from collections import deque
+from typing import Any, Callable, Protocol
 
 import trio
 
 from consensus.commands import Request
 from consensus.host import ClientReply, ReplicaHost
 from consensus.registry import ProtocolSpec
+from consensus.replica import Outputs
 from consensus.storage import MemoryStorage, Storage
 
-__all__ = ["LocalNetwork", "NodeRunner", "Transport"]
+__all__ = ["LocalNetwork", "NodeRunner", "ReplyFn", "Transport"]
+
+log = logging.getLogger("consensus.node")
+
+#: Called once with the answer to a submitted request.
+ReplyFn = Callable[[ClientReply], None]
 
 
 class Transport(Protocol):
@@ -31,36 +67,262 @@ class Transport(Protocol):
         """Queue ``message`` for ``dst``; never blocks, may drop."""
         ...
 
-    async def receive(self) -> tuple[int, Any]:
-        """The next ``(src, message)`` for this node."""
+    async def run(self, deliver: Callable[[int, Any], None]) -> None:
+        """Carry messages until cancelled; hand each inbound ``(src, message)``
+        to ``deliver`` (synchronous, never blocks)."""
         ...
 
 
+class NodeRunner:
+    """One replica in its own nursery: a driver task over a ``Transport``.
+
+    ``await runner.submit(request)`` returns the ``ClientReply`` of this node
+    (a rejection carries ``leader_hint``; the caller retries elsewhere);
+    ``submit_nowait(request, reply)`` is the callback form transports use.
+    """
+
+    def __init__(
+        self,
+        *,
+        node_id: int,
+        spec: ProtocolSpec,
+        members: tuple[int, ...],
+        options: Any,
+        transport: Transport,
+        storage: Storage | None = None,
+        seed: int | str = 0,
+        group_commit: bool = True,
+        max_batch: int = 1024,
+        max_pending: int = 20_000,
+        snapshot_every: int = 0,
+        logger: logging.Logger | logging.LoggerAdapter | None = None,
+    ) -> None:
+        self.node_id = node_id
+        self.transport = transport
+        self.storage = storage if storage is not None else MemoryStorage()
+        self.group_commit = group_commit
+        self.max_batch = max_batch
+        self.max_pending = max_pending
+        self.log = logger if logger is not None else log
+        self.host = ReplicaHost(
+            node_id=node_id,
+            spec=spec,
+            members=members,
+            options=options,
+            seed=seed,
+            storage=self.storage,
+            send=transport.send,
+            reply=_reply,
+            snapshot_every=snapshot_every,
+            record_applied=False,
+        )
+        self._t0 = 0.0
+        self._messages: deque[tuple[int, Any]] = deque()
+        self._requests: deque[tuple[Request, Any]] = deque()
+        self._wake = trio.Event()
+        self._started = False
+        self._leader: int | None = None
+        #: Runtime counters: batches, inputs, busy rejections, syncs, ...
+        self.stats: dict[str, int] = {
+            "batches": 0,
+            "messages_in": 0,
+            "requests_in": 0,
+            "rejected_busy": 0,
+            "ticks": 0,
+            "leader_changes_seen": 0,
+        }
+
+    # -- inputs (synchronous, from transports and connections) -----------------------
+
+    def now(self) -> float:
+        """Seconds since this runner started (the replica's clock)."""
+        return trio.current_time() - self._t0
+
+    def deliver(self, src: int, message: Any) -> None:
+        """A peer message arrived."""
+        self._messages.append((src, message))
+        self._wake.set()
+
+    def submit_nowait(self, request: Request, reply: ReplyFn) -> None:
+        """A client request arrived; ``reply(ClientReply)`` is called once with its answer
+        (or never, if this node stops first: the client's timeout covers that)."""
+        if len(self.host.waiting) + len(self._requests) >= self.max_pending:
+            self.stats["rejected_busy"] += 1
+            reply(
+                ClientReply(
+                    ok=False,
+                    reason="busy",
+                    leader_hint=self.host.replica.leader(),
+                    node=self.node_id,
+                )
+            )
+            return
+        self._requests.append((request, reply))
+        self._wake.set()
+
+    async def submit(self, request: Request) -> ClientReply:
+        """Submit ``request`` here and wait for this node's answer."""
+        done = trio.Event()
+        box: list[ClientReply] = []
+
+        def reply(answer: ClientReply) -> None:
+            box.append(answer)
+            done.set()
+
+        self.submit_nowait(request, reply)
+        await done.wait()
+        return box[0]
+
+    # -- the driver ---------------------------------------------------------------------
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """Host the replica until cancelled."""
+        self._t0 = trio.current_time()
+        self.host.start(self.now())
+        self._started = True
+        self._note_leader()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self.transport.run, self.deliver)
+            task_status.started()
+            await self._drive()
+
+    async def _drive(self) -> None:
+        replica = self.host.replica
+        while True:
+            if not self._messages and not self._requests:
+                deadline = replica.next_deadline()
+                if deadline is None or deadline > self.now():
+                    wake = math.inf if deadline is None else self._t0 + deadline
+                    with trio.move_on_at(wake):
+                        await self._wake.wait()
+                    self._wake = trio.Event()
+            self._run_batch()
+            # Let the transport write what this batch sent and read what arrived.
+            await trio.lowlevel.checkpoint()
+
+    def _run_batch(self) -> None:
+        host, replica = self.host, self.host.replica
+        now = self.now()
+        messages, requests = self._messages, self._requests
+        budget = self.max_batch
+        merged = Outputs()
+        group = self.group_commit
+        n_msgs = n_reqs = 0
+        while messages and budget:
+            src, message = messages.popleft()
+            out = replica.step(now, src, message)
+            if group:
+                merged.extend(out)
+            else:
+                host.handle(now, out)
+            budget -= 1
+            n_msgs += 1
+        while requests and budget:
+            request, reply = requests.popleft()
+            out = host.accept(now, request, reply)
+            if group:
+                merged.extend(out)
+            else:
+                host.handle(now, out)
+            budget -= 1
+            n_reqs += 1
+        deadline = replica.next_deadline()
+        if deadline is not None and deadline <= now:
+            out = replica.tick(now)
+            self.stats["ticks"] += 1
+            if group:
+                merged.extend(out)
+            else:
+                host.handle(now, out)
+        if group and merged:
+            host.handle(now, merged)
+        if n_msgs or n_reqs:
+            self.stats["batches"] += 1
+            self.stats["messages_in"] += n_msgs
+            self.stats["requests_in"] += n_reqs
+        if messages or requests:
+            self._wake.set()
+        self._note_leader()
+
+    def _note_leader(self) -> None:
+        leader = self.host.replica.leader()
+        if leader != self._leader:
+            self._leader = leader
+            self.stats["leader_changes_seen"] += 1
+            status = self.host.replica.status()
+            term = status.get("term", status.get("ballot", "-"))
+            if leader == self.node_id:
+                self.log.info("became leader (term %s)", term)
+            elif leader is None:
+                self.log.info("no known leader (term %s)", term)
+            else:
+                self.log.info("following leader %s (term %s)", leader, term)
+
+    # -- inspection ---------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        """The replica's ``status()`` plus runtime figures, JSON-able."""
+        info = dict(self.host.replica.status())
+        info.update(
+            node=self.node_id,
+            leader=self.host.replica.leader(),
+            applied=self.host.sm.applied_index,
+            pending=len(self.host.waiting),
+            queued_messages=len(self._messages),
+            queued_requests=len(self._requests),
+            uptime_s=round(self.now(), 3) if self._started else 0.0,
+        )
+        info.update(self.stats)
+        return {k: _plain(v) for k, v in info.items()}
+
+
+def _reply(waiter: ReplyFn, reply: ClientReply) -> None:
+    waiter(reply)
+
+
+def _plain(value: Any) -> Any:
+    """A status value as something every codec and JSON can carry."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    return str(value)
+
+
+# -- in-process transport ----------------------------------------------------------------
+
+
 class LocalNetwork:
-    """In-process transport between NodeRunners: unbounded channels, optional
-    constant one-way ``delay`` (in Trio's clock), and cuttable links."""
+    """In-process transport between NodeRunners: optional constant one-way
+    ``delay`` (in Trio's clock) and cuttable links (``blocked``)."""
 
     def __init__(self, nodes: int, delay: float = 0.0) -> None:
         self.delay = delay
         self.blocked: set[tuple[int, int]] = set()
-        self._channels = [trio.open_memory_channel[tuple[int, Any]](math.inf) for _ in range(nodes)]
+        self._deliver: dict[int, Callable[[int, Any], None]] = {}
         self._nursery: trio.Nursery | None = None
 
     def endpoint(self, node_id: int) -> _LocalEndpoint:
         return _LocalEndpoint(self, node_id)
 
-    def _deliver(self, src: int, dst: int, message: Any) -> None:
+    def _send(self, src: int, dst: int, message: Any) -> None:
         if (src, dst) in self.blocked:
             return
         if self.delay and self._nursery is not None:
             self._nursery.start_soon(self._later, src, dst, message)
         else:
-            self._channels[dst][0].send_nowait((src, message))
+            self._hand_over(src, dst, message)
+
+    def _hand_over(self, src: int, dst: int, message: Any) -> None:
+        deliver = self._deliver.get(dst)
+        if deliver is not None and (src, dst) not in self.blocked:
+            deliver(src, message)
 
     async def _later(self, src: int, dst: int, message: Any) -> None:
         await trio.sleep(self.delay)
-        if (src, dst) not in self.blocked:
-            self._channels[dst][0].send_nowait((src, message))
+        self._hand_over(src, dst, message)
 
     async def run(self) -> None:
         """Carry delayed messages; run it in a nursery while nodes talk."""
@@ -75,93 +337,11 @@ class _LocalEndpoint:
         self.node_id = node_id
 
     def send(self, dst: int, message: Any) -> None:
-        self._network._deliver(self.node_id, dst, message)
+        self._network._send(self.node_id, dst, message)
 
-    async def receive(self) -> tuple[int, Any]:
-        return await self._network._channels[self.node_id][1].receive()
-
-
-class NodeRunner:
-    """One replica in its own nursery: inbound, timer and client-request tasks.
-
-    ``await runner.submit(request)`` returns the ``ClientReply`` of this node
-    (a rejection carries ``leader_hint``; the caller retries elsewhere).
-    """
-
-    def __init__(
-        self,
-        *,
-        node_id: int,
-        spec: ProtocolSpec,
-        members: tuple[int, ...],
-        options: Any,
-        transport: Transport,
-        storage: Storage | None = None,
-        seed: int = 0,
-    ) -> None:
-        self.node_id = node_id
-        self.transport = transport
-        self.storage = storage if storage is not None else MemoryStorage()
-        self.host = ReplicaHost(
-            node_id=node_id,
-            spec=spec,
-            members=members,
-            options=options,
-            seed=seed,
-            storage=self.storage,
-            send=transport.send,
-            reply=self._reply,
-        )
-        self._t0 = 0.0
-        self._timer_changed = trio.Event()
-        self._requests_send, self._requests = trio.open_memory_channel[
-            tuple[Request, trio.Event, list]
-        ](math.inf)
-
-    def _now(self) -> float:
-        return trio.current_time() - self._t0
-
-    def _reply(self, waiter: tuple[trio.Event, list], reply: ClientReply) -> None:
-        event, box = waiter
-        box.append(reply)
-        event.set()
-
-    def _after_input(self) -> None:
-        self._timer_changed.set()
-
-    async def run(self) -> None:
-        """Host the replica until cancelled."""
-        self._t0 = trio.current_time()
-        self.host.start(self._now())
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._inbound)
-            nursery.start_soon(self._timers)
-            nursery.start_soon(self._clients)
-
-    async def _inbound(self) -> None:
-        while True:
-            src, message = await self.transport.receive()
-            self.host.step(self._now(), src, message)
-            self._after_input()
-
-    async def _timers(self) -> None:
-        while True:
-            self._timer_changed = trio.Event()
-            deadline = self.host.replica.next_deadline()
-            if deadline is not None and deadline <= self._now():
-                self.host.tick(self._now())
-                continue
-            wake = math.inf if deadline is None else self._t0 + deadline
-            with trio.move_on_at(wake):
-                await self._timer_changed.wait()
-
-    async def _clients(self) -> None:
-        async for request, event, box in self._requests:
-            self.host.submit(self._now(), request, (event, box))
-            self._after_input()
-
-    async def submit(self, request: Request) -> ClientReply:
-        event, box = trio.Event(), []
-        self._requests_send.send_nowait((request, event, box))
-        await event.wait()
-        return box[0]
+    async def run(self, deliver: Callable[[int, Any], None]) -> None:
+        self._network._deliver[self.node_id] = deliver
+        try:
+            await trio.sleep_forever()
+        finally:
+            self._network._deliver.pop(self.node_id, None)

@@ -1,0 +1,541 @@
+"""The client library of a real cluster: sessions, leader discovery, pipelining.
+
+Theory of operation
+-------------------
+``async with consensus.connect("cluster.toml") as client:`` opens a
+``Client``; ``await client.put("k", "v")`` returns once the cluster applied
+the command (or raises ``OperationFailed`` when its outcome stayed unknown
+after every retry).  Many tasks may use one client at once: their requests
+share one connection per node and go out many per frame (pipelining).
+
+Exactly once: the state machine keeps one session per client id and
+remembers the latest request it applied (``consensus.statemachine``), which
+requires at most one outstanding request per client id.  So a ``Client`` is
+a pool of *lanes*: each operation borrows a lane (a session id of its own,
+random 62 bits) for its lifetime and numbers its request with the lane's
+next sequence number; every retry of that operation reuses the same
+``(client_id, seq)``, so a retry of a request that did commit is answered
+from the session table instead of being applied twice.
+
+Finding the leader: requests go to the node that answered last.  A
+rejection with a leader hint moves there at once; one without (no leader
+known, ``busy``) backs off and tries the next node; a timeout (no answer
+within ``timeout``) tries the next node; a broken connection likewise.  After
+``max_attempts`` attempts the operation is recorded as indeterminate.
+
+``history``: a ``consensus.checker.History`` to record every operation into
+(``time.monotonic`` timestamps, comparable across processes on one machine),
+for the linearizability checker.
+
+``SyncClient`` wraps a client for code without an event loop (a notebook, a
+script): it runs Trio in a background thread.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import secrets
+import ssl
+import threading
+import time
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, AsyncIterator, Callable
+
+import trio
+
+from consensus.checker.history import INFO, OK, History, Operation
+from consensus.codec import CodecError
+from consensus.commands import Append, CompareAndSet, Delete, Get, Put, Request
+from consensus.runtime.cluster import OperationFailed
+from consensus.runtime.clusterfile import ClusterFile, load_cluster_file
+from consensus.runtime.tcp import FramedStream, HandshakeError, dial_handshake, open_stream
+from consensus.runtime.tls import tls_contexts
+from consensus.runtime.wire import Replies, Reply, Status, StatusQuery, Submit, runtime_codec
+
+__all__ = ["Client", "OperationFailed", "SyncClient", "connect", "connect_sync"]
+
+log = logging.getLogger("consensus.client")
+
+#: Requests per Submit frame.
+REQUESTS_PER_FRAME = 4096
+_RETRY_AT_ONCE = ("not_leader", "overwritten")
+
+
+class _Lane:
+    __slots__ = ("client_id", "seq")
+
+    def __init__(self) -> None:
+        self.client_id = secrets.randbits(62) + 1
+        self.seq = 0
+
+
+class _Waiter:
+    __slots__ = ("event", "reply")
+
+    def __init__(self) -> None:
+        self.event = trio.Event()
+        self.reply: Reply | None = None
+
+    def set(self, reply: Reply) -> None:
+        if self.reply is None:
+            self.reply = reply
+            self.event.set()
+
+
+_DISCONNECTED = "disconnected"
+
+
+class _Conn:
+    """One authenticated connection to one node, shared by every operation."""
+
+    def __init__(self, client: Client, node: int) -> None:
+        self.client = client
+        self.node = node
+        self.framed: FramedStream | None = None
+        self.ready = trio.Event()
+        self.error: str | None = None
+        self.closed = False
+        self.queue: list[Request] = []
+        self.wake = trio.Event()
+        self.pending: dict[tuple[int, int], _Waiter] = {}
+        self.status_waiters: list[trio.Event] = []
+        self.status: dict[str, Any] | None = None
+        self.scope = trio.CancelScope()
+
+    async def run(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        with trio.CancelScope() as self.scope:
+            task_status.started()
+            try:
+                await self._run()
+            finally:
+                self._close(self.error or f"connection to node {self.node} closed")
+                if self.framed is not None:
+                    await self.framed.aclose()
+
+    async def _run(self) -> None:
+        client = self.client
+        host, port = client.nodes[self.node]
+        try:
+            with trio.fail_after(client.timeout):
+                stream = await open_stream(
+                    host, port, tls=client.tls, server_name=client.server_name
+                )
+            self.framed = FramedStream(stream, client.codec.max_frame, f"node {self.node}")
+            await dial_handshake(
+                self.framed,
+                secret=client.secret,
+                role="client",
+                me=-1,
+                listener=self.node,
+                timeout=client.timeout,
+            )
+        except (OSError, trio.TooSlowError, trio.BrokenResourceError, HandshakeError) as exc:
+            self._close(f"cannot connect to node {self.node} at {host}:{port}: {_why(exc)}")
+            if isinstance(exc, HandshakeError):
+                log.warning("%s", self.error)
+            return
+        self.ready.set()
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._write, nursery.cancel_scope)
+                await self._read()
+                nursery.cancel_scope.cancel()
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            self._close(f"connection to node {self.node} lost: {_why(exc)}")
+        except CodecError as exc:
+            self._close(f"bad frame from node {self.node}: {exc}")
+
+    def _close(self, reason: str) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.error = reason
+        self.ready.set()
+        if self.client._conns.get(self.node) is self:
+            del self.client._conns[self.node]
+        gone = Reply(client_id=0, seq=0, ok=False, reason=_DISCONNECTED)
+        for waiter in self.pending.values():
+            waiter.set(gone)
+        self.pending.clear()
+        for event in self.status_waiters:
+            event.set()
+
+    def send(self, request: Request) -> _Waiter:
+        waiter = _Waiter()
+        if self.closed:
+            waiter.set(Reply(client_id=0, seq=0, ok=False, reason=_DISCONNECTED))
+            return waiter
+        self.pending[(request.client_id, request.seq)] = waiter
+        self.queue.append(request)
+        self.wake.set()
+        return waiter
+
+    def forget(self, request: Request, waiter: _Waiter) -> None:
+        key = (request.client_id, request.seq)
+        if self.pending.get(key) is waiter:
+            del self.pending[key]
+
+    async def query_status(self) -> dict[str, Any]:
+        event = trio.Event()
+        self.status_waiters.append(event)
+        self.status = None
+        self.queue.append(StatusQuery())  # type: ignore[arg-type]
+        self.wake.set()
+        await event.wait()
+        if self.status is None:
+            raise ConnectionError(self.error or f"node {self.node}: no status")
+        return self.status
+
+    async def _write(self, scope: trio.CancelScope) -> None:
+        encode = self.client.codec.encode_frame
+        assert self.framed is not None
+        try:
+            while True:
+                if not self.queue:
+                    self.wake = trio.Event()
+                    await self.wake.wait()
+                queue, self.queue = self.queue, []
+                chunks = []
+                requests = [r for r in queue if type(r) is Request]
+                if len(requests) != len(queue):
+                    chunks.append(encode(StatusQuery()))
+                for i in range(0, len(requests), REQUESTS_PER_FRAME):
+                    chunks.append(
+                        encode(Submit(requests=tuple(requests[i : i + REQUESTS_PER_FRAME])))
+                    )
+                await self.framed.send(b"".join(chunks))
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            self._close(f"connection to node {self.node} lost: {_why(exc)}")
+            scope.cancel()
+
+    async def _read(self) -> None:
+        decode = self.client.codec.decode
+        assert self.framed is not None
+        pending = self.pending
+        while True:
+            frames = await self.framed.receive_frames()
+            if not frames:
+                self._close(f"node {self.node} closed the connection")
+                return
+            for frame in frames:
+                message = decode(frame)
+                if type(message) is Replies:
+                    for reply in message.replies:
+                        waiter = pending.pop((reply.client_id, reply.seq), None)
+                        if waiter is not None:
+                            waiter.set(reply)
+                elif type(message) is Status:
+                    self.status = message.info
+                    waiters, self.status_waiters = self.status_waiters, []
+                    for event in waiters:
+                        event.set()
+
+
+class Client:
+    """A client of one real cluster; build it with ``connect``."""
+
+    def __init__(
+        self,
+        nursery: trio.Nursery,
+        nodes: dict[int, tuple[str, int]],
+        secret: bytes,
+        *,
+        timeout: float = 2.0,
+        backoff: float = 0.02,
+        max_attempts: int = 50,
+        max_frame: int | None = None,
+        tls: ssl.SSLContext | None = None,
+        server_name: str = "",
+        history: History | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._nursery = nursery
+        self.nodes = dict(nodes)
+        self.node_ids = tuple(sorted(self.nodes))
+        self.secret = secret
+        self.timeout = timeout
+        self.backoff = backoff
+        self.max_attempts = max_attempts
+        self.codec = runtime_codec(max_frame)
+        self.tls = tls
+        self.server_name = server_name
+        self.history = history
+        self.clock = clock
+        self.leader: int | None = None
+        self._rotation = itertools.cycle(self.node_ids)
+        self._conns: dict[int, _Conn] = {}
+        self._lanes: list[_Lane] = []
+        self._op_ids = itertools.count()
+        #: Attempts, redirects, timeouts, busy answers, reconnects.
+        self.stats: dict[str, int] = {
+            "attempts": 0,
+            "redirects": 0,
+            "timeouts": 0,
+            "busy": 0,
+            "disconnects": 0,
+        }
+
+    # -- commands ----------------------------------------------------------------------
+
+    async def get(self, key: str) -> str | None:
+        return await self.submit(Get(key=key))
+
+    async def put(self, key: str, value: str) -> None:
+        return await self.submit(Put(key=key, value=value))
+
+    async def append(self, key: str, value: str) -> None:
+        return await self.submit(Append(key=key, value=value))
+
+    async def cas(self, key: str, expected: str | None, new: str) -> bool:
+        return await self.submit(CompareAndSet(key=key, expected=expected, new=new))
+
+    async def delete(self, key: str) -> bool:
+        return await self.submit(Delete(key=key))
+
+    async def submit(self, command: Any, *, node: int | None = None) -> Any:
+        """Run ``command`` until the cluster applied it; its result.
+
+        Raises ``OperationFailed`` when the outcome stays unknown."""
+        lane = self._lanes.pop() if self._lanes else _Lane()
+        lane.seq += 1
+        request = Request(client_id=lane.client_id, seq=lane.seq, command=command)
+        op = Operation(
+            op_id=next(self._op_ids),
+            client=lane.client_id,
+            seq=lane.seq,
+            command=command,
+            node=node,
+            invoke=self.clock(),
+        )
+        if self.history is not None:
+            self.history.record(op)
+        try:
+            return await self._run(request, op, node)
+        finally:
+            self._lanes.append(lane)
+
+    async def _run(self, request: Request, op: Operation, node: int | None) -> Any:
+        target = node if node is not None else self._target()
+        redirects = 0
+        reason = "no attempt"
+        for attempt in range(self.max_attempts):
+            if attempt:
+                op.retries += 1
+            self.stats["attempts"] += 1
+            op.node = target
+            conn = await self._connection(target)
+            if conn.closed:
+                reason = conn.error or "cannot connect"
+                self.stats["disconnects"] += 1
+                target = self._next(target)
+                await trio.sleep(self.backoff)
+                continue
+            waiter = conn.send(request)
+            with trio.move_on_after(self.timeout):
+                await waiter.event.wait()
+            reply = waiter.reply
+            if reply is None:
+                conn.forget(request, waiter)
+                self.stats["timeouts"] += 1
+                reason = f"no answer from node {target} within {self.timeout:g} s"
+                target = self._next(target)
+                continue
+            if reply.ok:
+                self.leader = target
+                op.complete = self.clock()
+                op.status = OK
+                op.result = reply.result
+                return reply.result
+            reason = f"node {target}: {reply.reason}"
+            if reply.reason == _DISCONNECTED:
+                self.stats["disconnects"] += 1
+                target = self._next(target)
+                await trio.sleep(self.backoff)
+            elif reply.reason == "stale":
+                break  # superseded by a later request of this lane: cannot happen here
+            elif (
+                reply.reason in _RETRY_AT_ONCE
+                and reply.leader is not None
+                and reply.leader != target
+                and reply.leader in self.nodes
+                and redirects < 3
+            ):
+                self.stats["redirects"] += 1
+                redirects += 1
+                target = self.leader = reply.leader
+            else:
+                if reply.reason == "busy":
+                    self.stats["busy"] += 1
+                redirects = 0
+                if reply.leader is not None and reply.leader in self.nodes:
+                    target = reply.leader
+                else:
+                    target = self._next(target)
+                await trio.sleep(self.backoff)
+        op.status = INFO
+        raise OperationFailed(op, reason)
+
+    def _target(self) -> int:
+        return self.leader if self.leader is not None else next(self._rotation)
+
+    def _next(self, current: int) -> int:
+        if self.leader == current:
+            self.leader = None
+        i = self.node_ids.index(current)
+        return self.node_ids[(i + 1) % len(self.node_ids)]
+
+    async def _connection(self, node: int) -> _Conn:
+        conn = self._conns.get(node)
+        if conn is None:
+            conn = _Conn(self, node)
+            self._conns[node] = conn
+            await self._nursery.start(conn.run)
+        await conn.ready.wait()
+        return conn
+
+    async def status(self, node: int) -> dict[str, Any]:
+        """Node ``node``'s role and progress (``Status.info``)."""
+        conn = await self._connection(node)
+        if conn.closed:
+            raise ConnectionError(conn.error or f"cannot connect to node {node}")
+        with trio.fail_after(self.timeout):
+            return await conn.query_status()
+
+    async def aclose(self) -> None:
+        """Close every connection (outstanding operations fail over to their retries)."""
+        for conn in list(self._conns.values()):
+            conn._close("client closed")
+            conn.scope.cancel()
+
+
+def _why(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    if isinstance(exc, trio.TooSlowError):
+        return "timed out"
+    return str(exc) or type(exc).__name__
+
+
+def _client_args(
+    source: str | Path | ClusterFile | dict[str, Any], overrides: dict[str, Any]
+) -> dict[str, Any]:
+    cluster = load_cluster_file(source)
+    _, tls_client = tls_contexts(cluster.tls, cluster)
+    args: dict[str, Any] = {
+        "nodes": {n.id: (n.host, n.port) for n in cluster.nodes},
+        "secret": cluster.secret_bytes(),
+        "timeout": cluster.client.timeout,
+        "backoff": cluster.client.backoff,
+        "max_attempts": cluster.client.max_attempts,
+        "max_frame": cluster.limits.max_frame,
+        "tls": tls_client,
+        "server_name": cluster.tls.server_name if cluster.tls else "",
+    }
+    args.update(overrides)
+    return args
+
+
+@asynccontextmanager
+async def connect(
+    cluster: str | Path | ClusterFile | dict[str, Any], **overrides: Any
+) -> AsyncIterator[Client]:
+    """A ``Client`` of the cluster a cluster file describes, for an ``async with`` block.
+
+    ``overrides`` replace what the file says (``timeout``, ``max_attempts``,
+    ``history``, ...)::
+
+        async with consensus.connect("cluster.toml") as client:
+            await client.put("k", "v")
+            assert await client.get("k") == "v"
+    """
+    args = _client_args(cluster, overrides)
+    async with trio.open_nursery() as nursery:
+        client = Client(nursery, **args)
+        try:
+            yield client
+        finally:
+            await client.aclose()
+            nursery.cancel_scope.cancel()
+
+
+class SyncClient:
+    """A blocking client for code without an event loop (notebooks, scripts).
+
+    Runs Trio in a background thread; every method blocks until the cluster
+    answers.  Close it (or use ``with``) to stop the thread."""
+
+    def __init__(self, cluster: str | Path | ClusterFile | dict[str, Any], **overrides: Any):
+        self._args = _client_args(cluster, overrides)
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._client: Client | None = None
+        self._token: Any = None
+        self._stop: trio.Event | None = None
+        self._thread = threading.Thread(target=self._main, name="consensus-client", daemon=True)
+        self._thread.start()
+        self._ready.wait()
+        if self._error is not None:
+            raise self._error
+
+    def _main(self) -> None:
+        try:
+            trio.run(self._serve)
+        except BaseException as exc:  # reported to the constructor's caller
+            self._error = exc
+            self._ready.set()
+
+    async def _serve(self) -> None:
+        async with trio.open_nursery() as nursery:
+            self._client = Client(nursery, **self._args)
+            self._token = trio.lowlevel.current_trio_token()
+            self._stop = trio.Event()
+            self._ready.set()
+            await self._stop.wait()
+            await self._client.aclose()
+            nursery.cancel_scope.cancel()
+
+    def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return trio.from_thread.run(fn, *args, trio_token=self._token)
+
+    def submit(self, command: Any) -> Any:
+        assert self._client is not None
+        return self._call(self._client.submit, command)
+
+    def get(self, key: str) -> str | None:
+        return self.submit(Get(key=key))
+
+    def put(self, key: str, value: str) -> None:
+        return self.submit(Put(key=key, value=value))
+
+    def append(self, key: str, value: str) -> None:
+        return self.submit(Append(key=key, value=value))
+
+    def cas(self, key: str, expected: str | None, new: str) -> bool:
+        return self.submit(CompareAndSet(key=key, expected=expected, new=new))
+
+    def delete(self, key: str) -> bool:
+        return self.submit(Delete(key=key))
+
+    def status(self, node: int) -> dict[str, Any]:
+        assert self._client is not None
+        return self._call(self._client.status, node)
+
+    def close(self) -> None:
+        if self._stop is not None and self._thread.is_alive():
+            trio.from_thread.run_sync(self._stop.set, trio_token=self._token)
+        self._thread.join(timeout=10)
+
+    def __enter__(self) -> SyncClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def connect_sync(
+    cluster: str | Path | ClusterFile | dict[str, Any], **overrides: Any
+) -> SyncClient:
+    """A blocking ``SyncClient`` (see ``connect`` for the arguments)."""
+    return SyncClient(cluster, **overrides)
