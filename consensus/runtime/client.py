@@ -19,8 +19,11 @@ from the session table instead of being applied twice.
 
 Finding the leader: requests go to the node that answered last.  A
 rejection with a leader hint moves there at once; one without (no leader
-known, ``busy``) backs off and tries the next node; a timeout (no answer
-within ``timeout``) tries the next node; a broken connection likewise.  After
+known) backs off and tries the next node, and ``busy`` (the node is
+overloaded) backs off and tries again; the pause doubles from ``backoff`` up
+to ``MAX_BACKOFF`` with jitter, so clients turned away together do not
+return together.  A timeout (no answer within ``timeout``) tries the next
+node; a broken connection likewise.  After
 ``max_attempts`` attempts the operation is recorded as indeterminate.
 
 ``history``: a ``consensus.checker.History`` to record every operation into
@@ -35,10 +38,12 @@ from __future__ import annotations
 
 import itertools
 import logging
+import random
 import secrets
 import ssl
 import threading
 import time
+from collections import deque
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, AsyncIterator, Callable
@@ -52,7 +57,7 @@ from consensus.runtime.cluster import OperationFailed
 from consensus.runtime.clusterfile import ClusterFile, load_cluster_file
 from consensus.runtime.tcp import FramedStream, HandshakeError, dial_handshake, open_stream
 from consensus.runtime.tls import tls_contexts
-from consensus.runtime.wire import Replies, Reply, Status, StatusQuery, Submit, runtime_codec
+from consensus.runtime.wire import LocalRead, Replies, Reply, StatusQuery, Submit, runtime_codec
 
 __all__ = ["Client", "OperationFailed", "SyncClient", "connect", "connect_sync"]
 
@@ -61,6 +66,8 @@ log = logging.getLogger("consensus.client")
 #: Requests per Submit frame.
 REQUESTS_PER_FRAME = 4096
 _RETRY_AT_ONCE = ("not_leader", "overwritten")
+#: Longest pause between two attempts of one operation (seconds).
+MAX_BACKOFF = 1.0
 
 
 class _Lane:
@@ -100,8 +107,8 @@ class _Conn:
         self.queue: list[Request] = []
         self.wake = trio.Event()
         self.pending: dict[tuple[int, int], _Waiter] = {}
-        self.status_waiters: list[trio.Event] = []
-        self.status: dict[str, Any] | None = None
+        # Control queries (status, local reads) are answered in order: one waiter each.
+        self.controls: deque[tuple[Any, _Waiter]] = deque()
         self.scope = trio.CancelScope()
 
     async def run(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
@@ -159,8 +166,9 @@ class _Conn:
         for waiter in self.pending.values():
             waiter.set(gone)
         self.pending.clear()
-        for event in self.status_waiters:
-            event.set()
+        for _, waiter in self.controls:
+            waiter.event.set()
+        self.controls.clear()
 
     def send(self, request: Request) -> _Waiter:
         waiter = _Waiter()
@@ -177,16 +185,18 @@ class _Conn:
         if self.pending.get(key) is waiter:
             del self.pending[key]
 
-    async def query_status(self) -> dict[str, Any]:
-        event = trio.Event()
-        self.status_waiters.append(event)
-        self.status = None
-        self.queue.append(StatusQuery())  # type: ignore[arg-type]
+    async def control(self, query: Any) -> Any:
+        """Send a control query (``StatusQuery``, ``LocalRead``) and wait for its answer."""
+        waiter = _Waiter()
+        if self.closed:
+            raise ConnectionError(self.error or f"node {self.node}: connection closed")
+        self.controls.append((query, waiter))
+        self.queue.append(query)
         self.wake.set()
-        await event.wait()
-        if self.status is None:
-            raise ConnectionError(self.error or f"node {self.node}: no status")
-        return self.status
+        await waiter.event.wait()
+        if waiter.reply is None:
+            raise ConnectionError(self.error or f"node {self.node}: no answer")
+        return waiter.reply
 
     async def _write(self, scope: trio.CancelScope) -> None:
         encode = self.client.codec.encode_frame
@@ -200,7 +210,7 @@ class _Conn:
                 chunks = []
                 requests = [r for r in queue if type(r) is Request]
                 if len(requests) != len(queue):
-                    chunks.append(encode(StatusQuery()))
+                    chunks.extend(encode(q) for q in queue if type(q) is not Request)
                 for i in range(0, len(requests), REQUESTS_PER_FRAME):
                     chunks.append(
                         encode(Submit(requests=tuple(requests[i : i + REQUESTS_PER_FRAME])))
@@ -226,11 +236,10 @@ class _Conn:
                         waiter = pending.pop((reply.client_id, reply.seq), None)
                         if waiter is not None:
                             waiter.set(reply)
-                elif type(message) is Status:
-                    self.status = message.info
-                    waiters, self.status_waiters = self.status_waiters, []
-                    for event in waiters:
-                        event.set()
+                elif self.controls:
+                    _, waiter = self.controls.popleft()
+                    waiter.reply = message
+                    waiter.event.set()
 
 
 class Client:
@@ -250,6 +259,7 @@ class Client:
         server_name: str = "",
         history: History | None = None,
         clock: Callable[[], float] = time.monotonic,
+        seed: int | None = None,
     ) -> None:
         self._nursery = nursery
         self.nodes = dict(nodes)
@@ -268,6 +278,8 @@ class Client:
         self._conns: dict[int, _Conn] = {}
         self._lanes: list[_Lane] = []
         self._op_ids = itertools.count()
+        # Backoff jitter only; session ids come from the secrets module.
+        self._rng = random.Random(seed)
         #: Attempts, redirects, timeouts, busy answers, reconnects.
         self.stats: dict[str, int] = {
             "attempts": 0,
@@ -319,6 +331,7 @@ class Client:
     async def _run(self, request: Request, op: Operation, node: int | None) -> Any:
         target = node if node is not None else self._target()
         redirects = 0
+        backoffs = 0
         reason = "no attempt"
         for attempt in range(self.max_attempts):
             if attempt:
@@ -330,7 +343,8 @@ class Client:
                 reason = conn.error or "cannot connect"
                 self.stats["disconnects"] += 1
                 target = self._next(target)
-                await trio.sleep(self.backoff)
+                await self._back_off(backoffs)
+                backoffs += 1
                 continue
             waiter = conn.send(request)
             with trio.move_on_after(self.timeout):
@@ -352,7 +366,8 @@ class Client:
             if reply.reason == _DISCONNECTED:
                 self.stats["disconnects"] += 1
                 target = self._next(target)
-                await trio.sleep(self.backoff)
+                await self._back_off(backoffs)
+                backoffs += 1
             elif reply.reason == "stale":
                 break  # superseded by a later request of this lane: cannot happen here
             elif (
@@ -373,9 +388,15 @@ class Client:
                     target = reply.leader
                 else:
                     target = self._next(target)
-                await trio.sleep(self.backoff)
+                await self._back_off(backoffs)
+                backoffs += 1
         op.status = INFO
         raise OperationFailed(op, reason)
+
+    async def _back_off(self, times: int) -> None:
+        # Exponential with jitter, so clients told "busy" together do not return together.
+        delay = min(self.backoff * 2 ** min(times, 16), MAX_BACKOFF)
+        await trio.sleep(delay * (0.5 + self._rng.random()))
 
     def _target(self) -> int:
         return self.leader if self.leader is not None else next(self._rotation)
@@ -401,7 +422,19 @@ class Client:
         if conn.closed:
             raise ConnectionError(conn.error or f"cannot connect to node {node}")
         with trio.fail_after(self.timeout):
-            return await conn.query_status()
+            answer = await conn.control(StatusQuery())
+        return dict(answer.info)
+
+    async def local_values(self, node: int, keys: Any) -> tuple[int, dict[str, str | None]]:
+        """Node ``node``'s own applied index and values of ``keys`` (diagnostics:
+        what that node holds now, not a linearizable read)."""
+        keys = tuple(keys)
+        conn = await self._connection(node)
+        if conn.closed:
+            raise ConnectionError(conn.error or f"cannot connect to node {node}")
+        with trio.fail_after(self.timeout):
+            answer = await conn.control(LocalRead(keys=keys))
+        return answer.applied, dict(zip(keys, answer.values, strict=True))
 
     async def aclose(self) -> None:
         """Close every connection (outstanding operations fail over to their retries)."""

@@ -21,9 +21,12 @@ also after an error.
 from __future__ import annotations
 
 import ctypes
+import json
 import os
+import secrets
 import select
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -32,13 +35,61 @@ from typing import IO, Any
 
 from consensus.runtime.clusterfile import ClusterFile, load_cluster_file
 
-__all__ = ["LocalCluster", "NodeFailedToStart", "READY"]
+__all__ = ["LocalCluster", "NodeFailedToStart", "READY", "free_ports", "write_local_cluster_file"]
 
 READY = "READY"
 
 
 class NodeFailedToStart(RuntimeError):
     """A node process exited or stayed silent instead of listening."""
+
+
+def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
+    """``n`` distinct TCP ports free on ``host`` right now (the OS picks them)."""
+    socks = []
+    try:
+        for _ in range(n):
+            sock = socket.socket()
+            sock.bind((host, 0))
+            socks.append(sock)
+        return [sock.getsockname()[1] for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+def write_local_cluster_file(
+    path: str | Path,
+    protocol: str,
+    *,
+    nodes: int = 3,
+    ports: list[int] | None = None,
+    options: dict[str, Any] | None = None,
+    secret: str | None = None,
+    data_dir: str = "data",
+    fsync: str = "batch",
+    extra: str = "",
+) -> Path:
+    """Write a cluster file for ``nodes`` nodes on 127.0.0.1 (free ports unless
+    given) and return its path.  ``extra`` is appended verbatim (more TOML)."""
+    path = Path(path)
+    ports = ports if ports is not None else free_ports(nodes)
+    secret = secret if secret is not None else secrets.token_hex(16)
+    lines = [
+        f"protocol = {json.dumps(protocol)}",
+        f"secret = {json.dumps(secret)}",
+        f"data_dir = {json.dumps(data_dir)}",
+        f"fsync = {json.dumps(fsync)}",
+    ]
+    if options:
+        lines.append("[options]")
+        lines += [f"{key} = {json.dumps(value)}" for key, value in options.items()]
+    for i, port in enumerate(ports[:nodes]):
+        lines += ["[[nodes]]", f"id = {i}", f'address = "127.0.0.1:{port}"']
+    text = "\n".join(lines) + "\n" + (extra.strip() + "\n" if extra else "")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child

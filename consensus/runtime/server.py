@@ -52,6 +52,8 @@ from consensus.runtime.tcp import (
 )
 from consensus.runtime.tls import tls_contexts
 from consensus.runtime.wire import (
+    LocalRead,
+    LocalValues,
     Replies,
     Reply,
     Status,
@@ -271,7 +273,7 @@ class _ClientSession:
         self.out: list[Reply] = []
         self.wake = trio.Event()
         self.closed = False
-        self.status_wanted = False
+        self.controls: list[Any] = []
 
     async def run(self) -> None:
         async with trio.open_nursery() as nursery:
@@ -300,7 +302,18 @@ class _ClientSession:
                         for request in message.requests:
                             runner.submit_nowait(request, self._replier(request))
                     elif type(message) is StatusQuery:
-                        self._push_status()
+                        self._push_control(
+                            Status(node=self.server.node_id, info=self.server.status())
+                        )
+                    elif type(message) is LocalRead:
+                        sm = runner.host.sm
+                        data = getattr(sm, "data", {})
+                        values = tuple(data.get(key) for key in message.keys)
+                        self._push_control(
+                            LocalValues(
+                                node=self.server.node_id, applied=sm.applied_index, values=values
+                            )
+                        )
                     else:
                         log.warning(
                             "closing client connection from %s: unexpected %s frame",
@@ -350,8 +363,8 @@ class _ClientSession:
             self.out.clear()
         self.wake.set()
 
-    def _push_status(self) -> None:
-        self.status_wanted = True
+    def _push_control(self, answer: Any) -> None:
+        self.controls.append(answer)
         self.wake.set()
 
     async def _write(self, scope: trio.CancelScope) -> None:
@@ -363,11 +376,8 @@ class _ClientSession:
                 if self.closed:
                     scope.cancel()
                     return
-                chunks = []
-                if self.status_wanted:
-                    self.status_wanted = False
-                    status = Status(node=self.server.node_id, info=self.server.status())
-                    chunks.append(encode(status))
+                controls, self.controls = self.controls, []
+                chunks = [encode(answer) for answer in controls]
                 out, self.out = self.out, []
                 for i in range(0, len(out), REPLIES_PER_FRAME):
                     chunks.append(encode(Replies(replies=tuple(out[i : i + REPLIES_PER_FRAME]))))

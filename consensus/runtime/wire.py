@@ -31,7 +31,9 @@ the other side can say why).
 Client frames: ``Submit`` carries one or more ``Request``s (a pipelining
 client sends many per frame); the node answers each with a ``Reply`` inside
 ``Replies`` frames, in whatever order they complete.  ``StatusQuery`` asks
-for the node's role and progress (``Status``).
+for the node's role and progress (``Status``); ``LocalRead`` for values in
+that node's own state machine (``LocalValues``; diagnostics, not
+linearizable).  A node answers control queries in the order they came.
 """
 
 from __future__ import annotations
@@ -49,6 +51,8 @@ __all__ = [
     "ROLES",
     "WIRE_VERSION",
     "Hello",
+    "LocalRead",
+    "LocalValues",
     "Login",
     "Refused",
     "Reply",
@@ -143,6 +147,24 @@ class Status:
     info: dict[str, Any]
 
 
+@attrs.frozen(kw_only=True)
+class LocalRead:
+    """Diagnostics: ask a node for the values of ``keys`` in *its own* state
+    machine, as applied so far.  Not linearizable (a follower may lag); tests
+    and operators use it to check what each node holds."""
+
+    keys: tuple[str, ...]
+
+
+@attrs.frozen(kw_only=True)
+class LocalValues:
+    """A node's answer to ``LocalRead``: its applied index and the values."""
+
+    node: int
+    applied: int
+    values: tuple[str | None, ...]
+
+
 #: Append only: the order fixes the wire tags.
 RUNTIME_TYPES: tuple[type, ...] = (
     Hello,
@@ -154,6 +176,8 @@ RUNTIME_TYPES: tuple[type, ...] = (
     Replies,
     StatusQuery,
     Status,
+    LocalRead,
+    LocalValues,
 )
 
 _codecs: dict[int, Codec] = {}

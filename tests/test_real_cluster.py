@@ -1,0 +1,182 @@
+"""Real clusters: node processes on loopback, killed with SIGKILL and frozen with SIGSTOP.
+
+Every test starts its own processes on free ports, bounds every wait, and
+stops everything it started (``LocalCluster`` is a context manager; the
+chaos runner closes its cluster in ``finally``).  Nothing asserts on timing.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.realchaos import real_chaos_run
+from consensus.runtime.launcher import LocalCluster, free_ports, write_local_cluster_file
+
+PROTOCOLS = ["raft", "multipaxos", "paxos"]
+
+# Kill the leader, keep writing, restart it; then freeze the (new) leader and thaw it.
+SCRIPT = ((0.6, "kill_leader", 0.8), (2.0, "pause_leader", 0.8))
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_sigkill_and_sigstop_of_the_leader_lose_no_acknowledged_write(tmp_path, protocol):
+    result = real_chaos_run(
+        protocol, seed=11, duration=3.2, script=SCRIPT, workdir=tmp_path, clients=4
+    )
+    faults = " / ".join(text for _, text in result.faults)
+    assert "kill_leader node" in faults and "(SIGKILL)" in faults, faults
+    assert "pause_leader node" in faults and "(SIGSTOP)" in faults, faults
+    assert result.acknowledged_writes > 0
+    assert result.ok, f"not linearizable: {result.violations[:1]} (faults: {faults})"
+    missing = {node: keys for node, keys in result.missing.items() if keys}
+    assert not missing, f"acknowledged writes missing after recovery: {missing}"
+    assert set(result.missing) == {0, 1, 2}
+
+
+def run_cli(*args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "consensus", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def test_the_cli_client_and_status_against_a_local_cluster(tmp_path):
+    path = write_local_cluster_file(tmp_path / "cluster.toml", "raft")
+    with LocalCluster(path, log_dir=tmp_path / "logs"):
+        put = run_cli("client", "--config", str(path), "put", "greeting", "hello")
+        assert put.returncode == 0 and put.stdout.strip() == "ok", put.stderr
+        get = run_cli("client", "--config", str(path), "get", "greeting")
+        assert get.returncode == 0 and get.stdout.strip() == "hello", get.stderr
+        cas = run_cli("client", "--config", str(path), "cas", "greeting", "hello", "bye")
+        assert cas.returncode == 0 and cas.stdout.strip() == "True", cas.stderr
+        missing = run_cli("client", "--config", str(path), "get", "nothing")
+        assert missing.stdout.strip() == "(absent)"
+        status = run_cli("status", "--config", str(path), "--json")
+        assert status.returncode == 0, status.stderr
+        rows = [__import__("json").loads(line) for line in status.stdout.splitlines()]
+        assert [r["node"] for r in rows] == [0, 1, 2]
+        assert sum(r["role"] == "leader" for r in rows) == 1
+        assert all(r["up"] for r in rows)
+
+
+def test_the_cluster_command_starts_every_node_and_stops_them_on_sigterm(tmp_path):
+    path = write_local_cluster_file(tmp_path / "cluster.toml", "multipaxos")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "consensus",
+            "cluster",
+            "--config",
+            str(path),
+            "--logs",
+            str(tmp_path / "logs"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        lines = []
+        assert proc.stdout is not None
+        for _ in range(20):
+            line = proc.stdout.readline()
+            lines.append(line)
+            if line.startswith("Ctrl-C"):
+                break
+        text = "".join(lines)
+        assert "node 0" in text and "node 2" in text, text
+        put = run_cli("client", "--config", str(path), "put", "k", "v")
+        assert put.returncode == 0, put.stderr
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    status = run_cli("status", "--config", str(path), "--timeout", "0.5")
+    assert status.returncode == 1 and "down" in status.stdout  # nothing left running
+
+
+def test_a_killed_node_restarts_from_its_data_directory(tmp_path):
+    path = write_local_cluster_file(tmp_path / "cluster.toml", "raft")
+    with LocalCluster(path, log_dir=tmp_path / "logs") as cluster:
+        assert run_cli("client", "--config", str(path), "put", "x", "1").returncode == 0
+        for node in cluster.node_ids:
+            cluster.kill(node)
+        cluster.start()
+        get = run_cli("client", "--config", str(path), "get", "x")
+        assert get.stdout.strip() == "1", get.stderr
+
+
+# -- operator mistakes: one line, exit status 2, no traceback ----------------------------
+
+
+def assert_operator_error(result: subprocess.CompletedProcess[str], needle: str) -> None:
+    assert result.returncode == 2, (result.returncode, result.stderr)
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], lines
+
+
+def test_a_missing_data_directory_is_one_clear_line(tmp_path):
+    path = write_local_cluster_file(tmp_path / "cluster.toml", "raft", data_dir="nowhere")
+    assert_operator_error(run_cli("serve", "--config", str(path), "--node", "0"), "does not exist")
+
+
+def test_a_port_in_use_is_one_clear_line(tmp_path):
+    import socket
+
+    port = free_ports(1)[0]
+    (tmp_path / "data").mkdir()
+    path = write_local_cluster_file(tmp_path / "cluster.toml", "raft", ports=[port] + free_ports(2))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", port))
+        taken.listen()
+        assert_operator_error(
+            run_cli("serve", "--config", str(path), "--node", "0"), "cannot listen on"
+        )
+
+
+def test_a_bad_address_and_an_unknown_node_are_one_clear_line(tmp_path):
+    (tmp_path / "data").mkdir()
+    bad = tmp_path / "bad.toml"
+    bad.write_text(
+        'protocol = "raft"\nsecret = "s"\n[[nodes]]\nid = 0\naddress = "localhost-no-port"\n'
+    )
+    assert_operator_error(run_cli("serve", "--config", str(bad), "--node", "0"), "host:port")
+    path = write_local_cluster_file(tmp_path / "cluster.toml", "raft")
+    assert_operator_error(run_cli("serve", "--config", str(path), "--node", "7"), "no node 7")
+    assert_operator_error(
+        run_cli("client", "--config", str(tmp_path / "absent.toml"), "get", "k"),
+        "no such config file",
+    )
+
+
+def test_a_second_process_on_the_same_data_directory_is_refused(tmp_path):
+    path = write_local_cluster_file(tmp_path / "cluster.toml", "raft")
+    with LocalCluster(path, log_dir=tmp_path / "logs"):
+        other = write_local_cluster_file(tmp_path / "other.toml", "raft")  # same data dir
+        assert_operator_error(
+            run_cli("serve", "--config", str(other), "--node", "0"), "in use by another process"
+        )
+
+
+def test_processes_do_not_outlive_the_launcher(tmp_path):
+    path = write_local_cluster_file(tmp_path / "cluster.toml", "raft")
+    cluster = LocalCluster(path, log_dir=tmp_path / "logs")
+    cluster.start()
+    pids = [cluster.pid(n) for n in cluster.node_ids]
+    cluster.close()
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    assert not any(Path(f"/proc/{pid}").exists() for pid in pids)
