@@ -204,6 +204,29 @@ def test_small_gains_count_as_flat():
     assert peak.best.window == 8
 
 
+def test_the_knee_is_the_lightest_load_within_min_gain_of_the_peak():
+    curve = {1: 1000.0, 2: 1960.0, 4: 2000.0, 8: 2010.0, 16: 2020.0}
+    system = FakeSystem()
+
+    def run(point):
+        return attrs.evolve(system(point), throughput=curve[point.window], p50_ms=point.window)
+
+    peak = find_peak(run, clients=1, windows=(1, 2, 4, 8, 16))
+    assert peak.best.window == 8 and peak.knee.window == 2
+
+
+def test_find_peak_stops_on_failed_commands_and_excludes_that_point():
+    system = FakeSystem(capacity=1e12)
+
+    def run(point):
+        r = system(point)
+        return attrs.evolve(r, failed=r.committed // 10 if point.window >= 4 else 0)
+
+    peak = find_peak(run, clients=1, windows=(1, 2, 4, 8))
+    assert [p.window for p in peak.points] == [1, 2, 4]
+    assert peak.best.window == 2 and "failed" in peak.stop_reason
+
+
 def test_find_peak_stops_when_p50_passes_the_bound_and_excludes_that_point():
     # Latency = outstanding / capacity once saturated: window 64 gives 8 s.
     system = FakeSystem(capacity=8.0, per_command=1.0)

@@ -137,6 +137,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         help=f"comma-separated, of: {', '.join(SYSTEMS)} (default {','.join(DEFAULT_SYSTEMS)})",
     )
     parser.add_argument(
+        "--windows",
+        type=int,
+        nargs="+",
+        default=list(DEFAULT_WINDOWS),
+        help="the peak search's ladder: outstanding commands per client"
+        f" (default 1 2 4 ... {DEFAULT_WINDOWS[-1]})",
+    )
+    parser.add_argument(
         "--max-p50-ms",
         type=float,
         default=1000.0,
@@ -176,6 +184,7 @@ def peers_command(args: argparse.Namespace, console: Console | None = None) -> i
             clients=args.clients,
             duration=args.duration,
             warmup=args.warmup,
+            windows=args.windows,
             progress=progress,
             max_p50_ms=args.max_p50_ms,
             max_points=args.max_points,

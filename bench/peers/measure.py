@@ -18,9 +18,10 @@ On top of ``run_point``:
 * ``unloaded``: one client, window 1: the commit latency of a lone command;
 * ``PeakSearch`` / ``find_peak``: raise the load along a ladder (by default
   window 1, 2, 4, ... per client, the client count fixed) until throughput
-  stops rising by more than ``min_gain`` twice in a row, or p50 latency passes
-  ``max_p50_ms``; bounded in points and in seconds.  The peak is the point of
-  highest throughput within the latency bound;
+  stops rising by more than ``min_gain`` twice in a row, p50 latency passes
+  ``max_p50_ms`` or errors pass ``max_failed``; bounded in points and in
+  seconds.  The peak is the point of highest throughput within those bounds,
+  the knee the lightest load that came within ``min_gain`` of it;
 * ``compare``: unloaded and peak for each system, the systems' points
   interleaved (A, B, A, B, ...) because this shared machine's speed swings
   by 2x from hour to hour; one row per system and client count.
@@ -56,10 +57,14 @@ __all__ = [
     "points_frame",
     "unloaded",
     "weighted_percentiles",
+    "rate_ladder",
     "window_ladder",
 ]
 
-DEFAULT_WINDOWS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
+# Outstanding commands per client, doubling.  PySyncObj (batching every 0.1 s,
+# 100-250 ms commit latency) needs thousands in flight to saturate: 3 clients
+# reach about 30,000 commands/s around window 4,096-8,192 on this machine.
+DEFAULT_WINDOWS = tuple(2**i for i in range(15))  # 1 .. 16,384
 
 
 @attrs.frozen(kw_only=True)
@@ -169,9 +174,13 @@ class PeakSearch:
     ``next_point()`` gives the load to run (None when done), ``record(result)``
     takes what it did.  Stops after two points in a row (``patience``) that
     did not beat the best throughput so far by more than ``min_gain``; when a
-    point's p50 exceeds ``max_p50_ms``; after ``max_points``; or when the
-    next point would likely end past ``max_seconds`` (judged by the slowest
-    point so far).
+    point's p50 exceeds ``max_p50_ms`` or more than ``max_failed`` of its
+    answers are errors; after ``max_points``; or when the next point would
+    likely end past ``max_seconds`` (judged by the slowest point so far).
+
+    ``best`` is the peak: the highest throughput among acceptable points
+    (latency and errors within bounds).  ``knee`` is the lightest load that
+    came within ``min_gain`` of it, usually at a much lower latency.
     """
 
     def __init__(
@@ -181,7 +190,8 @@ class PeakSearch:
         min_gain: float = 0.05,
         patience: int = 2,
         max_p50_ms: float = 1000.0,
-        max_points: int = 10,
+        max_failed: float = 0.01,
+        max_points: int = len(DEFAULT_WINDOWS),
         max_seconds: float = 300.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -191,6 +201,7 @@ class PeakSearch:
         self.min_gain = min_gain
         self.patience = patience
         self.max_p50_ms = max_p50_ms
+        self.max_failed = max_failed
         self.max_seconds = max_seconds
         self._clock = clock
         self._started: float | None = None
@@ -230,21 +241,40 @@ class PeakSearch:
         self._best_tp = max(self._best_tp, tp)
         if not (result.p50_ms <= self.max_p50_ms):  # NaN (nothing committed) stops too
             self.stop_reason = f"p50 {result.p50_ms:.0f} ms > {self.max_p50_ms:g} ms"
+        elif not self.acceptable(result):
+            self.stop_reason = f"{result.failed} failed commands (> {self.max_failed:.0%})"
         elif self._flat >= self.patience:
             self.stop_reason = f"throughput flat (<{self.min_gain:.0%}) {self.patience}x"
 
+    def acceptable(self, p: PointResult) -> bool:
+        """Within the latency bound, and at most ``max_failed`` of its answers errors."""
+        answered = p.committed + p.failed
+        return p.p50_ms <= self.max_p50_ms and p.failed <= self.max_failed * max(answered, 1)
+
     @property
     def best(self) -> PointResult:
-        """The highest-throughput point within the latency bound (any point if none is)."""
+        """The highest-throughput acceptable point (any point if none is)."""
         if not self.points:
             raise ValueError("no point measured")
-        within = [p for p in self.points if p.p50_ms <= self.max_p50_ms]
-        return max(within or self.points, key=lambda p: p.throughput)
+        ok = [p for p in self.points if self.acceptable(p)] or self.points
+        return max(ok, key=lambda p: p.throughput)
+
+    @property
+    def knee(self) -> PointResult:
+        """The lightest load that reached ``1 - min_gain`` of the peak's throughput."""
+        best = self.best
+        ok = [p for p in self.points if self.acceptable(p)] or self.points
+        return next(p for p in ok if p.throughput >= (1 - self.min_gain) * best.throughput)
 
 
 def window_ladder(base: LoadPoint, windows: Sequence[int] = DEFAULT_WINDOWS) -> list[LoadPoint]:
     """``base`` with each window in turn (closed loop, fixed clients)."""
     return [attrs.evolve(base, window=w, rate=None) for w in windows]
+
+
+def rate_ladder(base: LoadPoint, rates: Sequence[float]) -> list[LoadPoint]:
+    """``base`` as an open loop at each rate in turn (commands/s per cluster)."""
+    return [attrs.evolve(base, rate=float(r)) for r in rates]
 
 
 def find_peak(
@@ -363,7 +393,7 @@ def compare(
 def _row(
     name: str, clients: int, un: PointResult, s: PeakSearch, prov: dict[str, Any]
 ) -> dict[str, Any]:
-    best = s.best
+    best, knee = s.best, s.knee
     return {
         "system": name,
         "protocol": un.protocol,
@@ -377,9 +407,14 @@ def _row(
         "peak_p50_ms": best.p50_ms,
         "peak_p99_ms": best.p99_ms,
         "peak_window": best.window,
+        "peak_offered_rate": best.offered_rate,
         "peak_failed": best.failed,
         "peak_points": len(s.points),
         "peak_stop": s.stop_reason,
+        "knee_throughput": knee.throughput,
+        "knee_p50_ms": knee.p50_ms,
+        "knee_p99_ms": knee.p99_ms,
+        "knee_window": knee.window,
         "duration": best.duration,
         **prov,
     }
