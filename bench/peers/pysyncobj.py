@@ -16,7 +16,35 @@ parent sends one start time), so throughputs add up; latencies merge through
 ``merge_latencies``.
 
 PySyncObj is used with its default configuration apart from the settings
-named in ``pysyncobj_node.build_node``.
+named in ``pysyncobj_node.build_node`` (``bindAddress`` to stay on loopback;
+``appendEntriesUseBatch=False`` only for the ``pysyncobj-nobatch`` system).
+
+What in PySyncObj's configuration shapes the numbers
+----------------------------------------------------
+* ``appendEntriesUseBatch`` (default True): new entries leave the leader only
+  with the next AppendEntries, sent every ``appendEntriesPeriod`` (0.1 s).  A
+  command therefore commits about one period after it is submitted at the
+  leader and two at a follower (which learns the commit index from the next
+  AppendEntries), at any load: about 100 ms and 200 ms here.  A closed loop
+  is phase-locked to that period, and an open loop at a low rate sees the
+  same median: each tick sends AppendEntries *before* it moves queued
+  commands into the log, so half the commands wait for a second period.
+  Batching is what makes the throughput: tens of thousands of commands per
+  AppendEntries, up to ``appendEntriesBatchSizeBytes`` (64 KiB) each.
+* With ``appendEntriesUseBatch=False`` (upstream's delay benchmark) every
+  command is sent at once and a pipe wakes the tick thread: about 0.1 ms per
+  commit at the leader unloaded, but one AppendEntries per command, so the
+  peak is lower and noisier.
+* ``autoTickPeriod`` (0.05 s) is the tick thread's poll timeout: a command
+  submitted from another thread waits for the next tick unless a socket
+  event (or, unbatched, the pipe) wakes it.
+* ``commandsQueueSize`` (100,000 per node): beyond it a submit fails at once
+  with ``QUEUE_FULL``; the peak search counts such failures and stops.
+* ``logCompactionMinEntries`` (5,000): the leader snapshots the state in
+  memory that often, so the KV key space is kept small (``KEY_CHARS``).
+* ``raftMinTimeout`` (0.4 s): a tick loop starved of CPU for that long lets a
+  follower start an election; a point's ``notes["term_changed"]`` says so.
+* ``connectionRetryTime`` (5 s): why the nodes bind in address order.
 """
 
 from __future__ import annotations
