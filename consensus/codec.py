@@ -5,9 +5,10 @@ Theory of operation
 This module is the only place ``cbor2`` is used.  A ``Codec`` knows a fixed
 list of frozen attrs classes, each with a small integer *tag*:
 
-* the core types, always present with fixed tags (``CORE_TYPES``, tags 1-11):
+* the core types, always present with fixed tags (``CORE_TYPES``, tags 1-12):
   ``Get Put Append CompareAndSet Delete Request Noop Batch Committed
-  StateSnapshot ChangeMembership`` (append only: tags are wire format);
+  StateSnapshot ChangeMembership PackedBatch`` (append only: tags are wire
+  format);
 * a protocol's extra types, tags 64, 65, ... in the order given
   (``ProtocolSpec.messages`` then ``.records``, which is why those may only be
   appended to).
@@ -69,6 +70,7 @@ from consensus.commands import (
     Delete,
     Get,
     Noop,
+    PackedBatch,
     Put,
     Request,
 )
@@ -107,6 +109,7 @@ CORE_TYPES: tuple[type, ...] = (
     Committed,
     StateSnapshot,
     ChangeMembership,
+    PackedBatch,
 )
 FIRST_EXTRA_TAG = 64
 #: Deepest CBOR nesting accepted; real messages nest about ten deep.

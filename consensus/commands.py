@@ -11,6 +11,8 @@ request is applied once), and in the recorded history.
 A log slot holds a *payload*: a ``Request``, a ``Noop`` (a leader's first
 entry, or a hole filled by Paxos), a ``Batch`` of requests (protocols that
 batch many requests into one slot), or a protocol's own configuration entry.
+A host that batches proposals (``ReplicaHost(pack_proposals=...)``) proposes
+a ``Request`` whose command is a ``PackedBatch`` of client requests.
 The state machine applies requests and ignores every other payload.
 
 These are plain frozen values: no logic, no wire format (see ``codec``).
@@ -31,6 +33,7 @@ __all__ = [
     "Delete",
     "Get",
     "Noop",
+    "PackedBatch",
     "Payload",
     "Put",
     "Request",
@@ -92,7 +95,23 @@ class ChangeMembership:
     members: tuple[int, ...]
 
 
-Command = Union[Get, Put, Append, CompareAndSet, Delete, ChangeMembership]  # noqa: UP007
+@attrs.frozen(kw_only=True)
+class PackedBatch:
+    """Client requests a host proposed together as one log entry (batching).
+
+    ``data`` is the requests, encoded once by the state machine's codec
+    (``consensus.statemachine.pack``); the replicated log, the write-ahead log
+    and the network carry them as opaque bytes, and each state machine
+    unpacks them when it applies the entry.  It travels as the command of a
+    ``Request`` from the host's own session, so a protocol proposes, orders
+    and rejects it like any request; the requests inside keep their own
+    client sessions (exactly once, each).  ``count``: requests inside."""
+
+    data: bytes
+    count: int
+
+
+Command = Union[Get, Put, Append, CompareAndSet, Delete, ChangeMembership, PackedBatch]  # noqa: UP007
 
 #: Command types that never change the state machine.
 READ_ONLY: tuple[type, ...] = (Get,)

@@ -19,6 +19,12 @@ A crash discards the host; a restart builds a new one over the same storage,
 so the replica recovers from its records and the state machine is rebuilt by
 re-applying committed entries (or restoring a snapshot).
 
+Batching proposals (``pack_proposals``): ``accept_many`` proposes the
+key-value requests of one batch of inputs as ``PackedBatch`` requests of the
+host's own session (``consensus.commands``).  A rejection of a pack answers
+every request inside it; when a pack is applied, the state machine returns
+each inner request's result and the host answers their waiters as usual.
+
 Invariant: every waiter is answered at most once; a waiter whose node crashes
 is never answered (the client's timeout handles it).
 """
@@ -31,13 +37,26 @@ from typing import Any, Callable
 
 import attrs
 
-from consensus.commands import READ_ONLY, Request
+from consensus.commands import (
+    READ_ONLY,
+    Append,
+    CompareAndSet,
+    Delete,
+    Get,
+    PackedBatch,
+    Put,
+    Request,
+)
 from consensus.registry import ProtocolSpec
 from consensus.replica import Outputs, ReadReady, ReplicaContext
-from consensus.statemachine import KVStore, StateMachine
+from consensus.statemachine import KVStore, StateMachine, pack
 from consensus.storage import Storage
 
 __all__ = ["ClientReply", "ReplicaHost", "TickLoopError"]
+
+#: Commands a host may pack into one proposal: plain key-value operations
+#: (a membership change must stay visible to the protocol as itself).
+_PACKABLE = frozenset({Get, Put, Append, CompareAndSet, Delete})
 
 
 @attrs.frozen(kw_only=True)
@@ -77,6 +96,7 @@ class ReplicaHost:
         snapshot_every: int = 0,
         record_applied: bool = True,
         state_machine: StateMachine | None = None,
+        pack_proposals: int = 0,
     ) -> None:
         self.node_id = node_id
         self.storage = storage
@@ -98,6 +118,14 @@ class ReplicaHost:
         self.waiting: dict[tuple[int, int], tuple[Request, Any]] = {}
         self._reads: list[ReadReady] = []
         self._last_snapshot = 0
+        #: Most client requests packed into one proposal (0: never pack).
+        self.pack_proposals = pack_proposals
+        # Proposals this host packed: (session, seq) -> the requests inside.
+        self._packs: dict[tuple[int, int], tuple[Request, ...]] = {}
+        # A session of its own per incarnation (seeded: a simulated run stays replayable).
+        packs_rng = random.Random(f"{seed}:packs:{node_id}:{incarnation}")
+        self._pack_session = packs_rng.getrandbits(62) + 1
+        self._pack_seq = 0
 
     @property
     def sent(self) -> Counter[str]:
@@ -127,6 +155,42 @@ class ReplicaHost:
     def submit(self, now: float, request: Request, waiter: Any) -> None:
         """A client request arrived here; ``waiter`` is answered through ``reply``."""
         self.handle(now, self.accept(now, request, waiter))
+
+    def accept_many(self, now: float, items: list[tuple[Request, Any]]) -> Outputs:
+        """``accept`` for a batch of requests that arrived together.
+
+        With ``pack_proposals`` set, the key-value writes among them (and the
+        reads of a protocol that serves reads through the log) are proposed
+        as few ``PackedBatch`` requests, each of at most ``pack_proposals``
+        requests: one log entry, one record and one replication per pack
+        instead of per request.  Everything else is accepted one by one."""
+        if self.pack_proposals < 2 or len(items) < 2:
+            out = Outputs()
+            for request, waiter in items:
+                out.extend(self.accept(now, request, waiter))
+            return out
+        out = Outputs()
+        packable: list[Request] = []
+        reads_direct = self.replica.supports_reads
+        waiting = self.waiting
+        for request, waiter in items:
+            command = request.command
+            if type(command) in _PACKABLE and not (reads_direct and type(command) is Get):
+                waiting[(request.client_id, request.seq)] = (request, waiter)
+                packable.append(request)
+            else:
+                out.extend(self.accept(now, request, waiter))
+        size = self.pack_proposals
+        for start in range(0, len(packable), size):
+            chunk = packable[start : start + size]
+            if len(chunk) == 1:
+                out.extend(self.replica.propose(now, chunk[0]))
+                continue
+            self._pack_seq += 1
+            outer = Request(client_id=self._pack_session, seq=self._pack_seq, command=pack(chunk))
+            self._packs[(outer.client_id, outer.seq)] = tuple(chunk)
+            out.extend(self.replica.propose(now, outer))
+        return out
 
     def accept(self, now: float, request: Request, waiter: Any) -> Outputs:
         """Register ``waiter`` for ``request`` and return the replica's outputs
@@ -171,17 +235,21 @@ class ReplicaHost:
 
         if out.rejected:
             for rejection in out.rejected:
-                entry = self.waiting.pop((rejection.client_id, rejection.seq), None)
-                if entry is not None:
-                    self._reply(
-                        entry[1],
-                        ClientReply(
-                            ok=False,
-                            reason=rejection.reason,
-                            leader_hint=rejection.leader_hint,
-                            node=self.node_id,
-                        ),
-                    )
+                key = (rejection.client_id, rejection.seq)
+                packed = self._packs.pop(key, None) if self._packs else None
+                keys = [(r.client_id, r.seq) for r in packed] if packed else [key]
+                for k in keys:
+                    entry = self.waiting.pop(k, None)
+                    if entry is not None:
+                        self._reply(
+                            entry[1],
+                            ClientReply(
+                                ok=False,
+                                reason=rejection.reason,
+                                leader_hint=rejection.leader_hint,
+                                node=self.node_id,
+                            ),
+                        )
         if out.reads:
             self._reads.extend(out.reads)
         if self._reads:
@@ -189,12 +257,15 @@ class ReplicaHost:
 
     def _apply(self, now: float, out: Outputs) -> None:
         sm, waiting, reply, node_id = self.sm, self.waiting, self._reply, self.node_id
+        packs = self._packs
         applied = self.applied if self.record_applied else None
         for entry in out.committed:
             index = entry.index
             if index <= sm.applied_index:
                 continue  # already covered by a restored snapshot
             payload = entry.payload
+            if packs and type(payload) is Request and type(payload.command) is PackedBatch:
+                packs.pop((payload.client_id, payload.seq), None)
             results = sm.apply(index, payload)
             if applied is not None:
                 applied.append((index, payload))

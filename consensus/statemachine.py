@@ -7,6 +7,9 @@ The host applies committed log payloads in index order through
 (alone or in a ``Batch``) change state; ``Noop`` and protocol entries are
 skipped but still advance ``applied_index``.
 
+A ``Request`` whose command is a ``PackedBatch`` (a host batching
+proposals) applies the requests packed inside, each with its own session.
+
 Exactly once: the store keeps a session per client, ``client_id -> (seq,
 result)`` of the last request applied.  A request whose ``seq`` equals the
 session's is a retry of a request already applied: it is not applied again
@@ -34,11 +37,12 @@ from consensus.commands import (
     CompareAndSet,
     Delete,
     Get,
+    PackedBatch,
     Put,
     Request,
 )
 
-__all__ = ["KVSnapshot", "KVStore", "STALE", "StateMachine"]
+__all__ = ["KVSnapshot", "KVStore", "STALE", "StateMachine", "pack", "unpack"]
 
 
 class _Stale:
@@ -131,6 +135,20 @@ def _codec() -> Any:
     return _snapshot_codec
 
 
+def pack(requests: Any) -> PackedBatch:
+    """Client requests as one ``PackedBatch`` (encoded once, here)."""
+    batch = Batch(requests=tuple(requests))
+    return PackedBatch(data=_codec().encode(batch), count=len(batch.requests))
+
+
+def unpack(packed: PackedBatch) -> tuple[Request, ...]:
+    """The requests a ``PackedBatch`` carries, in the order they were packed."""
+    batch = _codec().decode(packed.data)
+    if not isinstance(batch, Batch) or len(batch.requests) != packed.count:
+        raise ValueError(f"not a packed batch of {packed.count} requests")
+    return batch.requests
+
+
 class KVStore:
     """A string key-value store with get, put, append, compare-and-set, delete."""
 
@@ -144,6 +162,10 @@ class KVStore:
             raise ValueError(f"apply out of order: index {index} after {self.applied_index}")
         self.applied_index = index
         if isinstance(payload, Request):
+            if type(payload.command) is PackedBatch:
+                # A host's batch: each request inside has its own session; the
+                # batch's own (the host's) is not a client and keeps none.
+                return [(r, self._apply_request(r)) for r in unpack(payload.command)]
             return [(payload, self._apply_request(payload))]
         if isinstance(payload, Batch):
             return [(r, self._apply_request(r)) for r in payload.requests]

@@ -34,6 +34,7 @@ from consensus.commands import (
     Delete,
     Get,
     Noop,
+    PackedBatch,
     Put,
     Request,
 )
@@ -129,6 +130,8 @@ TABLE = [
     StateSnapshot(index=3, data=b"\x00\xff snapshot"),
     ChangeMembership(members=(0, 1, 3)),
     Request(client_id=1, seq=3, command=ChangeMembership(members=())),
+    PackedBatch(data=b"\x81\x01", count=1),
+    Request(client_id=9, seq=1, command=PackedBatch(data=b"", count=0)),
     Prims(nothing=None, flag=True, number=-5, ratio=0.25, text="héllo", raw=b"\x00"),
     Prims(nothing=None, flag=False, number=0, ratio=3, text="", raw=b""),
     Unions(maybe_int=None, maybe_put=None, int_or_str="s", mixed=None, maybe_ints=None),
@@ -165,7 +168,8 @@ def test_roundtrip_table_check_fails_when_a_registered_type_has_no_row() -> None
 
 
 def test_core_tags_are_fixed_and_extra_tags_follow_registration_order() -> None:
-    assert [CODEC.tags[t] for t in CORE_TYPES] == list(range(1, 12))
+    assert [CODEC.tags[t] for t in CORE_TYPES] == list(range(1, 13))
+    assert CODEC.tags[PackedBatch] == 12  # tags are wire format: append only
     assert [CODEC.tags[t] for t in EXTRA] == list(range(FIRST_EXTRA_TAG, FIRST_EXTRA_TAG + 6))
     assert CODEC.extra_types == EXTRA
 

@@ -146,3 +146,81 @@ async def test_loss_only_delays_commits_under_mock_clock(autojump_clock):
         for i in range(20):
             await cluster.submit(Append(key="log", value=str(i % 10)))
         assert await cluster.submit(Get(key="log")) == "01234567890123456789"
+
+
+async def _runners(protocol: str, pack: int) -> tuple[LocalNetwork, list[NodeRunner]]:
+    spec = get_protocol(protocol)
+    network = LocalNetwork(3, delay=0.001)
+    runners = [
+        NodeRunner(
+            node_id=n,
+            spec=spec,
+            members=(0, 1, 2),
+            options=spec.make_options(),
+            transport=network.endpoint(n),
+            pack_proposals=pack,
+        )
+        for n in range(3)
+    ]
+    return network, runners
+
+
+async def _leader(runners: list[NodeRunner]) -> int:
+    with trio.fail_after(10):
+        while True:
+            leaders = [r.node_id for r in runners if r.host.replica.leader() == r.node_id]
+            if len(leaders) == 1:
+                return leaders[0]
+            await trio.sleep(0.01)
+
+
+@pytest.mark.parametrize("protocol", ["raft", "multipaxos", "paxos"])
+async def test_a_runner_packs_concurrent_requests_into_few_log_entries(autojump_clock, protocol):
+    network, runners = await _runners(protocol, pack=64)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(network.run)
+        for runner in runners:
+            nursery.start_soon(runner.run)
+        target = runners[await _leader(runners)] if protocol != "paxos" else runners[0]
+        if protocol == "paxos":
+            await trio.sleep(0.1)
+        replies = {}
+
+        async def append(i: int) -> None:
+            request = Request(client_id=1000 + i, seq=1, command=Append(key="k", value=f"{i},"))
+            replies[i] = await target.submit(request)
+
+        async with trio.open_nursery() as clients:
+            for i in range(100):
+                clients.start_soon(append, i)
+        assert all(r.ok for r in replies.values()), [r for r in replies.values() if not r.ok][:3]
+        await trio.sleep(0.5)  # followers learn the commit index
+        for runner in runners:
+            value = runner.host.sm.data["k"]
+            assert sorted(int(t) for t in value.split(",") if t) == list(range(100))
+            # 100 requests in a handful of entries (plus a leader's no-op)
+            assert runner.host.sm.applied_index < 20
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_rejected_pack_answers_every_request_inside_it(autojump_clock):
+    network, runners = await _runners("raft", pack=64)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(network.run)
+        for runner in runners:
+            nursery.start_soon(runner.run)
+        leader = await _leader(runners)
+        follower = runners[(leader + 1) % 3]
+        replies = []
+
+        async def put(i: int) -> None:
+            request = Request(client_id=2000 + i, seq=1, command=Put(key=f"k{i}", value="v"))
+            replies.append(await follower.submit(request))
+
+        async with trio.open_nursery() as clients:
+            for i in range(10):
+                clients.start_soon(put, i)
+        assert len(replies) == 10
+        assert {(r.ok, r.reason, r.leader_hint) for r in replies} == {(False, "not_leader", leader)}
+        assert follower.host.waiting == {} and follower.host._packs == {}
+        nursery.cancel_scope.cancel()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import attrs
 import pytest
 
 from consensus.commands import (
@@ -16,7 +17,7 @@ from consensus.commands import (
     Put,
     Request,
 )
-from consensus.statemachine import STALE, KVStore
+from consensus.statemachine import STALE, KVStore, pack, unpack
 
 
 class Feeder:
@@ -262,3 +263,26 @@ def test_restore_with_mismatched_index_raises() -> None:
     with pytest.raises(ValueError, match="covers index 6, restored as 5"):
         store.restore(5, blob)
     assert store.applied_index == 0 and store.data == {}
+
+
+def test_a_packed_batch_applies_each_request_once_with_its_own_session():
+    kv = KVStore()
+    first = Request(client_id=1, seq=1, command=Append(key="k", value="a"))
+    second = Request(client_id=2, seq=1, command=Append(key="k", value="b"))
+    outer = Request(client_id=99, seq=1, command=pack([first, second]))
+    assert unpack(outer.command) == (first, second)
+    assert kv.apply(1, outer) == [(first, None), (second, None)]
+    assert kv.data == {"k": "ab"}
+    # The same pack committed again (a protocol's duplicate) changes nothing...
+    assert kv.apply(2, outer) == [(first, None), (second, None)]
+    # ...and neither does a client's own retry of a request inside it.
+    assert kv.apply(3, first) == [(first, None)]
+    assert kv.data == {"k": "ab"}
+    # The host's pack session is not a client session.
+    assert 99 not in kv.sessions and set(kv.sessions) == {1, 2}
+
+
+def test_a_pack_whose_count_disagrees_is_refused():
+    packed = pack([Request(client_id=1, seq=1, command=Put(key="k", value="v"))])
+    with pytest.raises(ValueError, match="packed batch of 2"):
+        unpack(attrs.evolve(packed, count=2))

@@ -130,6 +130,7 @@ class Limits:
     client_queue: int = attrs.field(default=100_000, validator=in_range(1))
     max_pending: int = attrs.field(default=20_000, validator=in_range(1))
     max_batch: int = attrs.field(default=1024, validator=in_range(1))
+    pack_proposals: int = attrs.field(default=256, validator=in_range(0))
     handshake_timeout: float = attrs.field(default=5.0, validator=positive)
 
 

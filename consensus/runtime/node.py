@@ -21,7 +21,9 @@ inputs are handled in batches:
 4. yield, so transports write what was sent and read what arrived.
 
 With ``group_commit=False`` each input's outputs are carried out on their
-own (one sync per input), for comparison.
+own (one sync per input), for comparison.  With ``pack_proposals`` > 1 the
+client requests of one batch are proposed as few packed log entries
+(``ReplicaHost.accept_many``).
 
 Overload: a node admits at most ``max_pending`` client requests that it has
 not answered yet; beyond that, a new request is answered ``busy`` at once
@@ -95,6 +97,7 @@ class NodeRunner:
         max_batch: int = 1024,
         max_pending: int = 20_000,
         snapshot_every: int = 0,
+        pack_proposals: int = 0,
         logger: logging.Logger | logging.LoggerAdapter | None = None,
     ) -> None:
         self.node_id = node_id
@@ -115,6 +118,7 @@ class NodeRunner:
             reply=_reply,
             snapshot_every=snapshot_every,
             record_applied=False,
+            pack_proposals=pack_proposals,
         )
         self._t0 = 0.0
         self._messages: deque[tuple[int, Any]] = deque()
@@ -217,15 +221,19 @@ class NodeRunner:
                 host.handle(now, out)
             budget -= 1
             n_msgs += 1
-        while requests and budget:
-            request, reply = requests.popleft()
-            out = host.accept(now, request, reply)
+        if requests and budget:
             if group:
-                merged.extend(out)
+                take = min(budget, len(requests))
+                batch = [requests.popleft() for _ in range(take)]
+                merged.extend(host.accept_many(now, batch))
+                budget -= take
+                n_reqs += take
             else:
-                host.handle(now, out)
-            budget -= 1
-            n_reqs += 1
+                while requests and budget:
+                    request, reply = requests.popleft()
+                    host.handle(now, host.accept(now, request, reply))
+                    budget -= 1
+                    n_reqs += 1
         deadline = replica.next_deadline()
         if deadline is not None and deadline <= now:
             out = replica.tick(now)

@@ -185,6 +185,7 @@ class NodeServer:
                 max_batch=cluster.limits.max_batch,
                 max_pending=cluster.limits.max_pending,
                 snapshot_every=cluster.snapshot_every,
+                pack_proposals=cluster.limits.pack_proposals,
                 logger=self.log,
             )
             bound = listeners[0].socket.getsockname()
