@@ -46,6 +46,7 @@ from consensus.commands import (
     PackedBatch,
     Put,
     Request,
+    requests_in,
 )
 from consensus.registry import ProtocolSpec
 from consensus.replica import Outputs, ReadReady, ReplicaContext
@@ -264,8 +265,10 @@ class ReplicaHost:
             if index <= sm.applied_index:
                 continue  # already covered by a restored snapshot
             payload = entry.payload
-            if packs and type(payload) is Request and type(payload.command) is PackedBatch:
-                packs.pop((payload.client_id, payload.seq), None)
+            if packs:
+                for r in requests_in(payload):
+                    if type(r.command) is PackedBatch:
+                        packs.pop((r.client_id, r.seq), None)
             results = sm.apply(index, payload)
             if applied is not None:
                 applied.append((index, payload))

@@ -163,13 +163,26 @@ class KVStore:
         self.applied_index = index
         if isinstance(payload, Request):
             if type(payload.command) is PackedBatch:
-                # A host's batch: each request inside has its own session; the
-                # batch's own (the host's) is not a client and keeps none.
-                return [(r, self._apply_request(r)) for r in unpack(payload.command)]
+                return self._apply_packed(payload.command, [])
             return [(payload, self._apply_request(payload))]
         if isinstance(payload, Batch):
-            return [(r, self._apply_request(r)) for r in payload.requests]
+            results: list[tuple[Request, Any]] = []
+            for r in payload.requests:
+                if type(r.command) is PackedBatch:  # a protocol's batch of host packs
+                    self._apply_packed(r.command, results)
+                else:
+                    results.append((r, self._apply_request(r)))
+            return results
         return []
+
+    def _apply_packed(
+        self, packed: PackedBatch, results: list[tuple[Request, Any]]
+    ) -> list[tuple[Request, Any]]:
+        # A host's batch: each request inside has its own session; the batch's
+        # own (the host's) is not a client and keeps none.
+        for r in unpack(packed):
+            results.append((r, self._apply_request(r)))
+        return results
 
     def _apply_request(self, request: Request) -> Any:
         session = self.sessions.get(request.client_id)

@@ -286,3 +286,13 @@ def test_a_pack_whose_count_disagrees_is_refused():
     packed = pack([Request(client_id=1, seq=1, command=Put(key="k", value="v"))])
     with pytest.raises(ValueError, match="packed batch of 2"):
         unpack(attrs.evolve(packed, count=2))
+
+
+def test_a_protocols_batch_of_packs_applies_every_request_inside():
+    kv = KVStore()
+    a = Request(client_id=1, seq=1, command=Put(key="a", value="1"))
+    b = Request(client_id=2, seq=1, command=Put(key="b", value="2"))
+    c = Request(client_id=3, seq=1, command=Put(key="c", value="3"))
+    packed = Request(client_id=99, seq=1, command=pack([a, b]))
+    assert kv.apply(1, Batch(requests=(packed, c))) == [(a, None), (b, None), (c, None)]
+    assert kv.data == {"a": "1", "b": "2", "c": "3"}
