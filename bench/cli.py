@@ -1,4 +1,4 @@
-"""The command line: ``python -m bench run|sweep|chaos|speed ...``.
+"""The command line: ``python -m bench run|sweep|chaos|speed|peers ...``.
 
 Exit status: 0 on success, 1 when chaos runs find a violation, 2 on a
 configuration error (nothing written), 130 when interrupted (Ctrl-C).
@@ -55,11 +55,12 @@ def _cmd_run(args: argparse.Namespace, console: Console) -> int:
     from bench.runner import load_run_config, run
 
     config = load_run_config(args.config)
-    config = config.with_overrides(protocols=args.protocol, seed=args.seed)
-    with console.status("simulating...") as status:
+    config = config.with_overrides(protocols=args.protocol, seed=args.seed, tcp=args.tcp)
+    verb = "running real processes of" if config.real else "simulating"
+    with console.status(f"{verb}...") as status:
 
         def progress(protocol: str, fraction: float) -> None:
-            status.update(f"simulating {protocol}: {fraction:4.0%}")
+            status.update(f"{verb} {protocol}: {fraction:4.0%}")
 
         results = run(config, progress=progress)
     c = config.cluster
@@ -68,6 +69,11 @@ def _cmd_run(args: argparse.Namespace, console: Console) -> int:
         f"{c.nodes} nodes, {w.mode}-loop {w.clients} clients, {w.duration:g}s"
         f" (warm-up {w.warmup:g}s), seed {c.seed}"
     )
+    if config.real:
+        title += (
+            f", real processes over TCP (fsync {config.tcp.fsync}, window {config.tcp.window},"
+            f" {config.tcp.processes} load processes)"
+        )
     console.print(summary_table(results.summary, title))
     if args.out:
         out = results.save(args.out)
@@ -274,6 +280,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int, help="override the config's seed")
     run.add_argument("--out", type=Path, help="directory for the result DataFrames (parquet)")
     run.add_argument("--plot", type=Path, help="write a PNG: throughput over time, latency CDF")
+    run.add_argument(
+        "--tcp",
+        action="store_true",
+        help="run each protocol as real node processes on loopback (network.kind = 'tcp')",
+    )
     sweep = sub.add_parser("sweep", help="run a grid of configs (a [sweep] table) and combine")
     sweep.add_argument("config", help="sweep config TOML with a [sweep] table")
     sweep.add_argument("--out", type=Path, help="directory for the combined DataFrames")
@@ -298,6 +309,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="snapshot the state machine every N applied entries",
     )
     _add_jobs(chaos, "seeded runs")
+    from bench.peers.cli import add_arguments as add_peers_arguments
+
+    add_peers_arguments(
+        sub.add_parser(
+            "peers",
+            help="real 3-process clusters side by side with PySyncObj (pip install .[peers])",
+        )
+    )
     speed = sub.add_parser("speed", help="measure simulated messages per wall-clock second")
     speed.add_argument("--protocol", action="append", help="protocol to measure (repeatable)")
     speed.add_argument(
@@ -327,6 +346,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_chaos(args, console)
         if args.command == "sweep":
             return _cmd_sweep(args, console)
+        if args.command == "peers":
+            from bench.peers.cli import peers_command
+
+            return peers_command(args, console)
         return _cmd_speed(args, console)
     except (ConfigError, UnknownProtocolError) as exc:
         print(f"config error: {exc}", file=sys.stderr)

@@ -19,9 +19,9 @@ from bench.faults import Fault
 from bench.workload import WorkloadConfig
 from consensus.config import ClusterConfig
 from consensus.registry import available_protocols
-from consensus.schema import ConfigError, load_toml, structure
+from consensus.schema import ConfigError, in_range, load_toml, one_of, structure
 
-__all__ = ["DEFAULT_PROTOCOLS", "RunConfig", "load_run_config"]
+__all__ = ["DEFAULT_PROTOCOLS", "TCP_FAULTS", "RunConfig", "TcpSettings", "load_run_config"]
 
 DEFAULT_PROTOCOLS = ("raft", "multipaxos", "paxos")
 
@@ -30,6 +30,31 @@ def _default_protocols() -> tuple[str, ...]:
     installed = set(available_protocols())
     chosen = tuple(p for p in DEFAULT_PROTOCOLS if p in installed)
     return chosen or ("sequencer",)
+
+
+@attrs.frozen(kw_only=True)
+class TcpSettings:
+    """How a run with ``network.kind = "tcp"`` runs its real cluster.
+
+    ``processes``: load-generator processes (the workload's clients are
+    split over them).  ``window``: operations each closed-loop client keeps
+    outstanding (pipelining; 1 as in simulation).  ``fsync``: the nodes'
+    policy (``batch``: group commit; see ``consensus.runtime.clusterfile``).
+    ``pack_proposals``: most client requests per log entry.
+    ``client_timeout``: seconds before a client retries elsewhere.
+    ``keep``: a folder to keep the cluster file, data and node logs in.
+    """
+
+    processes: int = attrs.field(default=2, validator=in_range(1, 64))
+    window: int = attrs.field(default=1, validator=in_range(1))
+    fsync: str = attrs.field(default="batch", validator=one_of("batch", "always", "never"))
+    pack_proposals: int = attrs.field(default=256, validator=in_range(0))
+    client_timeout: float = attrs.field(default=1.0, validator=in_range(0, open_lo=True))
+    keep: str = ""
+
+
+#: Faults a real cluster supports (SIGKILL and restart).
+TCP_FAULTS = ("crash", "restart")
 
 
 @attrs.frozen(kw_only=True)
@@ -42,6 +67,11 @@ class RunConfig:
 
     ``drain``: virtual seconds after the workload stops for outstanding
     operations to finish; ``interval``: width of the throughput time bins.
+
+    With ``[cluster.network] kind = "tcp"`` (or a top-level ``[network]``
+    table, or ``python -m bench run --tcp``) each protocol runs as real node
+    processes on loopback with load-generator processes (``[tcp]``:
+    ``TcpSettings``), and times are wall-clock seconds.
     """
 
     protocols: tuple[str, ...] = attrs.Factory(_default_protocols)
@@ -52,6 +82,7 @@ class RunConfig:
     drain: float = 2.0
     interval: float = 0.1
     name: str = "run"
+    tcp: TcpSettings = attrs.Factory(TcpSettings)
 
     def __attrs_post_init__(self) -> None:
         if not self.protocols:
@@ -74,6 +105,13 @@ class RunConfig:
             raise ConfigError(f"drain: must be >= 0, got {self.drain}")
         if self.interval <= 0:
             raise ConfigError(f"interval: must be > 0, got {self.interval}")
+        if self.real:
+            for i, fault in enumerate(self.faults):
+                if fault.action not in TCP_FAULTS:
+                    raise ConfigError(
+                        f"faults[{i}].action: {fault.action!r} needs the simulated network;"
+                        f" over tcp a fault is one of {', '.join(TCP_FAULTS)}"
+                    )
         for i, fault in enumerate(self.faults):
             if fault.action != "membership":
                 continue
@@ -87,6 +125,11 @@ class RunConfig:
             if outside:
                 raise ConfigError(f"faults[{i}].members: {outside[0]} is not a node id")
 
+    @property
+    def real(self) -> bool:
+        """True when the run starts real node processes (``network.kind = "tcp"``)."""
+        return self.cluster.network.kind == "tcp"
+
     def cluster_for(self, protocol: str) -> ClusterConfig:
         """The baseline cluster with ``protocol`` and its options."""
         options = self.options.get(protocol, {})
@@ -95,13 +138,18 @@ class RunConfig:
         except ConfigError as exc:
             raise ConfigError(f"options.{protocol}.{exc}") from None
 
-    def with_overrides(self, *, protocols: Any = None, seed: int | None = None) -> RunConfig:
+    def with_overrides(
+        self, *, protocols: Any = None, seed: int | None = None, tcp: bool = False
+    ) -> RunConfig:
         changes: dict[str, Any] = {}
+        if tcp:
+            network = attrs.evolve(self.cluster.network, kind="tcp")
+            changes["cluster"] = attrs.evolve(self.cluster, network=network)
         if protocols:
             changes["protocols"] = tuple(protocols)
             changes["options"] = {k: v for k, v in self.options.items() if k in protocols}
         if seed is not None:
-            changes["cluster"] = attrs.evolve(self.cluster, seed=seed)
+            changes["cluster"] = attrs.evolve(changes.get("cluster", self.cluster), seed=seed)
         return attrs.evolve(self, **changes)
 
 
@@ -116,6 +164,10 @@ def load_run_config(source: str | Path | dict[str, Any] | RunConfig | None = Non
         data["protocols"] = [data.pop("protocol")]
     # Benchmarks encode every message by default, so bytes per type are measured.
     cluster = dict(data.get("cluster", {}))
+    if "network" in data:  # a top-level [network] table is the cluster's network
+        if "network" in cluster:
+            raise ConfigError("network: give [network] or [cluster.network], not both")
+        cluster["network"] = data.pop("network")
     cluster.setdefault("wire", "bytes")
     data["cluster"] = cluster
     return structure(RunConfig, data)

@@ -60,12 +60,19 @@ def run(
     """Run every protocol of ``config`` on the same workload, network, faults and seed.
 
     ``config`` is a ``RunConfig``, a mapping, a TOML path, or None for the
-    default comparison.  Returns ``Results`` with pandas DataFrames.
+    default comparison.  Returns ``Results`` with pandas DataFrames.  With
+    ``network.kind = "tcp"`` each protocol runs as real node processes
+    (``bench.tcprun``) and times are wall-clock seconds.
     """
     config = load_run_config(config)
     runs = []
     for protocol in config.protocols:
         callback = (lambda f, p=protocol: progress(p, f)) if progress else None
-        sim, log, wall = run_one(config, protocol, progress=callback)
+        if config.real:
+            from bench.tcprun import run_tcp_one
+
+            sim, log, wall = run_tcp_one(config, protocol, progress=callback)
+        else:
+            sim, log, wall = run_one(config, protocol, progress=callback)
         runs.append((protocol, sim, log, wall))
     return collect(config, runs)

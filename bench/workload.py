@@ -45,7 +45,7 @@ from consensus.commands import Append, CompareAndSet, Get, Put
 from consensus.config import ConfigError, in_range, non_negative, one_of, positive, probability
 from consensus.sim.simulator import SimClient, Simulator
 
-__all__ = ["KeyChooser", "Workload", "WorkloadConfig"]
+__all__ = ["KeyChooser", "Workload", "WorkloadConfig", "draw_command"]
 
 #: Zero-latency operations in a row after which a closed loop is declared stuck.
 _MAX_INSTANT_OPS = 100_000
@@ -107,6 +107,29 @@ class KeyChooser:
         return names[rng.randrange(self._hot, len(names))]
 
 
+def draw_command(
+    config: WorkloadConfig,
+    rng: random.Random,
+    choose_key: KeyChooser,
+    last_written: dict[str, str],
+    value: str,
+) -> Any:
+    """The next operation: a read, a compare-and-set or a write of ``value``
+    (unique per operation, padded to ``value_size``); ``last_written`` tracks
+    each key's latest written value, which a compare-and-set expects."""
+    key = choose_key()
+    draw = rng.random()
+    if draw < config.read_fraction:
+        return Get(key=key)
+    value = value.ljust(config.value_size, "x")
+    if draw < config.read_fraction + config.cas_fraction:
+        return CompareAndSet(key=key, expected=last_written.get(key), new=value)
+    last_written[key] = value
+    if config.write_op == "append":
+        return Append(key=key, value=value)
+    return Put(key=key, value=value)
+
+
 class Workload:
     """Issues a workload's operations on a simulator."""
 
@@ -132,19 +155,8 @@ class Workload:
             self.sim.after(self.rng.expovariate(self.config.rate), self._arrival)
 
     def _command(self, client: SimClient) -> Any:
-        config, rng = self.config, self.rng
-        key = self.choose_key()
-        draw = rng.random()
-        if draw < config.read_fraction:
-            return Get(key=key)
-        value = f"{client.client_id}.{client.seq + 1}".ljust(config.value_size, "x")
-        if draw < config.read_fraction + config.cas_fraction:
-            expected = self._last_written.get(key)
-            return CompareAndSet(key=key, expected=expected, new=value)
-        self._last_written[key] = value
-        if config.write_op == "append":
-            return Append(key=key, value=value)
-        return Put(key=key, value=value)
+        value = f"{client.client_id}.{client.seq + 1}"
+        return draw_command(self.config, self.rng, self.choose_key, self._last_written, value)
 
     def _may_issue(self) -> bool:
         if self.sim.now >= self.config.duration:

@@ -140,8 +140,12 @@ class NetworkConfig:
     is delivered twice.  ``reorder``: probability it is held back by an extra
     uniform delay in [0, ``reorder_delay``), so later messages overtake it.
     ``client_delay``: one-way delay between a client and the node it talks to.
+    ``kind``: ``"sim"`` (this simulated network) or ``"tcp"`` (real node
+    processes on loopback, run by the benchmark harness, ``bench.tcprun``;
+    the fault and delay settings above then do not apply).
     """
 
+    kind: str = attrs.field(default="sim", validator=one_of("sim", "tcp"))
     delay: Delay = attrs.Factory(lambda: Delay.uniform(0.0005, 0.0015))
     loss: float = attrs.field(default=0.0, validator=probability)
     duplicate: float = attrs.field(default=0.0, validator=probability)

@@ -180,3 +180,29 @@ def test_processes_do_not_outlive_the_launcher(tmp_path):
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
     assert not any(Path(f"/proc/{pid}").exists() for pid in pids)
+
+
+def test_a_run_config_over_tcp_gives_the_same_dataframes_as_a_simulated_run(tmp_path):
+    from bench.runner import run
+
+    config = {
+        "protocols": ["raft"],
+        "cluster": {"nodes": 3, "seed": 3},
+        "network": {"kind": "tcp"},
+        "workload": {"clients": 4, "duration": 2.0, "warmup": 0.3, "read_fraction": 0.5},
+        "faults": [{"at": 1.0, "action": "crash", "target": "leader", "duration": 0.4}],
+        "tcp": {"processes": 2, "keep": str(tmp_path / "kept")},
+    }
+    real = run(config)
+    simulated = run({**config, "network": {"kind": "sim"}, "tcp": {}})
+    for table in ("ops", "summary", "messages", "throughput", "faults", "counters"):
+        assert list(getattr(real, table).columns) == list(getattr(simulated, table).columns)
+    ops = real.ops
+    assert (ops["status"] == "ok").sum() > 50
+    assert set(ops["op"]) >= {"get", "put"}
+    assert ops["invoke"].min() >= 0 and ops["invoke"].max() < 2.0 + 1.0  # seconds since start
+    summary = real.summary.iloc[0]
+    assert summary["throughput"] > 0 and summary["msgs_per_op"] > 0 and summary["bytes_per_op"] > 0
+    assert set(real.messages["type"]) >= {"AppendEntries", "AppendEntriesResponse"}
+    assert list(real.faults["action"]) == ["crash", "restart"]
+    assert (tmp_path / "kept" / "raft" / "logs" / "node-0.log").exists()

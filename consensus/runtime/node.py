@@ -281,6 +281,8 @@ class NodeRunner:
             uptime_s=round(self.now(), 3) if self._started else 0.0,
         )
         info.update(self.stats)
+        info["sent_messages"] = dict(self.host.sent)
+        info["counters"] = dict(self.host.replica.counters)
         return {k: _plain(v) for k, v in info.items()}
 
 

@@ -256,6 +256,7 @@ class NodeServer:
         info = self.runner.status()
         info.update({f"tcp_{k}": v for k, v in self.transport.stats.items()})
         info["peers_connected"] = self.transport.connected()
+        info["sent_bytes"] = dict(self.transport.bytes_by_type)
         info["client_sessions"] = self.client_sessions
         info["connections_refused"] = self.refused
         info["protocol"] = self.spec.name

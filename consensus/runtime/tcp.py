@@ -308,6 +308,8 @@ class TcpTransport:
         self._rng = random.Random(f"{seed}:tcp:{me}")
         # The last message encoded and its frame: a broadcast is encoded once.
         self._last: tuple[Any, bytes] | None = None
+        #: Bytes queued for peers, by message type name.
+        self.bytes_by_type: dict[str, int] = {}
         self.stats: dict[str, int] = {
             "frames_sent": 0,
             "bytes_sent": 0,
@@ -335,6 +337,8 @@ class TcpTransport:
         else:
             frame = self.codec.encode_frame(message)
             self._last = (message, frame)
+        name = type(message).__name__
+        self.bytes_by_type[name] = self.bytes_by_type.get(name, 0) + len(frame)
         queue = link.queue
         if len(queue) >= self.queue_limit:
             queue.popleft()

@@ -111,6 +111,11 @@ class Simulator:
         record_applied: bool = True,
     ) -> None:
         self.config = load_cluster_config(config)
+        if self.config.network.kind != "sim":
+            raise ConfigError(
+                f"network.kind: {self.config.network.kind!r} runs real node processes, not a"
+                " simulation; run it with bench (python -m bench run --tcp)"
+            )
         self.spec = self.config.protocol_spec()
         self.options = self.config.protocol_options()
         self.seed = self.config.seed

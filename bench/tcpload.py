@@ -1,0 +1,161 @@
+"""A load-generator process for real clusters: ``python -m bench.tcpload SPEC.json``.
+
+Theory of operation
+-------------------
+The parent (``bench.tcprun``) starts ``processes`` of these, each with a spec
+(a JSON file): the cluster file, this process's index, the shared start time
+(``time.monotonic()``, which every process on one machine shares), the
+workload, a seed, and where to write the result.  Each process:
+
+1. connects one pipelined ``Client`` to the cluster and waits for the start;
+2. runs its share of the load until ``duration``: in a closed loop,
+   ``clients`` client tasks (this process's share) each keep ``window``
+   operations outstanding, thinking ``think_time`` between them; in an open
+   loop, operations arrive as a Poisson process at this process's share of
+   ``rate``;
+3. lets outstanding operations finish for up to ``drain`` seconds, marks
+   the rest indeterminate, and writes every operation (times in seconds
+   since the shared start) to ``out`` as a pickle.
+
+Two kinds of operation: ``workload`` draws from a ``WorkloadConfig`` (reads,
+writes, compare-and-set, over a key distribution) exactly as simulated runs
+do; ``puts`` writes ``command_size``-character random values (the peer
+benchmark's commands).  Values written are unique per operation.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from bench.workload import KeyChooser, WorkloadConfig, draw_command
+from consensus.checker.history import INFO, History
+from consensus.commands import Put
+from consensus.runtime.client import Client, connect
+from consensus.runtime.cluster import OperationFailed
+from consensus.schema import structure
+
+__all__ = ["main", "run_load"]
+
+
+def share(total: int, parts: int, index: int) -> int:
+    """Process ``index``'s share of ``total`` split as evenly as possible."""
+    return total // parts + (1 if index < total % parts else 0)
+
+
+class _Load:
+    def __init__(self, spec: dict[str, Any]) -> None:
+        self.spec = spec
+        self.index = int(spec["index"])
+        self.processes = int(spec["processes"])
+        self.start_at = float(spec["start_at"])
+        self.workload: WorkloadConfig = structure(WorkloadConfig, dict(spec["workload"]))
+        self.kind = spec.get("kind", "workload")
+        self.window = int(spec.get("window", 1))
+        self.command_size = int(spec.get("command_size", 16))
+        self.drain = float(spec.get("drain", 2.0))
+        self.rng = random.Random(f"{spec.get('seed', 0)}:tcpload:{self.index}")
+        self.choose_key = KeyChooser(self.workload, self.rng)
+        self.last_written: dict[str, str] = {}
+        self.count = 0
+        self.history = History()
+
+    def now(self) -> float:
+        return time.monotonic() - self.start_at
+
+    def command(self) -> Any:
+        self.count += 1
+        value = f"p{self.index}.{self.count}"
+        if self.kind == "puts":
+            key = f"k{self.rng.randrange(1000)}"
+            body = f"{self.rng.getrandbits(4 * max(self.command_size, 1)):x}"
+            return Put(key=key, value=(value + "." + body)[: max(self.command_size, len(value))])
+        return draw_command(self.workload, self.rng, self.choose_key, self.last_written, value)
+
+    async def run(self) -> None:
+        w = self.workload
+        overrides: dict[str, Any] = {"history": self.history, "clock": self.now}
+        if "timeout" in self.spec:
+            overrides["timeout"] = float(self.spec["timeout"])
+        async with connect(self.spec["cluster"], **overrides) as client:
+            # Open the connection to the leader before the clock starts.
+            with trio.move_on_after(10.0):
+                await client.status(client.node_ids[0])
+            await trio.sleep(max(0.0, -self.now()))
+            with trio.move_on_at(trio.current_time() + (w.duration - self.now()) + self.drain):
+                async with trio.open_nursery() as nursery:
+                    if w.mode == "closed":
+                        clients = share(w.clients, self.processes, self.index)
+                        for _ in range(clients * self.window):
+                            nursery.start_soon(self._closed, client)
+                    else:
+                        nursery.start_soon(self._open, client, nursery)
+        for op in self.history:
+            if op.status is None:
+                op.status = INFO
+
+    async def _one(self, client: Client) -> None:
+        try:
+            await client.submit(self.command())
+        except OperationFailed:
+            pass
+
+    async def _closed(self, client: Client) -> None:
+        think = self.workload.think_time
+        duration = self.workload.duration
+        while self.now() < duration:
+            await self._one(client)
+            if think:
+                await trio.sleep(think)
+
+    async def _open(self, client: Client, nursery: trio.Nursery) -> None:
+        rate = self.workload.rate / self.processes
+        duration = self.workload.duration
+        next_at = trio.current_time()
+        while self.now() < duration:
+            next_at += self.rng.expovariate(rate)
+            await trio.sleep_until(next_at)
+            nursery.start_soon(self._one, client)
+
+
+def run_load(spec: dict[str, Any]) -> dict[str, Any]:
+    """Run one load process's share (in this process); its result as plain data."""
+    load = _Load(spec)
+    trio.run(load.run)
+    ops = [
+        (
+            op.client,
+            op.seq,
+            op.command,
+            op.node,
+            op.invoke,
+            op.complete,
+            op.status,
+            op.result,
+            op.retries,
+        )
+        for op in load.history
+    ]
+    return {"index": load.index, "ops": ops}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m bench.tcpload SPEC.json", file=sys.stderr)
+        return 2
+    spec = json.loads(Path(args[0]).read_text())
+    result = run_load(spec)
+    Path(spec["out"]).write_bytes(pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,277 @@
+"""Benchmarks over TCP: a run config's workload against real node processes.
+
+Theory of operation
+-------------------
+``run_tcp_one(config, protocol)`` is the real-cluster twin of
+``bench.runner.run_one``:
+
+1. write a cluster file for ``config.cluster.nodes`` nodes on free loopback
+   ports (the protocol's options from the run config, the fsync policy and
+   proposal packing from ``[tcp]``) and start every node as an OS process
+   (``LocalCluster``), each with its write-ahead log;
+2. wait until the cluster answers (a leader is known), then start
+   ``[tcp] processes`` load-generator processes (``bench.tcpload``) with a
+   common start time a second ahead; each runs its share of the workload's
+   clients (closed loop, ``window`` outstanding each) or arrivals (open
+   loop) and records every operation;
+3. while they run, fire the fault schedule's ``crash`` (SIGKILL, restarted
+   after ``duration``) and ``restart`` faults at their times;
+4. collect every node's counters (messages and bytes sent by type, protocol
+   counters) while the nodes still run, stop everything, and merge the load
+   processes' histories into one.
+
+What comes back quacks like the simulator where ``bench.metrics.collect``
+looks (``history``, ``message_counts``, ...), so a TCP run gives the same
+DataFrames as a simulated one, in wall-clock seconds since the common start.
+Everything started is stopped, also on failure or Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any, Callable
+
+import attrs
+import trio
+
+from bench.config import RunConfig
+from bench.faults import Fault, FaultLog
+from consensus.checker.history import History, Operation
+from consensus.runtime.cli import gather_status
+from consensus.runtime.clusterfile import load_cluster_file
+from consensus.runtime.launcher import LocalCluster, write_local_cluster_file
+
+__all__ = ["TcpRun", "run_tcp_one"]
+
+#: Seconds between starting the load processes and their common start.
+START_DELAY = 1.5
+
+
+@attrs.define
+class TcpRun:
+    """A finished real-cluster run, shaped like a ``Simulator`` for ``collect``."""
+
+    protocol: str
+    node_ids: tuple[int, ...]
+    history: History
+    statuses: list[dict[str, Any]]
+    workdir: str = ""
+
+    @property
+    def messages_delivered(self) -> int:
+        return sum(int(s.get("messages_in", 0)) for s in self.statuses if s.get("up"))
+
+    def message_counts(self) -> Counter[str]:
+        total: Counter[str] = Counter()
+        for status in self.statuses:
+            total.update(status.get("sent_messages", {}))
+        return total
+
+    def message_bytes(self) -> Counter[str]:
+        total: Counter[str] = Counter()
+        for status in self.statuses:
+            total.update(status.get("sent_bytes", {}))
+        return total
+
+    def protocol_counters(self, node: int) -> Counter[str]:
+        for status in self.statuses:
+            if status.get("node") == node:
+                return Counter(status.get("counters", {}))
+        return Counter()
+
+
+def _cluster_file(config: RunConfig, protocol: str, folder: Path) -> Path:
+    tcp = config.tcp
+    (folder / "data").mkdir(parents=True, exist_ok=True)
+    options = dict(config.options.get(protocol, {}))
+    extra = (
+        f"[limits]\npack_proposals = {tcp.pack_proposals}\n"
+        f"[client]\ntimeout = {tcp.client_timeout}\nbackoff = 0.01\nmax_attempts = 100\n"
+    )
+    return write_local_cluster_file(
+        folder / "cluster.toml",
+        protocol,
+        nodes=config.cluster.nodes,
+        options=options,
+        fsync=tcp.fsync,
+        extra=extra,
+    )
+
+
+def _statuses(path: Path, timeout: float = 2.0) -> list[dict[str, Any]]:
+    return trio.run(gather_status, load_cluster_file(path), timeout)
+
+
+def _wait_for_service(path: Path, limit: float = 30.0) -> None:
+    """Until a leader is known (or, for a leaderless protocol, every node is up)."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        rows = _statuses(path, 1.0)
+        if all(r["up"] for r in rows) and (
+            any(r.get("role") == "leader" for r in rows)
+            or all(r.get("leader") is None and "role" not in r for r in rows)
+        ):
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"the cluster in {path.parent} elected no leader within {limit:g} s")
+
+
+class _Faults:
+    """The run's crash/restart schedule, fired from the parent while loads run."""
+
+    def __init__(self, cluster: LocalCluster, path: Path, faults: tuple[Fault, ...], t0: float):
+        self.cluster = cluster
+        self.path = path
+        self.t0 = t0
+        self.log: FaultLog = []
+        self.pending: list[tuple[float, str, Fault, int | None]] = sorted(
+            ((f.at, "fire", f, None) for f in faults), key=lambda item: item[0]
+        )
+
+    def _resolve(self, target: str) -> int | None:
+        if target.isdigit():
+            return int(target)
+        rows = [r for r in _statuses(self.path, 1.0) if r["up"]]
+        leader = next((r["node"] for r in rows if r.get("role") == "leader"), None)
+        if target == "leader":
+            # A leaderless protocol: the lowest-numbered live node (as simulated runs do).
+            return leader if leader is not None else (rows[0]["node"] if rows else None)
+        followers = [r["node"] for r in rows if r["node"] != leader]
+        return followers[0] if followers else None
+
+    def due(self) -> float | None:
+        return self.pending[0][0] if self.pending else None
+
+    def fire_due(self) -> None:
+        now = time.monotonic() - self.t0
+        while self.pending and self.pending[0][0] <= now:
+            at, what, fault, node = self.pending.pop(0)
+            if what == "restart":
+                if node is not None and not self.cluster.running(node):
+                    self.cluster.start(node)
+                self.log.append({"time": round(now, 4), "action": "restart", "node": node})
+                continue
+            node = self._resolve(fault.target) if fault.action == "crash" else int(fault.target)
+            if fault.action == "crash" and node is not None:
+                self.cluster.kill(node)
+                self.log.append(
+                    {"time": round(now, 4), "action": "crash", "node": node, "target": fault.target}
+                )
+                if fault.duration > 0:
+                    self.pending.append((at + fault.duration, "restart", fault, node))
+                    self.pending.sort(key=lambda item: item[0])
+            elif fault.action == "restart" and node is not None:
+                if not self.cluster.running(node):
+                    self.cluster.start(node)
+                self.log.append({"time": round(now, 4), "action": "restart", "node": node})
+
+
+def run_tcp_one(
+    config: RunConfig,
+    protocol: str,
+    *,
+    progress: Callable[[float], None] | None = None,
+    load_kind: str = "workload",
+    command_size: int = 16,
+) -> tuple[TcpRun, FaultLog, float]:
+    """Run one protocol of ``config`` as a real cluster; (run, fault log, wall seconds)."""
+    tcp = config.tcp
+    workload = config.workload
+    keep = Path(tcp.keep) / protocol if tcp.keep else None
+    with tempfile.TemporaryDirectory(prefix="consensus-tcp-") as tmp:
+        folder = keep if keep is not None else Path(tmp)
+        folder.mkdir(parents=True, exist_ok=True)
+        path = _cluster_file(config, protocol, folder)
+        started = time.perf_counter()
+        loads: list[subprocess.Popen[bytes]] = []
+        with LocalCluster(path, log_dir=folder / "logs") as cluster:
+            try:
+                _wait_for_service(path)
+                t0 = time.monotonic() + START_DELAY
+                outs = []
+                for index in range(tcp.processes):
+                    out = folder / f"load-{index}.pickle"
+                    spec = {
+                        "cluster": str(path),
+                        "index": index,
+                        "processes": tcp.processes,
+                        "start_at": t0,
+                        "workload": attrs.asdict(workload),
+                        "window": tcp.window,
+                        "drain": config.drain,
+                        "seed": config.cluster.seed,
+                        "kind": load_kind,
+                        "command_size": command_size,
+                        "timeout": tcp.client_timeout,
+                        "out": str(out),
+                    }
+                    spec_path = folder / f"load-{index}.json"
+                    spec_path.write_text(json.dumps(spec))
+                    loads.append(
+                        subprocess.Popen(
+                            [sys.executable, "-m", "bench.tcpload", str(spec_path)],
+                            stdin=subprocess.DEVNULL,
+                            env=dict(os.environ),
+                        )
+                    )
+                    outs.append(out)
+                faults = _Faults(cluster, path, config.faults, t0)
+                end = t0 + workload.duration + config.drain + 60.0
+                while any(p.poll() is None for p in loads):
+                    if time.monotonic() > end:
+                        raise RuntimeError("load generators did not finish in time")
+                    faults.fire_due()
+                    if progress is not None:
+                        elapsed = time.monotonic() - t0
+                        progress(min(max(elapsed / (workload.duration + config.drain), 0.0), 1.0))
+                    time.sleep(0.02)
+                failed = [p.returncode for p in loads if p.returncode != 0]
+                if failed:
+                    raise RuntimeError(f"a load generator failed (exit status {failed[0]})")
+                statuses = _statuses(path)
+            finally:
+                for proc in loads:
+                    if proc.poll() is None:
+                        proc.kill()
+                        proc.wait()
+        wall = time.perf_counter() - started
+        history = _merge([pickle.loads(out.read_bytes()) for out in outs])
+    run = TcpRun(
+        protocol=protocol,
+        node_ids=tuple(range(config.cluster.nodes)),
+        history=history,
+        statuses=statuses,
+        workdir=str(keep or ""),
+    )
+    return run, faults.log, wall
+
+
+def _merge(results: list[dict[str, Any]]) -> History:
+    rows = sorted((row for result in results for row in result["ops"]), key=lambda r: r[4])
+    history = History()
+    for op_id, (client, seq, command, node, invoke, complete, status, result, retries) in enumerate(
+        rows
+    ):
+        history.record(
+            Operation(
+                op_id=op_id,
+                client=client,
+                seq=seq,
+                command=command,
+                node=node,
+                invoke=invoke,
+                complete=complete,
+                status=status,
+                result=result,
+                retries=retries,
+            )
+        )
+    return history
