@@ -13,7 +13,23 @@ for every ``Outputs`` it does, in order (see ``consensus.replica``):
 The driver gives it two callables: ``send(dst, message)`` and
 ``reply(waiter, reply)``; ``waiter`` is an opaque token the driver passed to
 ``submit`` (the host never looks inside it).  The host never blocks and never
-reads a clock: ``now`` arrives with each input.
+reads a clock: ``now`` arrives with each input.  Two optional hooks:
+
+* ``wake()``: called after every input given through the host's methods
+  (``start``, ``step``, ``tick``, ``submit``, ``snapshot``), when the
+  replica's ``next_deadline()`` may have moved; the driver re-arms the node's
+  timer there, so a proposal made through ``submit`` is never left waiting
+  for an unrelated event to be flushed.  (The simulator's hottest path, a
+  message delivery, calls ``replica.step`` and ``handle`` itself and re-arms
+  the timer inline.)
+* ``on_apply(node, index, payload)``: every entry this host applies, in
+  index order, and a restored snapshot as a ``StateSnapshot`` payload at its
+  index.
+
+``submit`` answers at once with a ``ProposeResult``: accepted here or
+rejected (with the reason and leader hint), and the log index the request
+took when the plugin reports it (``Outputs.place``, see
+``consensus.replica``).
 
 A crash discards the host; a restart builds a new one over the same storage,
 so the replica recovers from its records and the state machine is rebuilt by
@@ -21,6 +37,11 @@ re-applying committed entries (or restoring a snapshot).
 
 Invariant: every waiter is answered at most once; a waiter whose node crashes
 is never answered (the client's timeout handles it).
+
+Snapshots: ``snapshot(now)`` (the driver's or a test's call, or every
+``snapshot_every`` applied entries) takes the state machine's snapshot at its
+applied index and hands it to ``replica.compact``, whose outputs (typically a
+``compact`` of storage) are carried out like any other.
 """
 
 from __future__ import annotations
@@ -37,7 +58,10 @@ from consensus.replica import Outputs, ReadReady, ReplicaContext
 from consensus.statemachine import KVStore, StateMachine
 from consensus.storage import Storage
 
-__all__ = ["ClientReply", "ReplicaHost", "TickLoopError"]
+__all__ = ["ApplyHook", "ClientReply", "ProposeResult", "ReplicaHost", "TickLoopError"]
+
+#: ``on_apply(node, index, payload)``: one applied entry (or a restored ``StateSnapshot``).
+ApplyHook = Callable[[int, int, Any], None]
 
 
 @attrs.frozen(kw_only=True)
@@ -53,6 +77,26 @@ class ClientReply:
     reason: str = ""
     leader_hint: int | None = None
     node: int = -1
+
+
+@attrs.frozen(kw_only=True)
+class ProposeResult:
+    """What a node said at once to one proposal (``ReplicaHost.submit``).
+
+    ``accepted``: the node took the request (into its log, a slot, or a queue
+    until it can); its outcome comes later, through the waiter and what the
+    node applies.  ``index``: the log position it was given, when the plugin
+    reports it (``Outputs.place``) and it got one at once; ``None``
+    otherwise.  Not accepted: ``reason`` and ``leader_hint`` as in a
+    ``Rejection`` (``"down"`` when the simulator's node is crashed).
+    """
+
+    node: int
+    request: Request
+    accepted: bool
+    index: int | None = None
+    reason: str = ""
+    leader_hint: int | None = None
 
 
 class TickLoopError(RuntimeError):
@@ -77,11 +121,16 @@ class ReplicaHost:
         snapshot_every: int = 0,
         record_applied: bool = True,
         state_machine: StateMachine | None = None,
+        wake: Callable[[], None] | None = None,
+        on_apply: ApplyHook | None = None,
     ) -> None:
         self.node_id = node_id
         self.storage = storage
         self._send = send
         self._reply = reply
+        self._wake = wake
+        #: Called with every entry applied here (see the theory of operation); settable.
+        self.on_apply = on_apply
         self.snapshot_every = snapshot_every
         self.record_applied = record_applied
         rng = random.Random(f"{seed}:replica:{node_id}:{incarnation}")
@@ -111,12 +160,18 @@ class ReplicaHost:
 
     def start(self, now: float) -> None:
         self.handle(now, self.replica.start(now))
+        if self._wake is not None:
+            self._wake()
 
     def step(self, now: float, src: int, message: Any) -> None:
         self.handle(now, self.replica.step(now, src, message))
+        if self._wake is not None:
+            self._wake()
 
     def tick(self, now: float) -> None:
         self.handle(now, self.replica.tick(now))
+        if self._wake is not None:
+            self._wake()
         deadline = self.replica.next_deadline()
         if deadline is not None and deadline <= now:
             raise TickLoopError(
@@ -124,13 +179,64 @@ class ReplicaHost:
                 f" {deadline} right after ticking at {now}"
             )
 
-    def submit(self, now: float, request: Request, waiter: Any) -> None:
-        """A client request arrived here; ``waiter`` is answered through ``reply``."""
-        self.waiting[(request.client_id, request.seq)] = (request, waiter)
+    def submit(self, now: float, request: Request, waiter: Any) -> ProposeResult:
+        """A client request arrived here; ``waiter`` is answered through ``reply``.
+
+        Returns at once whether this node took the request, and where (see
+        ``ProposeResult``).  A read served without the log (``supports_reads``)
+        is accepted with no index.
+        """
+        key = (request.client_id, request.seq)
+        self.waiting[key] = (request, waiter)
         if self.replica.supports_reads and isinstance(request.command, READ_ONLY):
-            self.handle(now, self.replica.read(now, request))
+            out = self.replica.read(now, request)
         else:
-            self.handle(now, self.replica.propose(now, request))
+            out = self.replica.propose(now, request)
+        result = self._result(request, out)
+        self.handle(now, out)
+        if self._wake is not None:
+            self._wake()
+        return result
+
+    def _result(self, request: Request, out: Outputs) -> ProposeResult:
+        client_id, seq = request.client_id, request.seq
+        for rejection in out.rejected:
+            if rejection.client_id == client_id and rejection.seq == seq:
+                return ProposeResult(
+                    node=self.node_id,
+                    request=request,
+                    accepted=False,
+                    reason=rejection.reason,
+                    leader_hint=rejection.leader_hint,
+                )
+        index = None
+        for placed_client, placed_seq, placed_index in out.placed or ():
+            if placed_client == client_id and placed_seq == seq:
+                index = placed_index  # the last placement wins
+        return ProposeResult(node=self.node_id, request=request, accepted=True, index=index)
+
+    def snapshot(self, now: float, index: int | None = None) -> int:
+        """Snapshot the state machine at its applied index and let the replica compact.
+
+        ``index``, if given, must be that applied index (a state machine can
+        only snapshot where it stands).  Returns the index covered; 0 when
+        nothing is applied yet (then nothing happens).
+        """
+        applied = self.sm.applied_index
+        if index is not None and index != applied:
+            raise ValueError(
+                f"node {self.node_id}: can snapshot only at its applied index {applied},"
+                f" not {index}"
+            )
+        if applied:
+            self._snapshot(now, applied)
+            if self._wake is not None:
+                self._wake()
+        return applied
+
+    def _snapshot(self, now: float, index: int) -> None:
+        self._last_snapshot = index
+        self.handle(now, self.replica.compact(now, index, self.sm.snapshot()))
 
     # -- outputs ---------------------------------------------------------------------
 
@@ -160,6 +266,8 @@ class ReplicaHost:
             self._last_snapshot = snap.index
             if self.record_applied:
                 self.applied.append((snap.index, snap))
+            if self.on_apply is not None:
+                self.on_apply(self.node_id, snap.index, snap)
         if out.committed:
             self._apply(now, out)
 
@@ -184,6 +292,7 @@ class ReplicaHost:
     def _apply(self, now: float, out: Outputs) -> None:
         sm, waiting, reply, node_id = self.sm, self.waiting, self._reply, self.node_id
         applied = self.applied if self.record_applied else None
+        on_apply = self.on_apply
         for entry in out.committed:
             index = entry.index
             if index <= sm.applied_index:
@@ -192,6 +301,8 @@ class ReplicaHost:
             results = sm.apply(index, payload)
             if applied is not None:
                 applied.append((index, payload))
+            if on_apply is not None:
+                on_apply(node_id, index, payload)
             if not waiting:
                 continue  # no client waits here (a follower, usually)
             for request, result in results:
@@ -199,9 +310,7 @@ class ReplicaHost:
                 if found is not None:
                     reply(found[1], ClientReply(ok=True, result=result, node=node_id))
         if self.snapshot_every and sm.applied_index - self._last_snapshot >= self.snapshot_every:
-            index = sm.applied_index
-            self._last_snapshot = index
-            self.handle(now, self.replica.compact(now, index, sm.snapshot()))
+            self._snapshot(now, sm.applied_index)
 
     def _serve_reads(self) -> None:
         applied = self.sm.applied_index

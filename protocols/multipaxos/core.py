@@ -198,7 +198,11 @@ class MultiPaxos(Replica):
             out.reject(request, "not_leader", self._leader)
             return out
         if key in self._proposed or key in self._queued:
-            return out  # a client retry of a request already on its way
+            # A client retry of a request already on its way (in its slot, if it has one).
+            slot = self._proposed.get(key)
+            if slot is not None:
+                out.place(request, slot)
+            return out
         self._queue.append(request)
         self._queued.add(key)
         if self.role == LEADER:
@@ -335,6 +339,7 @@ class MultiPaxos(Replica):
                 key = request_key(request)
                 queued.discard(key)
                 proposed[key] = slot
+                out.place(request, slot)
             self._by_slot[slot] = batch
             payload: Any = batch[0] if take == 1 else Batch(requests=tuple(batch))
             items.append((slot, payload))
