@@ -13,13 +13,14 @@ Written values are unique (``c<client>.<seq>``), so a read names the write it
 saw.  An operation that never returned is indeterminate (``info``) and the
 checker lets it take effect or not.
 
-``chaos_runs`` runs seeds ``seed, seed+1, ...``; any run is replayed exactly
-with ``--runs 1 --seed <its seed>``.  With ``jobs`` > 1 the runs go to worker
-processes (``bench.parallel.map_in_processes``: each worker gets the protocol,
-seed and options, never a simulator) and come back in seed order, so a soak
-reports the same runs, outcomes and violations as a serial one.  Only a
-checker timeout (``ok`` None, a wall-clock limit) can differ between any two
-runs, serial or not.
+``chaos_runs`` runs seeds ``seed, seed+1, ...`` in this process (``bench``
+spreads them over worker processes: ``bench.chaos.chaos_runs(jobs=N)``);
+any run is replayed exactly with ``python -m bench chaos --runs 1 --seed
+<its seed>`` (``replay_command``).  ``check_chaos`` is the soak as a
+conformance check: it raises ``AssertionError`` naming every failing seed,
+its minimal offending sub-history, fault schedule and replay command.  Only
+a checker timeout (``ok`` None, a wall-clock limit) can differ between two
+runs of one seed; ``check_chaos`` counts it as a failure.
 """
 
 from __future__ import annotations
@@ -29,15 +30,21 @@ from typing import Any, Callable, Iterator
 
 import attrs
 
-from bench.nemesis import FAULTS, Nemesis
-from bench.parallel import map_in_processes, resolve_jobs
 from consensus.checker.history import History
 from consensus.checker.linearizability import check
 from consensus.commands import Append, CompareAndSet, Delete, Get, Put
 from consensus.config import ClientConfig, ClusterConfig, Delay, NetworkConfig
 from consensus.sim.simulator import SimClient, Simulator
+from consensus.testing.nemesis import FAULTS, Nemesis
 
-__all__ = ["ChaosResult", "chaos_config", "chaos_run", "chaos_runs", "replay_command"]
+__all__ = [
+    "ChaosResult",
+    "chaos_config",
+    "chaos_run",
+    "chaos_runs",
+    "check_chaos",
+    "replay_command",
+]
 
 KEYS = ("a", "b", "c")
 CLIENTS = 5
@@ -156,27 +163,59 @@ def chaos_runs(
     seed: int = 0,
     *,
     progress: Callable[[ChaosResult], None] | None = None,
-    jobs: int | None = 1,
     **kwargs: Any,
 ) -> Iterator[ChaosResult]:
-    """Runs for seeds ``seed .. seed + runs - 1``, in order.
+    """Runs for seeds ``seed .. seed + runs - 1``, in order, in this process.
 
-    ``jobs``: worker processes (1: run in this process; 0 or None: one per
-    CPU).  ``progress(result)`` fires as each run finishes, which in
-    parallel may be out of seed order; the yielded results never are.
-    ``kwargs`` go to ``chaos_run`` (and must pickle when ``jobs`` > 1).
+    ``progress(result)`` fires as each run finishes; ``kwargs`` go to
+    ``chaos_run``.
     """
-    workers = min(resolve_jobs(jobs), runs)
-    if workers > 1:
-        calls = [((protocol, s), kwargs) for s in range(seed, seed + runs)]
-        done = (lambda _, result: progress(result)) if progress is not None else None
-        yield from map_in_processes(chaos_run, calls, workers, on_done=done)
-        return
     for s in range(seed, seed + runs):
         result = chaos_run(protocol, s, **kwargs)
         if progress is not None:
             progress(result)
         yield result
+
+
+def describe_failure(result: ChaosResult, ops: int, **replay: Any) -> str:
+    """A failed run as text: seed, violations, fault schedule, replay command."""
+    lines = [f"seed {result.seed} ({result.protocol}):"]
+    if result.ok is None:
+        lines.append("check inconclusive (the checker timed out)")
+    lines.extend(v.describe() for v in result.violations)
+    faults = "; ".join(f"{t:.3f} {name} {detail}".strip() for t, name, detail in result.faults)
+    lines.append(f"faults: {faults}")
+    lines.append("replay: " + replay_command(result.protocol, result.seed, ops, **replay))
+    return "\n".join(lines)
+
+
+def check_chaos(
+    protocol: str,
+    runs: int = 10,
+    seed: int = 0,
+    *,
+    ops: int = 150,
+    options: dict[str, Any] | None = None,
+    snapshot_every: int = 0,
+) -> int:
+    """``runs`` seeded chaos runs; every history must be linearizable.
+
+    Returns the number of operations checked; raises ``AssertionError``
+    describing every failing seed (see ``describe_failure``).
+    """
+    failures, checked = [], 0
+    for result in chaos_runs(
+        protocol, runs, seed, ops=ops, options=options, snapshot_every=snapshot_every
+    ):
+        checked += result.operations
+        if result.ok is not True:
+            failures.append(
+                describe_failure(result, ops, options=options, snapshot_every=snapshot_every)
+            )
+    assert not failures, (
+        f"{len(failures)} of {runs} chaos runs of {protocol!r} failed:\n" + "\n\n".join(failures)
+    )
+    return checked
 
 
 def replay_command(
