@@ -91,7 +91,12 @@ def assert_every_acked_request_applied_everywhere(sim: Simulator, ops: list[Oper
 def assert_linearizable(sim: Simulator, timeout: float = 20.0) -> None:
     """The recorded client history is linearizable (minimal witnesses on failure)."""
     result = check(sim.history, timeout=timeout)
-    assert result.ok is True, [v.describe() for v in result.violations] or result
+    if result.ok is None:
+        raise AssertionError(
+            f"linearizability check inconclusive: the checker ran out of its {timeout} s"
+            f" on keys {result.unknown_keys} ({result.operations} operations)"
+        )
+    assert result.ok is True, "\n".join(v.describe() for v in result.violations)
 
 
 class Agreement:
