@@ -9,7 +9,9 @@ What lives where (each package imports only the ones above it in this list):
 * ``consensus.checker``: histories and the linearizability checker;
 * ``consensus.sim``: the deterministic simulator and its network model;
 * ``consensus.runtime``: Trio: ``open_cluster`` and ``NodeRunner`` over
-  transports.
+  transports;
+* ``consensus.testing``: the conformance kit for plugin authors (rules,
+  chaos runs, the ``--consensus-plugin`` pytest plugin); not imported here.
 
 The public surface, re-exported here; everything else is internal:
 

@@ -17,7 +17,7 @@ A spec also says what its protocol cannot do: ``lacks`` maps a capability
 from __future__ import annotations
 
 from importlib.metadata import entry_points
-from typing import Any
+from typing import Any, Mapping
 
 import attrs
 
@@ -48,6 +48,10 @@ CAPABILITIES: dict[str, str] = {
         " leader, for a protocol without failover) is down or cut off"
     ),
 }
+
+
+def _as_dict(value: Mapping[str, str]) -> dict[str, str]:
+    return dict(value)
 
 
 def _known_capabilities(inst: Any, attribute: attrs.Attribute, value: dict[str, str]) -> None:
@@ -85,7 +89,7 @@ class ProtocolSpec:
     records: tuple[type, ...] = ()
     membership: bool = False
     lacks: dict[str, str] = attrs.field(
-        factory=dict, converter=dict, validator=_known_capabilities, hash=False
+        factory=dict, converter=_as_dict, validator=_known_capabilities, hash=False
     )
 
     def make_options(self, values: dict[str, Any] | None = None) -> Any:
