@@ -202,6 +202,8 @@ class Simulator:
         transit = net.transit
         blocked = net.blocked  # mutated in place, never replaced
         push = heapq.heappush
+        # Two closures, so the common case (objects, not measured) pays no per-message
+        # test for encoding; their routing lines are the same: keep them in step.
         if self.config.wire == "objects" and not self.config.count_bytes:
 
             def send(dst: int, message: Any) -> None:
