@@ -23,11 +23,12 @@ The public surface, re-exported here; everything else is internal:
 * shared machinery for plugins: ``Log``, ``Majority``, ``JointQuorum``,
   ``FlexibleQuorum``, ``KVStore``;
 * configuration: ``ClusterConfig``, ``NetworkConfig``, ``Delay``,
-  ``StorageConfig``, ``ClientConfig``, ``load_cluster_config``, ``ConfigError``;
+  ``MessageRule``, ``StorageConfig``, ``ClientConfig``, ``load_cluster_config``,
+  ``ConfigError``;
 * wire and storage: ``Codec``, ``CodecError``, ``MemoryStorage``,
   ``DurableStorage``, ``WriteAheadLog``;
-* running: ``Simulator`` (deterministic, synchronous), ``open_cluster``
-  (Trio), ``History``, ``Operation``;
+* running: ``Simulator`` (deterministic, synchronous; ``propose`` answers a
+  ``ProposeResult``), ``open_cluster`` (Trio), ``History``, ``Operation``;
 * safety: ``check`` (linearizability of a history).
 """
 
@@ -50,10 +51,12 @@ from consensus.config import (
     ClusterConfig,
     ConfigError,
     Delay,
+    MessageRule,
     NetworkConfig,
     StorageConfig,
     load_cluster_config,
 )
+from consensus.host import ProposeResult
 from consensus.log import Log
 from consensus.quorum import FlexibleQuorum, JointQuorum, Majority
 from consensus.registry import ProtocolSpec, available_protocols, get_protocol, register
@@ -98,11 +101,13 @@ __all__ = [
     "KVStore",
     "Log",
     "Majority",
+    "MessageRule",
     "NetworkConfig",
     "Noop",
     "Operation",
     "OperationFailed",
     "Outputs",
+    "ProposeResult",
     "ProtocolSpec",
     "Put",
     "ReadReady",

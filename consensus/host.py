@@ -26,9 +26,9 @@ reads a clock: ``now`` arrives with each input.  Two optional hooks:
   index order, and a restored snapshot as a ``StateSnapshot`` payload at its
   index.
 
-``submit`` answers at once with a ``ProposeResult``: accepted here or
-rejected (with the reason and leader hint), and the log index the request
-took when the plugin reports it (``Outputs.place``, see
+``propose`` is ``submit`` that also answers at once with a ``ProposeResult``:
+accepted here or rejected (with the reason and leader hint), and the log
+index the request took when the plugin reports it (``Outputs.place``, see
 ``consensus.replica``).
 
 A crash discards the host; a restart builds a new one over the same storage,
@@ -81,7 +81,7 @@ class ClientReply:
 
 @attrs.frozen(kw_only=True)
 class ProposeResult:
-    """What a node said at once to one proposal (``ReplicaHost.submit``).
+    """What a node said at once to one proposal (``ReplicaHost.propose``).
 
     ``accepted``: the node took the request (into its log, a slot, or a queue
     until it can); its outcome comes later, through the waiter and what the
@@ -179,24 +179,37 @@ class ReplicaHost:
                 f" {deadline} right after ticking at {now}"
             )
 
-    def submit(self, now: float, request: Request, waiter: Any) -> ProposeResult:
-        """A client request arrived here; ``waiter`` is answered through ``reply``.
-
-        Returns at once whether this node took the request, and where (see
-        ``ProposeResult``).  A read served without the log (``supports_reads``)
-        is accepted with no index.
-        """
-        key = (request.client_id, request.seq)
-        self.waiting[key] = (request, waiter)
+    def submit(self, now: float, request: Request, waiter: Any) -> None:
+        """A client request arrived here; ``waiter`` is answered through ``reply``."""
+        # Once per client request in the simulator: _take written out.
+        self.waiting[(request.client_id, request.seq)] = (request, waiter)
         if self.replica.supports_reads and isinstance(request.command, READ_ONLY):
-            out = self.replica.read(now, request)
+            self.handle(now, self.replica.read(now, request))
         else:
-            out = self.replica.propose(now, request)
+            self.handle(now, self.replica.propose(now, request))
+        if self._wake is not None:
+            self._wake()
+
+    def propose(self, now: float, request: Request, waiter: Any) -> ProposeResult:
+        """``submit``, answering at once whether this node took the request, and
+        where (see ``ProposeResult``).  A read served without the log
+        (``supports_reads``) is accepted with no index.
+
+        (A separate method so that simulated clients, which never look, do
+        not pay for the answer on every request.)
+        """
+        out = self._take(now, request, waiter)
         result = self._result(request, out)
         self.handle(now, out)
         if self._wake is not None:
             self._wake()
         return result
+
+    def _take(self, now: float, request: Request, waiter: Any) -> Outputs:
+        self.waiting[(request.client_id, request.seq)] = (request, waiter)
+        if self.replica.supports_reads and isinstance(request.command, READ_ONLY):
+            return self.replica.read(now, request)
+        return self.replica.propose(now, request)
 
     def _result(self, request: Request, out: Outputs) -> ProposeResult:
         client_id, seq = request.client_id, request.seq

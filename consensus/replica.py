@@ -42,7 +42,7 @@ Where a proposal went (optional): ``placed`` lists ``(client_id, seq, index)``
 for requests this input gave a log position ``index`` (a Raft leader appended
 it, a Multi-Paxos leader gave it a slot, a Paxos proposer started an instance
 for it); ``Outputs.place(request, index)`` adds one.  The host reads it from
-the ``Outputs`` of ``propose`` only, to answer ``ReplicaHost.submit`` (and
+the ``Outputs`` of ``propose`` only, to answer ``ReplicaHost.propose`` (and
 ``Simulator.propose``) at once with "accepted at index i"; a request that
 waits in a queue, or a plugin that never reports, gives no index.  An index
 is where the entry was put, not a promise: it may still be overwritten (the

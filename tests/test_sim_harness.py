@@ -326,8 +326,9 @@ def test_the_host_wakes_its_driver_after_every_input_it_is_given() -> None:
         wake=lambda: woken.append(1),
     )
     host.start(0.0)
-    result = host.submit(0.0, Request(client_id=1, seq=1, command=Put(key="k", value="v")), None)
+    result = host.propose(0.0, Request(client_id=1, seq=1, command=Put(key="k", value="v")), None)
     assert result.accepted and result.index == 1  # a cluster of one commits at once
+    host.submit(0.5, Request(client_id=1, seq=2, command=Put(key="k", value="w")), None)
     host.tick(1.0)
-    assert host.snapshot(1.0) == 1
-    assert len(woken) == 4
+    assert host.snapshot(1.0) == 2
+    assert len(woken) == 5

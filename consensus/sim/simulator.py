@@ -509,7 +509,7 @@ class Simulator:
         host = self._nodes[node].host
         if host is None:
             return ProposeResult(node=node, request=request, accepted=False, reason="down")
-        return host.submit(self.now, request, on_reply if on_reply is not None else _ignore)
+        return host.propose(self.now, request, on_reply if on_reply is not None else _ignore)
 
     def submit(
         self,
