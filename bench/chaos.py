@@ -1,153 +1,26 @@
-"""Chaos runs: concurrent clients, a nemesis, and a linearizability check.
+"""Chaos runs from the command line and in parallel: ``python -m bench chaos``.
 
-Theory of operation
--------------------
-One chaos run is a pure function of (protocol, options, seed, ops): the seed
-picks the cluster size, link delays and the nemesis schedule; a few closed-
-loop clients issue ``ops`` random operations on a handful of keys (few keys,
-so operations conflict); the nemesis injects faults while they run; then the
-nemesis stops (links heal, nodes restart), clients finish, and the recorded
-history is checked for linearizability.
+The runs themselves (one seeded run: clients, the nemesis, a linearizability
+check) live in the conformance kit, ``consensus.testing.chaos``, so that a
+plugin author's test suite runs the same soak; this module adds ``jobs``.
 
-Written values are unique (``c<client>.<seq>``), so a read names the write it
-saw.  An operation that never returned is indeterminate (``info``) and the
-checker lets it take effect or not.
-
-``chaos_runs`` runs seeds ``seed, seed+1, ...``; any run is replayed exactly
-with ``--runs 1 --seed <its seed>``.  With ``jobs`` > 1 the runs go to worker
-processes (``bench.parallel.map_in_processes``: each worker gets the protocol,
-seed and options, never a simulator) and come back in seed order, so a soak
-reports the same runs, outcomes and violations as a serial one.  Only a
-checker timeout (``ok`` None, a wall-clock limit) can differ between any two
-runs, serial or not.
+With ``jobs`` > 1 the runs go to worker processes
+(``bench.parallel.map_in_processes``: each worker gets the protocol, seed and
+options, never a simulator) and come back in seed order, so a soak reports
+the same runs, outcomes and violations as a serial one.  Only a checker
+timeout (``ok`` None, a wall-clock limit) can differ between any two runs,
+serial or not.
 """
 
 from __future__ import annotations
 
-import random
 from typing import Any, Callable, Iterator
 
-import attrs
-
-from bench.nemesis import FAULTS, Nemesis
 from bench.parallel import map_in_processes, resolve_jobs
-from consensus.checker.history import History
-from consensus.checker.linearizability import check
-from consensus.commands import Append, CompareAndSet, Delete, Get, Put
-from consensus.config import ClientConfig, ClusterConfig, Delay, NetworkConfig
-from consensus.sim.simulator import SimClient, Simulator
+from consensus.testing import chaos as _kit
+from consensus.testing.chaos import ChaosResult, chaos_config, chaos_run, replay_command
 
 __all__ = ["ChaosResult", "chaos_config", "chaos_run", "chaos_runs", "replay_command"]
-
-KEYS = ("a", "b", "c")
-CLIENTS = 5
-
-
-@attrs.frozen
-class ChaosResult:
-    protocol: str
-    seed: int
-    history: History
-    ok: bool | None  # None: the checker ran out of time
-    operations: int
-    violations: list[Any]
-    faults: list[tuple[float, str, str]]
-
-
-def chaos_config(
-    protocol: str,
-    seed: int,
-    options: dict[str, Any] | None = None,
-    snapshot_every: int = 0,
-) -> ClusterConfig:
-    """The cluster of run ``seed``: size and link delays drawn from the seed."""
-    rng = random.Random(f"{seed}:chaos-cluster")
-    nodes = rng.choice((3, 3, 5))
-    low = rng.uniform(0.0002, 0.002)
-    return ClusterConfig(
-        protocol=protocol,
-        nodes=nodes,
-        seed=seed,
-        options=dict(options or {}),
-        network=NetworkConfig(delay=Delay.uniform(low, low * rng.uniform(1.5, 4))),
-        client=ClientConfig(timeout=0.25, backoff=0.02, max_attempts=12),
-        snapshot_every=snapshot_every,
-    )
-
-
-def _command(rng: random.Random, client: SimClient) -> Any:
-    key = rng.choice(KEYS)
-    value = f"c{client.client_id}.{client.seq + 1}"
-    draw = rng.random()
-    if draw < 0.4:
-        return Get(key=key)
-    if draw < 0.6:
-        return Put(key=key, value=value)
-    if draw < 0.75:
-        return Append(key=key, value=value)
-    if draw < 0.95:
-        expected = rng.choice((None, f"c{rng.randint(1, CLIENTS)}.{rng.randint(1, 10)}"))
-        return CompareAndSet(key=key, expected=expected, new=value)
-    return Delete(key=key)
-
-
-def chaos_run(
-    protocol: str,
-    seed: int,
-    *,
-    ops: int = 200,
-    options: dict[str, Any] | None = None,
-    snapshot_every: int = 0,
-    faults: tuple[str, ...] = FAULTS,
-    duration: float = 5.0,
-    check_timeout: float | None = 30.0,
-) -> ChaosResult:
-    """One seeded chaos run, checked.
-
-    Clients think between operations so that ``ops`` operations spread over
-    about ``duration`` virtual seconds, the time the nemesis has to work.
-    """
-    sim = Simulator(chaos_config(protocol, seed, options, snapshot_every), record_applied=False)
-    rng = random.Random(f"{seed}:chaos-workload")
-    nemesis = Nemesis(sim, random.Random(f"{seed}:nemesis"), faults=faults)
-    issued = finished = 0
-    think = 2 * duration * CLIENTS / max(ops, 1)  # uniform(0, think): mean duration*CLIENTS/ops
-
-    def issue(client: SimClient) -> None:
-        nonlocal issued
-        if issued >= ops:
-            return
-        issued += 1
-        sim.after(
-            rng.uniform(0, think),
-            lambda: client.submit(_command(rng, client), on_done=lambda op: done(client)),
-        )
-
-    def done(client: SimClient) -> None:
-        nonlocal finished
-        finished += 1
-        issue(client)
-
-    for _ in range(CLIENTS):
-        issue(sim.client())
-    nemesis.start(at=0.1)
-    # Faults while the clients work (bounded), then a healthy period to finish.
-    sim.run_until(lambda: issued >= ops, timeout=120.0)
-    nemesis.stop()
-    # Every client operation ends (ok, or unknown after its retries); counting
-    # completions keeps this check O(1) per event.
-    sim.run_until(lambda: finished >= ops, timeout=30.0)
-    sim.finish_pending()
-    result = check([op for op in sim.history if op.is_kv], timeout=check_timeout)
-    return ChaosResult(
-        protocol=protocol,
-        seed=seed,
-        history=sim.history,
-        ok=result.ok,
-        operations=result.operations,
-        violations=list(result.violations),
-        faults=list(nemesis.log),
-    )
 
 
 def chaos_runs(
@@ -172,23 +45,4 @@ def chaos_runs(
         done = (lambda _, result: progress(result)) if progress is not None else None
         yield from map_in_processes(chaos_run, calls, workers, on_done=done)
         return
-    for s in range(seed, seed + runs):
-        result = chaos_run(protocol, s, **kwargs)
-        if progress is not None:
-            progress(result)
-        yield result
-
-
-def replay_command(
-    protocol: str,
-    seed: int,
-    ops: int,
-    options: dict[str, Any] | None = None,
-    snapshot_every: int = 0,
-) -> str:
-    parts = [f"python -m bench chaos --protocol {protocol} --runs 1 --seed {seed} --ops {ops}"]
-    for key, value in sorted((options or {}).items()):
-        parts.append(f"--option {key}={str(value).lower() if isinstance(value, bool) else value}")
-    if snapshot_every:
-        parts.append(f"--snapshot-every {snapshot_every}")
-    return " ".join(parts)
+    yield from _kit.chaos_runs(protocol, runs, seed, progress=progress, **kwargs)

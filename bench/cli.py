@@ -198,9 +198,10 @@ def _parse_option(text: str) -> tuple[str, object]:
 
 
 def _cmd_chaos(args: argparse.Namespace, console: Console) -> int:
-    from bench.chaos import chaos_config, chaos_runs, replay_command
+    from bench.chaos import chaos_config, chaos_runs
     from bench.parallel import resolve_jobs
     from consensus.registry import get_protocol
+    from consensus.testing.chaos import describe_failure
 
     options = dict(_parse_option(o) for o in args.option or [])
     chaos_config(args.protocol, args.seed, options).protocol_options()  # validate up front
@@ -227,19 +228,10 @@ def _cmd_chaos(args: argparse.Namespace, console: Console) -> int:
                 console.print(f"seed {result.seed}: check inconclusive (checker timed out)")
             elif not result.ok:
                 violations += 1
-                console.print(f"[bold red]VIOLATION[/] seed {result.seed} ({args.protocol}):")
-                for violation in result.violations:
-                    console.print(violation.describe(), markup=False, highlight=False)
+                console.print("[bold red]VIOLATION[/] ", end="")
                 console.print(
-                    "faults: "
-                    + "; ".join(
-                        f"{t:.3f} {name} {detail}".strip() for t, name, detail in result.faults
-                    )
-                )
-                console.print(
-                    "replay: "
-                    + replay_command(
-                        args.protocol, result.seed, args.ops, options, args.snapshot_every
+                    describe_failure(
+                        result, args.ops, options=options, snapshot_every=args.snapshot_every
                     ),
                     markup=False,
                     highlight=False,

@@ -10,7 +10,9 @@ What lives where (each package imports only the ones above it in this list):
 * ``consensus.sim``: the deterministic simulator and its network model;
 * ``consensus.runtime``: Trio: ``open_cluster``, ``NodeRunner`` over
   transports, and real clusters over TCP (server, client, launcher,
-  ``python -m consensus``).
+  ``python -m consensus``);
+* ``consensus.testing``: the conformance kit for plugin authors (rules,
+  chaos runs, the ``--consensus-plugin`` pytest plugin); not imported here.
 
 The public surface, re-exported here; everything else is internal:
 
@@ -22,11 +24,12 @@ The public surface, re-exported here; everything else is internal:
 * shared machinery for plugins: ``Log``, ``Majority``, ``JointQuorum``,
   ``FlexibleQuorum``, ``KVStore``;
 * configuration: ``ClusterConfig``, ``NetworkConfig``, ``Delay``,
-  ``StorageConfig``, ``ClientConfig``, ``load_cluster_config``, ``ConfigError``;
+  ``MessageRule``, ``StorageConfig``, ``ClientConfig``, ``load_cluster_config``,
+  ``ConfigError``;
 * wire and storage: ``Codec``, ``CodecError``, ``MemoryStorage``,
   ``DurableStorage``, ``WriteAheadLog``;
-* running: ``Simulator`` (deterministic, synchronous), ``open_cluster``
-  (Trio), ``History``, ``Operation``;
+* running: ``Simulator`` (deterministic, synchronous; ``propose`` answers a
+  ``ProposeResult``), ``open_cluster`` (Trio), ``History``, ``Operation``;
 * real clusters: ``connect`` / ``connect_sync`` (the client library),
   ``ClusterFile``, ``load_cluster_file``, ``LocalCluster``, ``Client``,
   ``SyncClient``;
@@ -52,10 +55,12 @@ from consensus.config import (
     ClusterConfig,
     ConfigError,
     Delay,
+    MessageRule,
     NetworkConfig,
     StorageConfig,
     load_cluster_config,
 )
+from consensus.host import ProposeResult
 from consensus.log import Log
 from consensus.quorum import FlexibleQuorum, JointQuorum, Majority
 from consensus.registry import ProtocolSpec, available_protocols, get_protocol, register
@@ -116,11 +121,13 @@ __all__ = [
     "KVStore",
     "Log",
     "Majority",
+    "MessageRule",
     "NetworkConfig",
     "Noop",
     "Operation",
     "OperationFailed",
     "Outputs",
+    "ProposeResult",
     "ProtocolSpec",
     "Put",
     "ReadReady",

@@ -49,6 +49,7 @@ __all__ = [
     "ClusterConfig",
     "ConfigError",
     "Delay",
+    "MessageRule",
     "NetworkConfig",
     "StorageConfig",
     "load_cluster_config",
@@ -132,6 +133,43 @@ class Delay:
         return sum(cells) / len(cells) + self.jitter / 2
 
 
+def _names(value: Any) -> tuple[str, ...]:
+    # Message types by class name: a class, a name, or a list of either.
+    if isinstance(value, (str, type)):
+        value = (value,)
+    return tuple(v if isinstance(v, str) else v.__name__ for v in value)
+
+
+def _node_ids(value: Any) -> tuple[int, ...]:
+    return (value,) if isinstance(value, int) else tuple(value)
+
+
+@attrs.frozen(kw_only=True)
+class MessageRule:
+    """Extra faults for some messages only: by type and by direction.
+
+    A message matches when its class name is in ``types``, its sender in
+    ``src`` and its receiver in ``dst`` (each empty: any).  A matching message
+    is dropped with probability ``loss``, delivered twice with probability
+    ``duplicate``, and delayed by a draw from ``delay`` on top of the link's
+    own delay.  Every draw comes from the network's seeded generator.
+    Several rules may match one message; each applies.  ``types`` accepts
+    classes too (``types=[AppendEntriesResponse]`` holds back Raft's replies
+    only); they are kept by name, as a config file writes them::
+
+        [[network.rules]]
+        types = ["AppendEntriesResponse"]
+        delay = { kind = "uniform", low = 0.05, high = 0.2 }
+    """
+
+    types: tuple[str, ...] = attrs.field(default=(), converter=_names)
+    src: tuple[int, ...] = attrs.field(default=(), converter=_node_ids)
+    dst: tuple[int, ...] = attrs.field(default=(), converter=_node_ids)
+    loss: float = attrs.field(default=0.0, validator=probability)
+    duplicate: float = attrs.field(default=0.0, validator=probability)
+    delay: Delay | None = None
+
+
 @attrs.frozen(kw_only=True)
 class NetworkConfig:
     """The simulated network: delays and faults, every draw from the seeded RNG.
@@ -140,6 +178,8 @@ class NetworkConfig:
     is delivered twice.  ``reorder``: probability it is held back by an extra
     uniform delay in [0, ``reorder_delay``), so later messages overtake it.
     ``client_delay``: one-way delay between a client and the node it talks to.
+    ``rules``: faults for some message types and directions only
+    (``MessageRule``), on top of the above.
     ``kind``: ``"sim"`` (this simulated network) or ``"tcp"`` (real node
     processes on loopback, run by the benchmark harness, ``bench.tcprun``;
     the fault and delay settings above then do not apply).
@@ -152,6 +192,7 @@ class NetworkConfig:
     reorder: float = attrs.field(default=0.0, validator=probability)
     reorder_delay: float = attrs.field(default=0.01, validator=non_negative)
     client_delay: float = attrs.field(default=0.0, validator=non_negative)
+    rules: tuple[MessageRule, ...] = ()
 
 
 @attrs.frozen(kw_only=True)
@@ -184,8 +225,12 @@ class ClusterConfig:
 
     ``options`` is a mapping of the protocol's option names to values, or the
     protocol's options object itself.  ``wire`` chooses whether simulated
-    messages travel as Python objects (``"objects"``, fastest; sizes still
-    counted) or are encoded and decoded by the codec (``"bytes"``).
+    messages travel as Python objects (``"objects"``, fastest) or are encoded
+    and decoded by the codec (``"bytes"``).  Bytes sent per message type
+    (``Simulator.message_bytes``) are counted with ``"bytes"``, and with
+    ``"objects"`` only when ``count_bytes`` is set: then every message is
+    encoded once to be measured (the same sizes, at about the cost of the
+    encoding) but still travels as an object.
     ``snapshot_every``: take a state-machine snapshot and let the protocol
     compact its log every that many applied entries (0: never).
     ``members``: the initial voting configuration, a subset of the node ids
@@ -201,6 +246,7 @@ class ClusterConfig:
     storage: StorageConfig = attrs.Factory(StorageConfig)
     client: ClientConfig = attrs.Factory(ClientConfig)
     wire: str = attrs.field(default="objects", validator=one_of("objects", "bytes"))
+    count_bytes: bool = False
     snapshot_every: int = attrs.field(default=0, validator=non_negative)
     members: tuple[int, ...] = ()
 

@@ -13,7 +13,23 @@ for every ``Outputs`` it does, in order (see ``consensus.replica``):
 The driver gives it two callables: ``send(dst, message)`` and
 ``reply(waiter, reply)``; ``waiter`` is an opaque token the driver passed to
 ``submit`` (the host never looks inside it).  The host never blocks and never
-reads a clock: ``now`` arrives with each input.
+reads a clock: ``now`` arrives with each input.  Two optional hooks:
+
+* ``wake()``: called after every input given through the host's methods
+  (``start``, ``step``, ``tick``, ``submit``, ``snapshot``), when the
+  replica's ``next_deadline()`` may have moved; the driver re-arms the node's
+  timer there, so a proposal made through ``submit`` is never left waiting
+  for an unrelated event to be flushed.  (The simulator's hottest path, a
+  message delivery, calls ``replica.step`` and ``handle`` itself and re-arms
+  the timer inline.)
+* ``on_apply(node, index, payload)``: every entry this host applies, in
+  index order, and a restored snapshot as a ``StateSnapshot`` payload at its
+  index.
+
+``propose`` is ``submit`` that also answers at once with a ``ProposeResult``:
+accepted here or rejected (with the reason and leader hint), and the log
+index the request took when the plugin reports it (``Outputs.place``, see
+``consensus.replica``).
 
 A crash discards the host; a restart builds a new one over the same storage,
 so the replica recovers from its records and the state machine is rebuilt by
@@ -27,6 +43,11 @@ each inner request's result and the host answers their waiters as usual.
 
 Invariant: every waiter is answered at most once; a waiter whose node crashes
 is never answered (the client's timeout handles it).
+
+Snapshots: ``snapshot(now)`` (the driver's or a test's call, or every
+``snapshot_every`` applied entries) takes the state machine's snapshot at its
+applied index and hands it to ``replica.compact``, whose outputs (typically a
+``compact`` of storage) are carried out like any other.
 """
 
 from __future__ import annotations
@@ -53,7 +74,10 @@ from consensus.replica import Outputs, ReadReady, ReplicaContext
 from consensus.statemachine import KVStore, StateMachine, pack
 from consensus.storage import Storage
 
-__all__ = ["ClientReply", "ReplicaHost", "TickLoopError"]
+__all__ = ["ApplyHook", "ClientReply", "ProposeResult", "ReplicaHost", "TickLoopError"]
+
+#: ``on_apply(node, index, payload)``: one applied entry (or a restored ``StateSnapshot``).
+ApplyHook = Callable[[int, int, Any], None]
 
 #: Commands a host may pack into one proposal: plain key-value operations
 #: (a membership change must stay visible to the protocol as itself).
@@ -73,6 +97,26 @@ class ClientReply:
     reason: str = ""
     leader_hint: int | None = None
     node: int = -1
+
+
+@attrs.frozen(kw_only=True)
+class ProposeResult:
+    """What a node said at once to one proposal (``ReplicaHost.propose``).
+
+    ``accepted``: the node took the request (into its log, a slot, or a queue
+    until it can); its outcome comes later, through the waiter and what the
+    node applies.  ``index``: the log position it was given, when the plugin
+    reports it (``Outputs.place``) and it got one at once; ``None``
+    otherwise.  Not accepted: ``reason`` and ``leader_hint`` as in a
+    ``Rejection`` (``"down"`` when the simulator's node is crashed).
+    """
+
+    node: int
+    request: Request
+    accepted: bool
+    index: int | None = None
+    reason: str = ""
+    leader_hint: int | None = None
 
 
 class TickLoopError(RuntimeError):
@@ -97,12 +141,17 @@ class ReplicaHost:
         snapshot_every: int = 0,
         record_applied: bool = True,
         state_machine: StateMachine | None = None,
+        wake: Callable[[], None] | None = None,
+        on_apply: ApplyHook | None = None,
         pack_proposals: int = 0,
     ) -> None:
         self.node_id = node_id
         self.storage = storage
         self._send = send
         self._reply = reply
+        self._wake = wake
+        #: Called with every entry applied here (see the theory of operation); settable.
+        self.on_apply = on_apply
         self.snapshot_every = snapshot_every
         self.record_applied = record_applied
         rng = random.Random(f"{seed}:replica:{node_id}:{incarnation}")
@@ -140,12 +189,18 @@ class ReplicaHost:
 
     def start(self, now: float) -> None:
         self.handle(now, self.replica.start(now))
+        if self._wake is not None:
+            self._wake()
 
     def step(self, now: float, src: int, message: Any) -> None:
         self.handle(now, self.replica.step(now, src, message))
+        if self._wake is not None:
+            self._wake()
 
     def tick(self, now: float) -> None:
         self.handle(now, self.replica.tick(now))
+        if self._wake is not None:
+            self._wake()
         deadline = self.replica.next_deadline()
         if deadline is not None and deadline <= now:
             raise TickLoopError(
@@ -155,7 +210,69 @@ class ReplicaHost:
 
     def submit(self, now: float, request: Request, waiter: Any) -> None:
         """A client request arrived here; ``waiter`` is answered through ``reply``."""
-        self.handle(now, self.accept(now, request, waiter))
+        # Once per client request in the simulator: accept() written out.
+        self.waiting[(request.client_id, request.seq)] = (request, waiter)
+        if self.replica.supports_reads and isinstance(request.command, READ_ONLY):
+            self.handle(now, self.replica.read(now, request))
+        else:
+            self.handle(now, self.replica.propose(now, request))
+        if self._wake is not None:
+            self._wake()
+
+    def propose(self, now: float, request: Request, waiter: Any) -> ProposeResult:
+        """``submit``, answering at once whether this node took the request, and
+        where (see ``ProposeResult``).  A read served without the log
+        (``supports_reads``) is accepted with no index.
+
+        (A separate method so that simulated clients, which never look, do
+        not pay for the answer on every request.)
+        """
+        out = self.accept(now, request, waiter)
+        result = self._result(request, out)
+        self.handle(now, out)
+        if self._wake is not None:
+            self._wake()
+        return result
+
+    def _result(self, request: Request, out: Outputs) -> ProposeResult:
+        client_id, seq = request.client_id, request.seq
+        for rejection in out.rejected:
+            if rejection.client_id == client_id and rejection.seq == seq:
+                return ProposeResult(
+                    node=self.node_id,
+                    request=request,
+                    accepted=False,
+                    reason=rejection.reason,
+                    leader_hint=rejection.leader_hint,
+                )
+        index = None
+        for placed_client, placed_seq, placed_index in out.placed or ():
+            if placed_client == client_id and placed_seq == seq:
+                index = placed_index  # the last placement wins
+        return ProposeResult(node=self.node_id, request=request, accepted=True, index=index)
+
+    def snapshot(self, now: float, index: int | None = None) -> int:
+        """Snapshot the state machine at its applied index and let the replica compact.
+
+        ``index``, if given, must be that applied index (a state machine can
+        only snapshot where it stands).  Returns the index covered; 0 when
+        nothing is applied yet (then nothing happens).
+        """
+        applied = self.sm.applied_index
+        if index is not None and index != applied:
+            raise ValueError(
+                f"node {self.node_id}: can snapshot only at its applied index {applied},"
+                f" not {index}"
+            )
+        if applied:
+            self._snapshot(now, applied)
+            if self._wake is not None:
+                self._wake()
+        return applied
+
+    def _snapshot(self, now: float, index: int) -> None:
+        self._last_snapshot = index
+        self.handle(now, self.replica.compact(now, index, self.sm.snapshot()))
 
     def accept_many(self, now: float, items: list[tuple[Request, Any]]) -> Outputs:
         """``accept`` for a batch of requests that arrived together.
@@ -231,6 +348,8 @@ class ReplicaHost:
             self._last_snapshot = snap.index
             if self.record_applied:
                 self.applied.append((snap.index, snap))
+            if self.on_apply is not None:
+                self.on_apply(self.node_id, snap.index, snap)
         if out.committed:
             self._apply(now, out)
 
@@ -260,6 +379,7 @@ class ReplicaHost:
         sm, waiting, reply, node_id = self.sm, self.waiting, self._reply, self.node_id
         packs = self._packs
         applied = self.applied if self.record_applied else None
+        on_apply = self.on_apply
         for entry in out.committed:
             index = entry.index
             if index <= sm.applied_index:
@@ -272,6 +392,8 @@ class ReplicaHost:
             results = sm.apply(index, payload)
             if applied is not None:
                 applied.append((index, payload))
+            if on_apply is not None:
+                on_apply(node_id, index, payload)
             if not waiting:
                 continue  # no client waits here (a follower, usually)
             for request, result in results:
@@ -279,9 +401,7 @@ class ReplicaHost:
                 if found is not None:
                     reply(found[1], ClientReply(ok=True, result=result, node=node_id))
         if self.snapshot_every and sm.applied_index - self._last_snapshot >= self.snapshot_every:
-            index = sm.applied_index
-            self._last_snapshot = index
-            self.handle(now, self.replica.compact(now, index, sm.snapshot()))
+            self._snapshot(now, sm.applied_index)
 
     def _serve_reads(self) -> None:
         applied = self.sm.applied_index

@@ -8,12 +8,16 @@ A plugin package exposes one ``ProtocolSpec`` and names it in its
 
 ``get_protocol("raft")`` loads it.  Tests and notebooks may also
 ``register(spec)`` a plugin at run time without packaging it.
+
+A spec also says what its protocol cannot do: ``lacks`` maps a capability
+(one of ``CAPABILITIES``) to the reason, and the conformance kit
+(``consensus.testing``) skips, with that reason, the rules that need it.
 """
 
 from __future__ import annotations
 
 from importlib.metadata import entry_points
-from typing import Any
+from typing import Any, Mapping
 
 import attrs
 
@@ -21,6 +25,7 @@ from consensus.replica import ReplicaFactory
 from consensus.schema import structure
 
 __all__ = [
+    "CAPABILITIES",
     "ENTRY_POINT_GROUP",
     "NoOptions",
     "ProtocolSpec",
@@ -31,6 +36,30 @@ __all__ = [
 ]
 
 ENTRY_POINT_GROUP = "consensus.protocols"
+
+#: What a protocol may lack (``ProtocolSpec.lacks``), and what having it means.
+CAPABILITIES: dict[str, str] = {
+    "failover": (
+        "the cluster survives the crash or isolation of its leader"
+        " (trivially, for a protocol without leaders)"
+    ),
+    "quorum": (
+        "a majority is enough: commits go on while a minority of nodes (never the"
+        " leader, for a protocol without failover) is down or cut off"
+    ),
+}
+
+
+def _as_dict(value: Mapping[str, str]) -> dict[str, str]:
+    return dict(value)
+
+
+def _known_capabilities(inst: Any, attribute: attrs.Attribute, value: dict[str, str]) -> None:
+    unknown = sorted(set(value) - set(CAPABILITIES))
+    if unknown:
+        raise ValueError(
+            f"lacks: unknown capability {unknown[0]!r}; capabilities: {', '.join(CAPABILITIES)}"
+        )
 
 
 @attrs.frozen(kw_only=True)
@@ -47,7 +76,9 @@ class ProtocolSpec:
     ``options`` is an attrs class whose defaults are usable as they stand;
     config files set its fields by name.  ``membership``: the plugin handles
     ``ChangeMembership`` requests and may run with spare nodes outside its
-    initial configuration (``ClusterConfig.members``).
+    initial configuration (``ClusterConfig.members``).  ``lacks``: capability
+    -> why, for each of ``CAPABILITIES`` the protocol does not have, e.g.
+    ``{"failover": "fixed leader, no election"}``.
     """
 
     name: str
@@ -57,6 +88,9 @@ class ProtocolSpec:
     messages: tuple[type, ...] = ()
     records: tuple[type, ...] = ()
     membership: bool = False
+    lacks: dict[str, str] = attrs.field(
+        factory=dict, converter=_as_dict, validator=_known_capabilities, hash=False
+    )
 
     def make_options(self, values: dict[str, Any] | None = None) -> Any:
         """Build this protocol's options from a mapping, rejecting unknown keys."""

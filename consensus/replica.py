@@ -19,7 +19,9 @@ Inputs, each with the current time ``now`` in seconds:
   replicas with ``supports_reads``, others get reads proposed through the log.
   The replica answers with ``ReadReady`` or a ``Rejection`` for the request.
 * ``compact(now, index, data)``: the host took a state-machine snapshot
-  covering the log up to ``index``; the replica may drop that prefix.
+  covering the log up to ``index``; the replica may drop that prefix.  The
+  host takes one every ``snapshot_every`` applied entries, or when its driver
+  asks (``ReplicaHost.snapshot``, ``Simulator.snapshot``).
 
 Every input returns an ``Outputs``.  The host processes one ``Outputs`` in
 this order, and a plugin may rely on it:
@@ -35,6 +37,19 @@ this order, and a plugin may rely on it:
 4. **answer**: ``rejected`` proposals are reported to their clients (who
    retry, at ``leader_hint`` if known); ``reads`` are served once the state
    machine has applied their index.
+
+Where a proposal went (optional): ``placed`` lists ``(client_id, seq, index)``
+for requests this input gave a log position ``index`` (a Raft leader appended
+it, a Multi-Paxos leader gave it a slot, a Paxos proposer started an instance
+for it); ``Outputs.place(request, index)`` adds one.  The host reads it from
+the ``Outputs`` of ``propose`` only, to answer ``ReplicaHost.propose`` (and
+``Simulator.propose``) at once with "accepted at index i"; a request that
+waits in a queue, or a plugin that never reports, gives no index.  An index
+is where the entry was put, not a promise: it may still be overwritten (the
+request is then rejected as ``overwritten``) or, in leaderless Paxos, lose its
+slot and be placed again later.  What is really decided at an index is what
+the host applies there.  Placements in the outputs of other inputs (a
+request given its slot later) are allowed and ignored.
 
 Randomness comes from ``ReplicaContext.rng``, seeded by the host, so a run is
 a function of (config, seed).
@@ -56,6 +71,7 @@ __all__ = [
     "Committed",
     "NodeId",
     "Outputs",
+    "Placement",
     "ReadReady",
     "Rejection",
     "Replica",
@@ -65,6 +81,8 @@ __all__ = [
 
 NodeId = int
 T = TypeVar("T")
+#: ``(client_id, seq, index)``: a request was given log position ``index``.
+Placement = tuple[int, int, int]
 
 
 @attrs.frozen(kw_only=True)
@@ -126,9 +144,20 @@ class Outputs:
 
     A plain slotted class rather than attrs: one is built per input, on the
     simulator's hottest path, and list literals are cheaper than factories.
+    ``placed`` stays ``None`` until ``place`` is called: almost no input
+    places a request, and ``None`` costs less to build than a list.
     """
 
-    __slots__ = ("persist", "compact", "messages", "restore", "committed", "rejected", "reads")
+    __slots__ = (
+        "persist",
+        "compact",
+        "messages",
+        "restore",
+        "committed",
+        "rejected",
+        "reads",
+        "placed",
+    )
 
     def __init__(
         self,
@@ -140,6 +169,7 @@ class Outputs:
         committed: list[Committed] | None = None,
         rejected: list[Rejection] | None = None,
         reads: list[ReadReady] | None = None,
+        placed: list[Placement] | None = None,
     ) -> None:
         self.persist: list[Any] = [] if persist is None else persist
         self.compact = compact
@@ -148,6 +178,7 @@ class Outputs:
         self.committed: list[Committed] = [] if committed is None else committed
         self.rejected: list[Rejection] = [] if rejected is None else rejected
         self.reads: list[ReadReady] = [] if reads is None else reads
+        self.placed: list[Placement] | None = placed
 
     def __repr__(self) -> str:
         fields = ", ".join(
@@ -160,7 +191,13 @@ class Outputs:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Outputs):
             return NotImplemented
-        return all(getattr(self, n) == getattr(other, n) for n in self.__slots__)
+        # An empty ``placed`` list and ``None`` mean the same: nothing placed.
+        return all(
+            (getattr(self, n) or None) == (getattr(other, n) or None)
+            if n == "placed"
+            else getattr(self, n) == getattr(other, n)
+            for n in self.__slots__
+        )
 
     def send(self, dst: NodeId, message: Any) -> None:
         self.messages.append((dst, message))
@@ -168,6 +205,13 @@ class Outputs:
     def reject(self, request: Request, reason: str, leader_hint: NodeId | None = None) -> None:
         """Tell the client of ``request`` to retry (see ``Rejection``)."""
         self.rejected.append(Rejection.of(request, reason, leader_hint))
+
+    def place(self, request: Request, index: int) -> None:
+        """Report that ``request`` was given log position ``index`` (optional; see above)."""
+        placed = self.placed
+        if placed is None:
+            self.placed = placed = []
+        placed.append((request.client_id, request.seq, index))
 
     def broadcast(self, peers: Sequence[NodeId], message: Any) -> None:
         append = self.messages.append  # a loop: cheaper than a comprehension for a few peers
@@ -189,8 +233,13 @@ class Outputs:
         self.committed.extend(other.committed)
         self.rejected.extend(other.rejected)
         self.reads.extend(other.reads)
+        if other.placed:
+            if self.placed is None:
+                self.placed = []
+            self.placed.extend(other.placed)
 
     def __bool__(self) -> bool:
+        """Whether there is anything to carry out (a placement is a report, not work)."""
         return bool(
             self.persist
             or self.compact is not None

@@ -7,7 +7,7 @@ import importlib
 import pytest
 
 
-@pytest.mark.parametrize("package", ["consensus", "bench"])
+@pytest.mark.parametrize("package", ["consensus", "consensus.testing", "bench"])
 def test_every_exported_name_exists(package):
     module = importlib.import_module(package)
     missing = [name for name in module.__all__ if not hasattr(module, name)]

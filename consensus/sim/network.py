@@ -15,10 +15,21 @@ Faults:
   A reordered message gets an extra uniform delay in ``[0, reorder_delay)``.
 * Partitions are a set of *blocked directed links*.  ``partition(groups)``
   blocks every link between different groups (nodes not named form one more
-  group); ``cut(a, b)`` blocks one direction only; ``heal()`` clears all.
-  A message is dropped if its link is blocked when it is sent *or* when it
-  would arrive (packets in flight on a cut link are lost too).
+  group); ``cut(a, b)`` blocks one direction only; ``reconnect(n)`` unblocks
+  every link of node ``n``; ``heal()`` clears all.  A message is dropped if
+  its link is blocked when it is sent *or* when it would arrive (packets in
+  flight on a cut link are lost too).
+* Message rules (``MessageRule``: ``rule(types=..., src=..., dst=...,
+  loss=..., duplicate=..., delay=...)``) add loss, duplication and delay for
+  some message types and directions only, on top of the above: for example
+  holding back replies, or losing one kind of message from one node.
+  ``heal`` and ``reconnect`` leave them in place; ``remove_rule`` and
+  ``clear_rules`` take them away.
 * Crashed nodes neither send nor receive (the simulator enforces that).
+
+Speed: ``clean`` (no loss, duplication, reordering or rules) lets the
+simulator skip ``transit`` altogether for one delay draw per message; a rule
+makes the network not clean, so only runs that set one pay for matching.
 
 Invariant: ``blocked`` never contains ``(n, n)``: a node always reaches itself.
 """
@@ -26,9 +37,9 @@ Invariant: ``blocked`` never contains ``(n, n)``: a node always reaches itself.
 from __future__ import annotations
 
 import random
-from typing import Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
-from consensus.config import Delay, NetworkConfig
+from consensus.config import Delay, MessageRule, NetworkConfig
 
 __all__ = ["NetworkModel", "delay_sampler"]
 
@@ -79,6 +90,10 @@ class NetworkModel:
         self._sample = delay_sampler(config.delay, rng)
         self.dropped = 0
         self.duplicated = 0
+        # (rule, type names, senders, receivers, extra-delay sampler): empty sets match any.
+        self._rules: list[_Compiled] = []
+        for rule in config.rules:
+            self.add_rule(rule)
 
     # -- configuration, live ----------------------------------------------------
 
@@ -90,11 +105,7 @@ class NetworkModel:
 
         def set_(self: NetworkModel, value: float) -> None:
             setattr(self, "_" + name, value)
-            self.clean = not (
-                getattr(self, "_loss", 0)
-                or getattr(self, "_duplicate", 0)
-                or getattr(self, "_reorder", 0)
-            )
+            self._update_clean()
 
         return property(get, set_)
 
@@ -102,6 +113,14 @@ class NetworkModel:
     duplicate = _probability("duplicate")
     reorder = _probability("reorder")
     del _probability
+
+    def _update_clean(self) -> None:
+        self.clean = not (
+            getattr(self, "_loss", 0)
+            or getattr(self, "_duplicate", 0)
+            or getattr(self, "_reorder", 0)
+            or getattr(self, "_rules", None)
+        )
 
     @property
     def delay(self) -> Delay:
@@ -141,32 +160,125 @@ class NetworkModel:
                 self.blocked.add((node, other))
                 self.blocked.add((other, node))
 
+    def reconnect(self, node: int) -> None:
+        """Unblock every link to and from ``node`` (undo its isolation, cuts and
+        its side of a partition); other nodes' links stay as they are."""
+        self.blocked.difference_update([link for link in self.blocked if node in link])
+
     def heal(self) -> None:
         self.blocked.clear()
 
     def reachable(self, src: int, dst: int) -> bool:
         return (src, dst) not in self.blocked
 
+    # -- message rules -------------------------------------------------------------
+
+    def rule(
+        self,
+        *,
+        types: Iterable[type | str] | type | str = (),
+        src: Iterable[int] | int = (),
+        dst: Iterable[int] | int = (),
+        loss: float = 0.0,
+        duplicate: float = 0.0,
+        delay: Delay | float | None = None,
+    ) -> MessageRule:
+        """Add a ``MessageRule`` (see ``consensus.config``) and return it.
+
+        ``delay`` in seconds is a constant extra delay; a ``Delay`` is drawn
+        per message.  ``remove_rule(returned)`` takes it away again.
+        """
+        if isinstance(delay, (int, float)):
+            delay = Delay.constant(float(delay))
+        made = MessageRule(
+            types=types, src=src, dst=dst, loss=loss, duplicate=duplicate, delay=delay
+        )
+        return self.add_rule(made)
+
+    def add_rule(self, rule: MessageRule) -> MessageRule:
+        unknown = set(rule.src + rule.dst) - set(self.nodes)
+        if unknown:
+            raise ValueError(f"unknown nodes in message rule: {sorted(unknown)}")
+        sampler = None if rule.delay is None else delay_sampler(rule.delay, self.rng)
+        compiled = (rule, frozenset(rule.types), frozenset(rule.src), frozenset(rule.dst), sampler)
+        self._rules.append(compiled)
+        self._update_clean()
+        return rule
+
+    def remove_rule(self, rule: MessageRule) -> None:
+        """Take away one rule added before (the first equal one)."""
+        for i, compiled in enumerate(self._rules):
+            if compiled[0] == rule:
+                del self._rules[i]
+                self._update_clean()
+                return
+        raise ValueError(f"no such rule: {rule!r}")
+
+    def clear_rules(self) -> None:
+        self._rules.clear()
+        self._update_clean()
+
+    @property
+    def rules(self) -> tuple[MessageRule, ...]:
+        """The message rules in force, in the order they were added."""
+        return tuple(compiled[0] for compiled in self._rules)
+
+    def _matching(self, src: int, dst: int, message: Any) -> list[_Compiled]:
+        name = type(message).__name__
+        found = []
+        for c in self._rules:
+            _, types, srcs, dsts, _ = c
+            if (not types or name in types) and (not srcs or src in srcs):
+                if not dsts or dst in dsts:
+                    found.append(c)
+        return found
+
     # -- per message --------------------------------------------------------------
 
-    def transit(self, src: int, dst: int) -> list[float]:
-        """Delays of the copies of one message from ``src`` to ``dst`` that arrive."""
+    def transit(self, src: int, dst: int, message: Any = None) -> list[float]:
+        """Delays of the copies of one message from ``src`` to ``dst`` that arrive.
+
+        ``message`` is needed only for message rules (matched by type)."""
         if (src, dst) in self.blocked:
             self.dropped += 1
             return []
         if self.clean:
             return [self._sample(src, dst)]  # the common case: a healthy link
         rand = self.rng.random
+        # Without rules, the draws below are exactly those of a network without them.
+        matched = self._matching(src, dst, message) if self._rules else ()
         if self.loss and rand() < self.loss:
             self.dropped += 1
             return []
+        for rule in matched:
+            loss = rule[0].loss
+            if loss and rand() < loss:
+                self.dropped += 1
+                return []
         delay = self._sample(src, dst)
+        for rule in matched:
+            if rule[4] is not None:
+                delay += rule[4](src, dst)
         if self.reorder and rand() < self.reorder:
             delay += self.reorder_delay * rand()
-        if self.duplicate and rand() < self.duplicate:
+        twice = bool(self.duplicate) and rand() < self.duplicate
+        for rule in matched:
+            if twice:
+                break
+            duplicate = rule[0].duplicate
+            twice = bool(duplicate) and rand() < duplicate
+        if twice:
             self.duplicated += 1
             again = self._sample(src, dst)
+            for rule in matched:
+                if rule[4] is not None:
+                    again += rule[4](src, dst)
             if self.reorder and rand() < self.reorder:
                 again += self.reorder_delay * rand()
             return [delay, again]
         return [delay]
+
+
+_Compiled = tuple[
+    MessageRule, frozenset[str], frozenset[int], frozenset[int], Callable[[int, int], float] | None
+]

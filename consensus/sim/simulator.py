@@ -41,10 +41,25 @@ it in one step; ``seq`` is unique, so the payload fields are never compared.
 Nodes are ``0 .. nodes-1``.  A crash drops the node's host (volatile state,
 waiting clients, pending timer); its storage survives; ``restart`` builds a new
 host over that storage, so the replica recovers from its durable records.
+
+For test harnesses (``consensus.testing``, a lab-style test of one plugin),
+beside the simulated clients:
+
+* ``propose(node, command)``: hand one proposal to one node, as a client
+  would, and get at once whether that node took it and the log index it
+  took (``ProposeResult``); the node's timers are re-armed by its host.
+* ``on_apply(callback)``: ``callback(node, index, payload)`` for every entry
+  every node applies, across crashes and restarts.
+* ``reconnect(node)``, ``network.rule(...)``: undo one node's cuts; faults
+  for some message types and directions only.
+* ``snapshot(node)``: a service-driven snapshot, beside ``snapshot_every``.
+* ``message_bytes()``: bytes per message type, with ``wire = "bytes"`` or
+  ``count_bytes``.
 """
 
 from __future__ import annotations
 
+import functools
 import heapq
 import itertools
 import random
@@ -55,7 +70,7 @@ from typing import Any, Callable, Iterable
 from consensus.checker.history import INFO, OK, History, Operation
 from consensus.commands import Request
 from consensus.config import ClusterConfig, ConfigError, load_cluster_config
-from consensus.host import ClientReply, ReplicaHost
+from consensus.host import ApplyHook, ClientReply, ProposeResult, ReplicaHost
 from consensus.sim.clients import Attempt, RetryPolicy
 from consensus.sim.network import NetworkModel
 from consensus.storage import MemoryStorage, Storage
@@ -144,8 +159,10 @@ class Simulator:
         self._retired_sent: Counter[str] = Counter()
         self._retired_bytes: Counter[str] = Counter()
         self._retired_counters: dict[int, Counter[str]] = {n: Counter() for n in self.node_ids}
+        self._apply_hooks: list[ApplyHook] = []
         self._codec: Any = None
-        if self.config.wire == "bytes" or self.config.storage.kind == "wal":
+        config = self.config
+        if config.wire == "bytes" or config.count_bytes or config.storage.kind == "wal":
             from consensus.codec import Codec
 
             self._codec = Codec.for_protocol(self.spec)
@@ -178,37 +195,59 @@ class Simulator:
             incarnation=node.incarnation,
             snapshot_every=self.config.snapshot_every,
             record_applied=self.record_applied,
+            # The host re-arms this node's timer after every input it is given.
+            wake=functools.partial(self._reschedule, node),
+            on_apply=self._dispatch_apply if self._apply_hooks else None,
         )
         node.timer_at = _INF
         node.host.start(self.now)
-        self._reschedule(node)
 
     def _sender(self, src: int) -> Callable[[int, Any], None]:
         heap, seq, sim, net = self._heap, self._seq, self, self.network
         transit = net.transit
         blocked = net.blocked  # mutated in place, never replaced
         push = heapq.heappush
-        codec = self._codec if self.config.wire == "bytes" else None
+        # Two closures, so the common case (objects, not measured) pays no per-message
+        # test for encoding; their routing lines are the same: keep them in step.
+        if self.config.wire == "objects" and not self.config.count_bytes:
+
+            def send(dst: int, message: Any) -> None:
+                if net.clean and not blocked:
+                    # A healthy network: one copy, one delay draw (what transit() would
+                    # do), without building a list or a link tuple per message.
+                    delay = net._sample(src, dst)
+                    push(heap, (sim.now + delay, next(seq), _DELIVER, dst, src, message))
+                    return
+                for delay in transit(src, dst, message):
+                    push(heap, (sim.now + delay, next(seq), _DELIVER, dst, src, message))
+
+            return send
+
+        # Every message is encoded: to travel as bytes, or only to be measured.
+        encode = self._codec.encode
+        on_wire = self.config.wire == "bytes"
         host_of = self._nodes_host
+        # A broadcast sends one message object to every peer: encode it once.
+        last: list[Any] = [None, b""]
 
-        def send(dst: int, message: Any) -> None:
-            if codec is not None:
-                data = codec.encode(message)
-                host = host_of(src)
-                if host is not None:
-                    host.sent_bytes[type(message).__name__] += len(data)
-                message = data
+        def send_encoded(dst: int, message: Any) -> None:
+            if message is last[0]:
+                data = last[1]
+            else:
+                data = encode(message)
+                last[0], last[1] = message, data
+            host = host_of(src)
+            if host is not None:
+                host.sent_bytes[type(message).__name__] += len(data)
+            payload = data if on_wire else message
             if net.clean and not blocked:
-                # A healthy network: one copy, one delay draw (what transit() would
-                # do), without building a list or a link tuple per message.
-                push(
-                    heap, (sim.now + net._sample(src, dst), next(seq), _DELIVER, dst, src, message)
-                )
+                delay = net._sample(src, dst)
+                push(heap, (sim.now + delay, next(seq), _DELIVER, dst, src, payload))
                 return
-            for delay in transit(src, dst):
-                push(heap, (sim.now + delay, next(seq), _DELIVER, dst, src, message))
+            for delay in transit(src, dst, message):
+                push(heap, (sim.now + delay, next(seq), _DELIVER, dst, src, payload))
 
-        return send
+        return send_encoded
 
     def _nodes_host(self, node_id: int) -> ReplicaHost | None:
         return self._nodes[node_id].host
@@ -282,8 +321,9 @@ class Simulator:
                         continue
                     deadline = host.replica.next_deadline()
                     if deadline is not None and deadline <= time:
-                        host.tick(time)
-                    reschedule(node)
+                        host.tick(time)  # the host's wake re-arms the timer
+                    else:
+                        reschedule(node)
                 elif kind == 3:  # _ARRIVE(client=a, attempt=b, generation=c)
                     self._arrive(a, b, c)
                 elif kind == 4:  # _TIMEOUT(client=a)
@@ -352,6 +392,57 @@ class Simulator:
         """(index, payload) applied by the node's current incarnation, in order."""
         return list(self.host(node_id).applied)
 
+    def incarnation(self, node_id: int) -> int:
+        """How often the node has crashed: 0 for its first life, +1 at every crash."""
+        return self._nodes[node_id].incarnation
+
+    def on_apply(self, callback: ApplyHook) -> Callable[[], None]:
+        """Call ``callback(node, index, payload)`` for every entry any node applies
+        from now on; returns a function that unsubscribes it.
+
+        Each node reports its entries in index order, as its state machine
+        applies them (when a client's answer is due, the subscriber hears of
+        the entry first).  Across a crash and restart: a restarted node
+        starts with an empty state machine and applies again, from index 1,
+        or from a snapshot it restores, which is reported as a
+        ``StateSnapshot`` payload at the snapshot's index (the entries it
+        covers are not reported one by one).  So a subscriber sees a node's
+        entries again after each restart, and an index lower than the last
+        one it saw from that node means that node restarted
+        (``incarnation(node)`` tells which life it is in).  Entries applied
+        before subscribing are not replayed; ``applied(node)`` has them.
+        """
+        self._apply_hooks.append(callback)
+        self._set_apply_hooks()
+
+        def unsubscribe() -> None:
+            if callback in self._apply_hooks:
+                self._apply_hooks.remove(callback)
+                self._set_apply_hooks()
+
+        return unsubscribe
+
+    def _set_apply_hooks(self) -> None:
+        hook = self._dispatch_apply if self._apply_hooks else None
+        for node in self._nodes:
+            if node.host is not None:
+                node.host.on_apply = hook
+
+    def _dispatch_apply(self, node: int, index: int, payload: Any) -> None:
+        for callback in list(self._apply_hooks):
+            callback(node, index, payload)
+
+    def snapshot(self, node_id: int, index: int | None = None) -> int:
+        """Make the node snapshot its state machine now and compact its log.
+
+        The snapshot covers the node's applied index (``index``, if given,
+        must be that index; a state machine can only snapshot where it
+        stands).  The replica gets it through ``compact``, as with
+        ``snapshot_every``.  Returns the index covered (0: nothing applied
+        yet, nothing done).
+        """
+        return self.host(node_id).snapshot(self.now, index)
+
     def crash(self, node_id: int) -> None:
         """Stop the node: volatile state is lost, storage survives."""
         node = self._nodes[node_id]
@@ -385,10 +476,45 @@ class Simulator:
     def isolate(self, node_id: int) -> None:
         self.network.isolate(node_id)
 
+    def reconnect(self, node_id: int) -> None:
+        """Restore every link to and from one node; other cuts stay (see ``NetworkModel``)."""
+        self.network.reconnect(node_id)
+
     # -- clients ------------------------------------------------------------------------
 
     def client(self) -> SimClient:
         return SimClient(self, next(self._client_ids))
+
+    def propose(
+        self,
+        node: int,
+        command: Any,
+        on_reply: Callable[[ClientReply], None] | None = None,
+    ) -> ProposeResult:
+        """Propose ``command`` at ``node`` now; answer at once where it went.
+
+        ``command`` is a command (sent as request 1 of a fresh client id) or a
+        ``Request`` (its ``(client_id, seq)`` kept: a retry).  The result says
+        whether the node took it, and the log index it was given when the
+        plugin reports one (``ProposeResult``); a crashed node gives
+        ``accepted=False, reason="down"``.  The node's timers are re-armed,
+        so the proposal goes out without waiting for another event.  The
+        node's later answer (applied, or rejected as overwritten) goes to
+        ``on_reply`` if given; proposing the same request at the same node
+        again hands the answer to the later call's ``on_reply``, as a
+        client's retry would.  Unlike ``submit``, nothing is recorded in
+        ``history`` and nobody retries: it is one raw proposal.
+        """
+        if node not in self.node_ids:
+            raise ValueError(f"no node {node}; nodes are {list(self.node_ids)}")
+        if isinstance(command, Request):
+            request = command
+        else:
+            request = Request(client_id=next(self._client_ids), seq=1, command=command)
+        host = self._nodes[node].host
+        if host is None:
+            return ProposeResult(node=node, request=request, accepted=False, reason="down")
+        return host.propose(self.now, request, on_reply if on_reply is not None else _ignore)
 
     def submit(
         self,
@@ -467,9 +593,11 @@ class Simulator:
         op = attempt.op
         request = Request(client_id=op.client, seq=op.seq, command=op.command)
         node.host.submit(self.now, request, (client, attempt, generation))
-        self._reschedule(node)
 
-    def _on_reply(self, waiter: tuple[SimClient, Attempt, int], reply: ClientReply) -> None:
+    def _on_reply(self, waiter: Any, reply: ClientReply) -> None:
+        if type(waiter) is not tuple:
+            waiter(reply)  # a raw proposal's on_reply (``propose``)
+            return
         client, attempt, generation = waiter
         delay = self.network.client_delay
         if delay:
@@ -554,9 +682,17 @@ class Simulator:
         return total
 
     def message_bytes(self) -> Counter[str]:
-        """Bytes sent by type (counted when ``wire = "bytes"``)."""
+        """Bytes sent by type, as the codec encodes them, over every node and incarnation.
+
+        Counted when ``wire = "bytes"`` or ``count_bytes`` is set; otherwise
+        (plain ``wire = "objects"``) nothing is encoded and this is empty.
+        """
         total = Counter(self._retired_bytes)
         for node in self._nodes:
             if node.host is not None:
                 total.update(node.host.sent_bytes)
         return total
+
+
+def _ignore(reply: ClientReply) -> None:
+    pass  # the answer to a raw proposal nobody asked to hear

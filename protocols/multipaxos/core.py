@@ -198,7 +198,11 @@ class MultiPaxos(Replica):
             out.reject(request, "not_leader", self._leader)
             return out
         if key in self._proposed or key in self._queued:
-            return out  # a client retry of a request already on its way
+            # A client retry of a request already on its way (in its slot, if it has one).
+            slot = self._proposed.get(key)
+            if slot is not None:
+                out.place(request, slot)
+            return out
         self._queue.append(request)
         self._queued.add(key)
         if self.role == LEADER:
@@ -326,6 +330,7 @@ class MultiPaxos(Replica):
         queue, queued, proposed = self._queue, self._queued, self._proposed
         room = self.options.max_in_flight - len(self._inflight)
         items: list[tuple[int, Any]] = []
+        placed = out.placed if out.placed is not None else []  # Outputs.place, inlined
         while queue and len(items) < room:
             take = min(max_batch, len(queue))
             batch = [queue.popleft() for _ in range(take)]
@@ -335,9 +340,12 @@ class MultiPaxos(Replica):
                 key = request_key(request)
                 queued.discard(key)
                 proposed[key] = slot
+                placed.append((key[0], key[1], slot))
             self._by_slot[slot] = batch
             payload: Any = batch[0] if take == 1 else Batch(requests=tuple(batch))
             items.append((slot, payload))
+        if placed:
+            out.placed = placed
         if len(items) > 1 or (items and isinstance(items[0][1], Batch)):
             self.counters["batched_slots"] += len(items)
         self._propose(now, items, out)

@@ -289,12 +289,13 @@ class Paxos(Replica):
         while self._queue and self._client_instances() < opts.max_in_flight:
             take = min(opts.max_batch, len(self._queue))
             batch = [self._queue.popleft() for _ in range(take)]
+            slot = self._free_slot()
             for request in batch:
                 self._queued.discard(request_key(request))
+                out.place(request, slot)
             own: Any = batch[0] if take == 1 else Batch(requests=tuple(batch))
             if take > 1:
                 self.counters["batched_slots"] += 1
-            slot = self._free_slot()
             inst = Instance(slot=slot, own=own)
             self._instances[slot] = inst
             self._note_slot(slot)

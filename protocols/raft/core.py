@@ -194,6 +194,7 @@ class RaftReplica(Membership):
         if key in self._pending_ids:
             # A retry of a proposal still in flight here: its entry answers both.
             self.counters["duplicate_proposals"] += 1
+            out.place(request, self._pending_ids[key])
             return out
         if type(request.command) is ChangeMembership:
             self._propose_change(request, out)
@@ -201,6 +202,7 @@ class RaftReplica(Membership):
         index = self._append_own(request, out)
         self._pending[index] = (self.term, request)
         self._pending_ids[key] = index
+        out.place(request, index)
         return self._finish(out)
 
     def read(self, now: float, request: Request) -> Outputs:

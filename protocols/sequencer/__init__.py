@@ -13,4 +13,5 @@ PROTOCOL = ProtocolSpec(
     options=SequencerOptions,
     messages=(Replicate, Ack),
     records=(Stored,),
+    lacks={"failover": "fixed leader, no election: cannot survive a leader crash"},
 )

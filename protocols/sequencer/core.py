@@ -88,6 +88,7 @@ class Sequencer(Replica):
         index = len(self.log)
         self.match[self.node_id] = index
         out.persist.append(Stored(index=index, payload=request))
+        out.place(request, index)
         message = Replicate(first=index, payloads=(request,), commit=self.commit)
         out.broadcast(self.peers, message)
         self._advance_commit(out)

@@ -1,4 +1,4 @@
-"""The nemesis: seeded random fault schedules for chaos runs.
+"""The nemesis: seeded random fault schedules for chaos runs (``consensus.testing.chaos``).
 
 Theory of operation
 -------------------
