@@ -126,9 +126,17 @@ class _Load:
 
 
 def run_load(spec: dict[str, Any]) -> dict[str, Any]:
-    """Run one load process's share (in this process); its result as plain data."""
+    """Run one load process's share (in this process); its result as plain data.
+
+    ``record = "history"`` (default): every operation.  ``record = "latency"``:
+    only what a throughput benchmark needs, for operations completed inside
+    the measured window ``[measure_from, duration)``: counts of answered and
+    failed operations and a uniform sample of at most ``sample_cap``
+    latencies (ms)."""
     load = _Load(spec)
     trio.run(load.run)
+    if spec.get("record", "history") == "latency":
+        return _latencies(load, spec)
     ops = [
         (
             op.client,
@@ -144,6 +152,29 @@ def run_load(spec: dict[str, Any]) -> dict[str, Any]:
         for op in load.history
     ]
     return {"index": load.index, "ops": ops}
+
+
+def _latencies(load: _Load, spec: dict[str, Any]) -> dict[str, Any]:
+    lo, hi = float(spec.get("measure_from", 0.0)), load.workload.duration
+    samples: list[float] = []
+    ok = failed = 0
+    for op in load.history:
+        if op.complete is not None and lo <= op.complete < hi:
+            if op.status == "ok":
+                ok += 1
+                samples.append((op.complete - op.invoke) * 1000.0)
+        elif op.status != "ok" and lo <= op.invoke < hi:
+            failed += 1
+    cap = int(spec.get("sample_cap", 100_000))
+    if len(samples) > cap:
+        samples = load.rng.sample(samples, cap)
+    return {
+        "index": load.index,
+        "ok": ok,
+        "failed": failed,
+        "samples_ms": samples,
+        "duration": hi - lo,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -49,7 +49,14 @@ from consensus.runtime.cli import gather_status
 from consensus.runtime.clusterfile import load_cluster_file
 from consensus.runtime.launcher import LocalCluster, write_local_cluster_file
 
-__all__ = ["TcpRun", "run_tcp_one"]
+__all__ = [
+    "START_DELAY",
+    "TcpRun",
+    "cluster_statuses",
+    "run_loads",
+    "run_tcp_one",
+    "wait_for_service",
+]
 
 #: Seconds between starting the load processes and their common start.
 START_DELAY = 1.5
@@ -106,15 +113,15 @@ def _cluster_file(config: RunConfig, protocol: str, folder: Path) -> Path:
     )
 
 
-def _statuses(path: Path, timeout: float = 2.0) -> list[dict[str, Any]]:
+def cluster_statuses(path: Path, timeout: float = 2.0) -> list[dict[str, Any]]:
     return trio.run(gather_status, load_cluster_file(path), timeout)
 
 
-def _wait_for_service(path: Path, limit: float = 30.0) -> None:
+def wait_for_service(path: Path, limit: float = 30.0) -> None:
     """Until a leader is known (or, for a leaderless protocol, every node is up)."""
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
-        rows = _statuses(path, 1.0)
+        rows = cluster_statuses(path, 1.0)
         if all(r["up"] for r in rows) and (
             any(r.get("role") == "leader" for r in rows)
             or all(r.get("leader") is None and "role" not in r for r in rows)
@@ -139,7 +146,7 @@ class _Faults:
     def _resolve(self, target: str) -> int | None:
         if target.isdigit():
             return int(target)
-        rows = [r for r in _statuses(self.path, 1.0) if r["up"]]
+        rows = [r for r in cluster_statuses(self.path, 1.0) if r["up"]]
         leader = next((r["node"] for r in rows if r.get("role") == "leader"), None)
         if target == "leader":
             # A leaderless protocol: the lowest-numbered live node (as simulated runs do).
@@ -174,13 +181,70 @@ class _Faults:
                 self.log.append({"time": round(now, 4), "action": "restart", "node": node})
 
 
+def run_loads(
+    path: Path,
+    folder: Path,
+    *,
+    processes: int,
+    spec: dict[str, Any],
+    duration: float,
+    drain: float,
+    on_tick: Callable[[float], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Run ``processes`` load generators against the cluster of ``path``; their results.
+
+    ``spec`` is what every process gets (``bench.tcpload``), plus its index,
+    the common start (``START_DELAY`` from now) and where to write.
+    ``on_tick(seconds since the start)`` is called every 20 ms while they run.
+    Every process is killed if anything fails."""
+    t0 = time.monotonic() + START_DELAY
+    loads: list[subprocess.Popen[bytes]] = []
+    outs = []
+    try:
+        for index in range(processes):
+            out = folder / f"load-{index}.pickle"
+            full = {
+                **spec,
+                "cluster": str(path),
+                "index": index,
+                "processes": processes,
+                "start_at": t0,
+                "drain": drain,
+                "out": str(out),
+            }
+            spec_path = folder / f"load-{index}.json"
+            spec_path.write_text(json.dumps(full))
+            loads.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "bench.tcpload", str(spec_path)],
+                    stdin=subprocess.DEVNULL,
+                    env=dict(os.environ),
+                )
+            )
+            outs.append(out)
+        end = t0 + duration + drain + 60.0
+        while any(p.poll() is None for p in loads):
+            if time.monotonic() > end:
+                raise RuntimeError("load generators did not finish in time")
+            if on_tick is not None:
+                on_tick(time.monotonic() - t0)
+            time.sleep(0.02)
+        failed = [p.returncode for p in loads if p.returncode != 0]
+        if failed:
+            raise RuntimeError(f"a load generator failed (exit status {failed[0]})")
+    finally:
+        for proc in loads:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    return [pickle.loads(out.read_bytes()) for out in outs]
+
+
 def run_tcp_one(
     config: RunConfig,
     protocol: str,
     *,
     progress: Callable[[float], None] | None = None,
-    load_kind: str = "workload",
-    command_size: int = 16,
 ) -> tuple[TcpRun, FaultLog, float]:
     """Run one protocol of ``config`` as a real cluster; (run, fault log, wall seconds)."""
     tcp = config.tcp
@@ -191,63 +255,37 @@ def run_tcp_one(
         folder.mkdir(parents=True, exist_ok=True)
         path = _cluster_file(config, protocol, folder)
         started = time.perf_counter()
-        loads: list[subprocess.Popen[bytes]] = []
         with LocalCluster(path, log_dir=folder / "logs") as cluster:
-            try:
-                _wait_for_service(path)
-                t0 = time.monotonic() + START_DELAY
-                outs = []
-                for index in range(tcp.processes):
-                    out = folder / f"load-{index}.pickle"
-                    spec = {
-                        "cluster": str(path),
-                        "index": index,
-                        "processes": tcp.processes,
-                        "start_at": t0,
-                        "workload": attrs.asdict(workload),
-                        "window": tcp.window,
-                        "drain": config.drain,
-                        "seed": config.cluster.seed,
-                        "kind": load_kind,
-                        "command_size": command_size,
-                        "timeout": tcp.client_timeout,
-                        "out": str(out),
-                    }
-                    spec_path = folder / f"load-{index}.json"
-                    spec_path.write_text(json.dumps(spec))
-                    loads.append(
-                        subprocess.Popen(
-                            [sys.executable, "-m", "bench.tcpload", str(spec_path)],
-                            stdin=subprocess.DEVNULL,
-                            env=dict(os.environ),
-                        )
-                    )
-                    outs.append(out)
-                faults = _Faults(cluster, path, config.faults, t0)
-                end = t0 + workload.duration + config.drain + 60.0
-                while any(p.poll() is None for p in loads):
-                    if time.monotonic() > end:
-                        raise RuntimeError("load generators did not finish in time")
-                    faults.fire_due()
-                    if progress is not None:
-                        elapsed = time.monotonic() - t0
-                        progress(min(max(elapsed / (workload.duration + config.drain), 0.0), 1.0))
-                    time.sleep(0.02)
-                failed = [p.returncode for p in loads if p.returncode != 0]
-                if failed:
-                    raise RuntimeError(f"a load generator failed (exit status {failed[0]})")
-                statuses = _statuses(path)
-            finally:
-                for proc in loads:
-                    if proc.poll() is None:
-                        proc.kill()
-                        proc.wait()
+            wait_for_service(path)
+            faults = _Faults(cluster, path, config.faults, time.monotonic() + START_DELAY)
+            total = workload.duration + config.drain
+
+            def tick(elapsed: float) -> None:
+                faults.fire_due()
+                if progress is not None:
+                    progress(min(max(elapsed / total, 0.0), 1.0))
+
+            spec = {
+                "workload": attrs.asdict(workload),
+                "window": tcp.window,
+                "seed": config.cluster.seed,
+                "timeout": tcp.client_timeout,
+            }
+            results = run_loads(
+                path,
+                folder,
+                processes=tcp.processes,
+                spec=spec,
+                duration=workload.duration,
+                drain=config.drain,
+                on_tick=tick,
+            )
+            statuses = cluster_statuses(path)
         wall = time.perf_counter() - started
-        history = _merge([pickle.loads(out.read_bytes()) for out in outs])
     run = TcpRun(
         protocol=protocol,
         node_ids=tuple(range(config.cluster.nodes)),
-        history=history,
+        history=_merge(results),
         statuses=statuses,
         workdir=str(keep or ""),
     )

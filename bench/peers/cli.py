@@ -27,6 +27,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench.peers.measure import DEFAULT_WINDOWS, LoadPoint, PointResult, compare
+from bench.peers.ours import run_ours_point
 from bench.peers.pysyncobj import run_pysyncobj_point
 
 __all__ = [
@@ -51,11 +52,16 @@ SYSTEMS: dict[str, Callable[[LoadPoint], PointResult]] = {
     "pysyncobj-nobatch": functools.partial(
         run_pysyncobj_point, batch=False, system="pysyncobj-nobatch"
     ),
+    # This project's real clusters: node processes with write-ahead logs
+    # (group commit) and separate client processes over TCP.
+    "raft": functools.partial(run_ours_point, protocol="raft"),
+    "multipaxos": functools.partial(run_ours_point, protocol="multipaxos"),
+    "paxos": functools.partial(run_ours_point, protocol="paxos"),
 }
 
 #: The systems run when ``--systems`` is not given: PySyncObj's best latency
 #: and its best throughput come from different configurations, so both.
-DEFAULT_SYSTEMS: list[str] = ["pysyncobj", "pysyncobj-nobatch"]
+DEFAULT_SYSTEMS: list[str] = ["pysyncobj", "pysyncobj-nobatch", "raft", "multipaxos", "paxos"]
 
 # Nodes and command size are the same in every row: they go in the title.
 COLUMNS = [
