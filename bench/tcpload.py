@@ -38,6 +38,7 @@ import trio
 from bench.workload import KeyChooser, WorkloadConfig, draw_command
 from consensus.checker.history import INFO, History
 from consensus.commands import Put
+from consensus.runtime.cli import tune_gc
 from consensus.runtime.client import Client, connect
 from consensus.runtime.cluster import OperationFailed
 from consensus.schema import structure
@@ -183,6 +184,7 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m bench.tcpload SPEC.json", file=sys.stderr)
         return 2
     spec = json.loads(Path(args[0]).read_text())
+    tune_gc()
     result = run_load(spec)
     Path(spec["out"]).write_bytes(pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL))
     return 0

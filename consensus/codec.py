@@ -123,6 +123,10 @@ _short = reprlib.Repr()
 _short.maxstring = _short.maxother = 40
 
 
+class _Slow(Exception):
+    """The generated fast path declines a value; the careful path takes it."""
+
+
 class CodecError(ValueError):
     """Any failure to encode or decode; the message names class and field."""
 
@@ -183,6 +187,8 @@ class _Kind:
     py: frozenset[type]
     exact: frozenset[type] | None = None
     classes: tuple[type, ...] = ()  # set for a union of registered classes
+    # Set for a tuple/list of ``item``s: (container, item kind); the fast path uses it.
+    seq: tuple[type, Any] | None = None
 
 
 def _primitive(ok: frozenset[type]) -> _Kind:
@@ -216,10 +222,18 @@ class Codec:
     docstring.  Construction raises ``TypeError`` for anything it cannot encode.
     """
 
-    def __init__(self, types: Sequence[type] = (), *, max_frame: int = DEFAULT_MAX_FRAME) -> None:
+    def __init__(
+        self,
+        types: Sequence[type] = (),
+        *,
+        max_frame: int = DEFAULT_MAX_FRAME,
+        fast: bool = True,
+    ) -> None:
         if not 0 < max_frame < 2**32:
             raise ValueError(f"max_frame must be in 1..2**32-1, got {max_frame}")
         self.max_frame = max_frame
+        #: Use the generated fast paths (``False``: the careful path only, for tests).
+        self.fast = fast
         self.extra_types: tuple[type, ...] = tuple(types)
         tags: dict[type, int] = {t: i + 1 for i, t in enumerate(CORE_TYPES)}
         for i, cls in enumerate(self.extra_types):
@@ -229,6 +243,9 @@ class Codec:
         self.tags: Mapping[type, int] = MappingProxyType(tags)
         self._enc: dict[type, Callable[[Any, bool], list[Any]]] = {}
         self._dec: dict[int, Callable[[Any, int], Any]] = {}
+        # The generated fast paths, which raise on anything unusual (see _fast_paths).
+        self._fast_enc: dict[type, Callable[[Any], list[Any]]] = {}
+        self._fast_dec: dict[int, Callable[[Any, int], Any]] = {}
         self._name: dict[int, str] = {}
         # Unions of registered classes fill their tables once every class is compiled.
         self._fixups: list[tuple[dict[Any, Any], dict[Any, Any], Iterable[Any]]] = []
@@ -366,7 +383,120 @@ class Codec:
             except Exception as e:  # the class's own validators or __attrs_post_init__
                 raise FieldError(f"{qual}: constructor refused the fields: {e!r}") from e
 
-        return encode, decode
+        fast_top, fast_nested, fast_dec = self._fast_paths(cls, tag, names, kinds, make)
+        self._fast_enc[cls] = fast_nested
+        self._fast_dec[tag] = fast_dec
+        if not self.fast:
+            return encode, decode
+
+        def checked_encode(obj: Any, top: bool) -> list[Any]:
+            try:
+                return fast_top(obj) if top else fast_nested(obj)
+            except Exception:  # the careful path says exactly what is wrong (or agrees)
+                return encode(obj, top)
+
+        def checked_decode(arr: Any, off: int) -> Any:
+            try:
+                return fast_dec(arr, off)
+            except Exception:
+                return decode(arr, off)
+
+        return checked_encode, checked_decode
+
+    def _fast_paths(
+        self, cls: type, tag: int, names: tuple[str, ...], kinds: list[_Kind], make: Any
+    ) -> tuple[Any, Any, Any]:
+        """Straight-line encode/decode functions for ``cls``, generated from its kinds.
+
+        They do the same checks as the careful path (``_class_codec``) with
+        no per-field loop, call and try block, and signal any failure by
+        raising; the caller then reruns the careful path, which either
+        raises the precise ``CodecError`` or, where the fast path was merely
+        stricter (a tuple where a list is usual), gives the same value.  So
+        they can never accept what the careful path refuses.
+        """
+        ns: dict[str, Any] = {
+            "make": make,
+            "VERSION": VERSION,
+            "TAG": tag,
+            "FD": self._fast_dec,
+            "FE": self._fast_enc,
+            "Slow": _Slow,
+            "list": list,
+            "tuple": tuple,
+            "type": type,
+            "len": len,
+        }
+        dec_lines = [
+            "def fast_dec(arr, off):",
+            f"    if len(arr) - off != {len(names)}: raise Slow",
+        ]
+        enc_lines = []
+        values = []
+        for i, (name, kind) in enumerate(zip(names, kinds, strict=True)):
+            a = f"a{i}"
+            dec_lines.append(f"    {a} = arr[off + {i}]")
+            enc_lines.append(f"    {a} = o.{name}")
+            values.append(a)
+            if kind.exact is not None:
+                if len(kind.exact) == 1:
+                    ns[f"T{i}"] = next(iter(kind.exact))
+                    test = f"type({a}) is not T{i}"
+                else:
+                    ns[f"OK{i}"] = kind.exact
+                    test = f"type({a}) not in OK{i}"
+                dec_lines.append(f"    if {test}: raise Slow")
+                enc_lines.append(f"    if {test}: raise Slow")
+            elif kind.classes:
+                ns[f"TAGS{i}"] = frozenset(self.tags[c] for c in kind.classes)
+                ns[f"CLS{i}"] = frozenset(kind.classes)
+                dec_lines.append(
+                    f"    if type({a}) is not list or not {a} or type({a}[0]) is not int"
+                    f" or {a}[0] not in TAGS{i}: raise Slow"
+                )
+                dec_lines.append(f"    {a} = FD[{a}[0]]({a}, 1)")
+                enc_lines.append(f"    if type({a}) not in CLS{i}: raise Slow")
+                enc_lines.append(f"    {a} = FE[type({a})]({a})")
+            elif kind.seq is not None and kind.seq[1].classes and kind.seq[0] in (tuple, list):
+                container, item = kind.seq
+                ns[f"C{i}"] = container
+                ns[f"TAGS{i}"] = frozenset(self.tags[c] for c in item.classes)
+                ns[f"CLS{i}"] = frozenset(item.classes)
+                dec_lines += [
+                    f"    if type({a}) is not list: raise Slow",
+                    f"    for x in {a}:",
+                    f"        if type(x) is not list or not x or type(x[0]) is not int"
+                    f" or x[0] not in TAGS{i}: raise Slow",
+                    f"    {a} = C{i}([FD[x[0]](x, 1) for x in {a}])",
+                ]
+                enc_lines += [
+                    f"    if type({a}) is not C{i}: raise Slow",
+                    f"    for x in {a}:",
+                    f"        if type(x) not in CLS{i}: raise Slow",
+                    f"    {a} = [FE[type(x)](x) for x in {a}]",
+                ]
+            else:
+                ns[f"DEC{i}"] = kind.dec
+                ns[f"ENC{i}"] = kind.enc
+                dec_lines.append(f"    {a} = DEC{i}({a})")
+                enc_lines.append(f"    {a} = ENC{i}({a})")
+        fields = ", ".join(values)
+        dec_lines.append(f"    return make({fields})")
+        body = "\n".join(enc_lines) or "    pass"
+        sep = ", " if values else ""
+        source = "\n".join(
+            [
+                *dec_lines,
+                "def fast_top(o):",
+                body,
+                f"    return [VERSION, TAG{sep}{fields}]",
+                "def fast_nested(o):",
+                body,
+                f"    return [TAG{sep}{fields}]",
+            ]
+        )
+        exec(compile(source, f"<codec {cls.__qualname__}>", "exec"), ns)
+        return ns["fast_top"], ns["fast_nested"], ns["fast_dec"]
 
     def _kind(self, hint: Any, where: str) -> _Kind:
         origin, args = typing.get_origin(hint), typing.get_args(hint)
@@ -502,7 +632,7 @@ class Codec:
                 raise FieldError(f"{desc} has duplicate elements")
             return out
 
-        return _Kind(desc, "array", enc, dec, frozenset({container}))
+        return _Kind(desc, "array", enc, dec, frozenset({container}), seq=(container, item))
 
     def _fixed_tuple(self, items: list[_Kind]) -> _Kind:
         desc = f"tuple[{', '.join(k.desc for k in items) or '()'}]"

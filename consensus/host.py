@@ -378,6 +378,7 @@ class ReplicaHost:
     def _apply(self, now: float, out: Outputs) -> None:
         sm, waiting, reply, node_id = self.sm, self.waiting, self._reply, self.node_id
         packs = self._packs
+        apply_requests = getattr(sm, "apply_requests", None)
         applied = self.applied if self.record_applied else None
         on_apply = self.on_apply
         for entry in out.committed:
@@ -385,11 +386,16 @@ class ReplicaHost:
             if index <= sm.applied_index:
                 continue  # already covered by a restored snapshot
             payload = entry.payload
+            own = None
             if packs:
                 for r in requests_in(payload):
                     if type(r.command) is PackedBatch:
-                        packs.pop((r.client_id, r.seq), None)
-            results = sm.apply(index, payload)
+                        own = packs.pop((r.client_id, r.seq), None)
+            if own is not None and type(payload) is Request and apply_requests is not None:
+                # Our own pack: we still hold its requests, so skip unpacking it.
+                results = apply_requests(index, own)
+            else:
+                results = sm.apply(index, payload)
             if applied is not None:
                 applied.append((index, payload))
             if on_apply is not None:

@@ -175,6 +175,14 @@ class KVStore:
             return results
         return []
 
+    def apply_requests(self, index: int, requests: Any) -> list[tuple[Request, Any]]:
+        """Apply, at ``index``, the entry that carried ``requests`` (a pack whose
+        requests the host still holds): the same as applying the pack."""
+        if index != self.applied_index + 1:
+            raise ValueError(f"apply out of order: index {index} after {self.applied_index}")
+        self.applied_index = index
+        return [(r, self._apply_request(r)) for r in requests]
+
     def _apply_packed(
         self, packed: PackedBatch, results: list[tuple[Request, Any]]
     ) -> list[tuple[Request, Any]]:

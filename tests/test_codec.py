@@ -592,3 +592,33 @@ def test_a_bad_frame_body_breaks_the_stream() -> None:
         decoder.feed(b"\x00\x00\x00\x01\xff" + CODEC.encode_frame(REQ))
     with pytest.raises(MalformedFrame, match="stream already failed"):
         decoder.feed(CODEC.encode_frame(REQ))
+
+
+# -- the generated fast path agrees with the careful one -------------------------------------
+
+
+def test_a_bool_where_a_tag_belongs_is_refused_even_though_true_equals_one():
+    # [VERSION, Request, client_id, seq, [True, "k"]]: True == 1 == Get's tag.
+    data = cbor2.dumps([VERSION, 6, 1, 2, [True, "k"]])
+    with pytest.raises(FieldError, match="Request.command"):
+        CODEC.decode(data)
+    data = cbor2.dumps([VERSION, 8, [[True, 1, 2, [2, "k", "v"]]]])  # Batch of a bool-tagged item
+    with pytest.raises(FieldError):
+        CODEC.decode(data)
+
+
+CAREFUL = Codec(EXTRA, fast=False)
+
+
+@pytest.mark.parametrize("value", TABLE, ids=lambda v: type(v).__name__)
+def test_fast_and_careful_paths_give_the_same_bytes_and_the_same_value(value):
+    data = CODEC.encode(value)
+    assert data == CAREFUL.encode(value)
+    assert CODEC.decode(data) == CAREFUL.decode(data) == value
+    assert type(CODEC.decode(data)) is type(value)
+
+
+def test_the_careful_path_alone_still_refuses_what_the_fast_path_refuses():
+    data = cbor2.dumps([VERSION, 6, 1, 2, [True, "k"]])
+    with pytest.raises(FieldError, match="Request.command"):
+        CAREFUL.decode(data)

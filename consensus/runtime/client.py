@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 import random
 import secrets
 import ssl
@@ -79,19 +80,38 @@ class _Lane:
 
 
 class _Waiter:
-    __slots__ = ("event", "reply")
+    """One attempt waiting for its answer: the waiting task is parked and
+    rescheduled with the answer (cheaper than an Event and a cancel scope
+    per attempt; the connection's watchdog answers ``timeout``)."""
 
-    def __init__(self) -> None:
-        self.event = trio.Event()
-        self.reply: Reply | None = None
+    __slots__ = ("task", "reply", "deadline")
 
-    def set(self, reply: Reply) -> None:
+    def __init__(self, deadline: float = math.inf) -> None:
+        self.task: Any = None
+        self.reply: Any = None
+        self.deadline = deadline
+
+    def set(self, reply: Any) -> None:
         if self.reply is None:
             self.reply = reply
-            self.event.set()
+            task, self.task = self.task, None
+            if task is not None:
+                trio.lowlevel.reschedule(task)
+
+    async def wait(self) -> Any:
+        if self.reply is None:
+            self.task = trio.lowlevel.current_task()
+
+            def abort(raise_cancel: Any) -> Any:
+                self.task = None
+                return trio.lowlevel.Abort.SUCCEEDED
+
+            await trio.lowlevel.wait_task_rescheduled(abort)
+        return self.reply
 
 
 _DISCONNECTED = "disconnected"
+_TIMED_OUT = Reply(client_id=0, seq=0, ok=False, reason="timeout")
 
 
 class _Conn:
@@ -107,6 +127,9 @@ class _Conn:
         self.queue: list[Request] = []
         self.wake = trio.Event()
         self.pending: dict[tuple[int, int], _Waiter] = {}
+        # Attempts in the order they were sent (so by deadline): the watchdog's queue.
+        self.deadlines: deque[tuple[tuple[int, int], _Waiter]] = deque()
+        self.deadline_set = trio.Event()
         # Control queries (status, local reads) are answered in order: one waiter each.
         self.controls: deque[tuple[Any, _Waiter]] = deque()
         self.scope = trio.CancelScope()
@@ -147,6 +170,7 @@ class _Conn:
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._write, nursery.cancel_scope)
+                nursery.start_soon(self._watchdog)
                 await self._read()
                 nursery.cancel_scope.cancel()
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
@@ -167,23 +191,42 @@ class _Conn:
             waiter.set(gone)
         self.pending.clear()
         for _, waiter in self.controls:
-            waiter.event.set()
+            waiter.set(None)
         self.controls.clear()
+        self.deadlines.clear()
 
     def send(self, request: Request) -> _Waiter:
-        waiter = _Waiter()
+        waiter = _Waiter(trio.current_time() + self.client.timeout)
         if self.closed:
             waiter.set(Reply(client_id=0, seq=0, ok=False, reason=_DISCONNECTED))
             return waiter
-        self.pending[(request.client_id, request.seq)] = waiter
+        key = (request.client_id, request.seq)
+        self.pending[key] = waiter
         self.queue.append(request)
         self.wake.set()
+        self.deadlines.append((key, waiter))
+        if len(self.deadlines) == 1:
+            self.deadline_set.set()
         return waiter
 
-    def forget(self, request: Request, waiter: _Waiter) -> None:
-        key = (request.client_id, request.seq)
-        if self.pending.get(key) is waiter:
-            del self.pending[key]
+    async def _watchdog(self) -> None:
+        """Answer ``timeout`` to every attempt still unanswered at its deadline."""
+        deadlines, pending = self.deadlines, self.pending
+        while True:
+            while deadlines and deadlines[0][1].reply is not None:
+                deadlines.popleft()  # answered in time
+            if not deadlines:
+                self.deadline_set = trio.Event()
+                await self.deadline_set.wait()
+                continue
+            key, waiter = deadlines[0]
+            if trio.current_time() < waiter.deadline:
+                await trio.sleep_until(waiter.deadline)
+                continue
+            deadlines.popleft()
+            if pending.get(key) is waiter:
+                del pending[key]
+            waiter.set(_TIMED_OUT)
 
     async def control(self, query: Any) -> Any:
         """Send a control query (``StatusQuery``, ``LocalRead``) and wait for its answer."""
@@ -193,10 +236,10 @@ class _Conn:
         self.controls.append((query, waiter))
         self.queue.append(query)
         self.wake.set()
-        await waiter.event.wait()
-        if waiter.reply is None:
+        reply = await waiter.wait()
+        if reply is None:
             raise ConnectionError(self.error or f"node {self.node}: no answer")
-        return waiter.reply
+        return reply
 
     async def _write(self, scope: trio.CancelScope) -> None:
         encode = self.client.codec.encode_frame
@@ -238,8 +281,7 @@ class _Conn:
                             waiter.set(reply)
                 elif self.controls:
                     _, waiter = self.controls.popleft()
-                    waiter.reply = message
-                    waiter.event.set()
+                    waiter.set(message)
 
 
 class Client:
@@ -346,12 +388,8 @@ class Client:
                 await self._back_off(backoffs)
                 backoffs += 1
                 continue
-            waiter = conn.send(request)
-            with trio.move_on_after(self.timeout):
-                await waiter.event.wait()
-            reply = waiter.reply
-            if reply is None:
-                conn.forget(request, waiter)
+            reply = await conn.send(request).wait()
+            if reply is _TIMED_OUT:
                 self.stats["timeouts"] += 1
                 reason = f"no answer from node {target} within {self.timeout:g} s"
                 target = self._next(target)
