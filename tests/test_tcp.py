@@ -310,3 +310,70 @@ def test_free_ports_are_distinct_and_bindable():
     for port in ports:
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", port))
+
+
+# -- TLS and the blocking client ------------------------------------------------------------
+
+
+def tls_cluster(tmp_path: Path) -> ClusterFile:
+    trustme = pytest.importorskip("trustme")
+    ca = trustme.CA()
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    leaf = ca.issue_cert("consensus")
+    leaf.cert_chain_pems[0].write_to_path(str(tmp_path / "node.pem"))
+    leaf.private_key_pem.write_to_path(str(tmp_path / "node.key"))
+    extra = '[tls]\ncert = "node.pem"\nkey = "node.key"\nca = "ca.pem"\nserver_name = "consensus"\n'
+    return cluster_file(tmp_path, extra=extra)
+
+
+async def test_a_tls_cluster_commits_and_refuses_plain_connections(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="consensus")
+    cluster = tls_cluster(tmp_path)
+    async with running(cluster) as servers:
+        async with connect(cluster) as client:
+            with trio.fail_after(BOUND):
+                await client.put("secret", "kept")
+                assert await client.get("secret") == "kept"
+        # A client that does not speak TLS gets nowhere, and the node carries on.
+        host, port = servers[0].listening
+        framed = FramedStream(await open_stream(host, port), 1 << 20, "plain")
+        with pytest.raises((HandshakeError, trio.BrokenResourceError)):
+            await dial_handshake(
+                framed,
+                secret=cluster.secret_bytes(),
+                role="client",
+                me=-1,
+                listener=0,
+                timeout=5.0,
+            )
+        await framed.aclose()
+        async with connect(cluster) as client:
+            with trio.fail_after(BOUND):
+                assert await client.get("secret") == "kept"
+    assert any("refused connection" in m for m in refusals(caplog)), caplog.text
+
+
+async def test_the_blocking_client_works_from_a_thread_without_an_event_loop(tmp_path):
+    from consensus.runtime.client import connect_sync
+
+    cluster = cluster_file(tmp_path)
+    async with running(cluster):
+
+        def use_it() -> tuple[Any, Any, Any]:
+            with connect_sync(cluster) as client:
+                client.put("k", "v")
+                return client.get("k"), client.cas("k", "v", "w"), client.status(0)["node"]
+
+        got, swapped, node = await trio.to_thread.run_sync(use_it)
+    assert (got, swapped, node) == ("v", True, 0)
+
+
+async def test_a_silent_connection_is_closed_after_the_handshake_timeout(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="consensus")
+    cluster = cluster_file(tmp_path, extra="[limits]\nhandshake_timeout = 0.3\n")
+    async with running(cluster) as servers:
+        framed = await raw_connection(servers[0])
+        await framed.receive_frame()  # Hello, then say nothing
+        assert await closed_by_peer(framed)
+        await assert_still_commits(cluster)
+    assert any("no complete handshake within 0.3 s" in m for m in refusals(caplog)), caplog.text

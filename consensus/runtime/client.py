@@ -447,6 +447,8 @@ class Client:
 
     async def _connection(self, node: int) -> _Conn:
         conn = self._conns.get(node)
+        if conn is not None and conn.ready.is_set() and not conn.closed:
+            return conn  # connected: no need to wait (or even to yield)
         if conn is None:
             conn = _Conn(self, node)
             self._conns[node] = conn

@@ -218,8 +218,10 @@ class NodeServer:
         except OSError:
             peer_name = "?"
         framed: FramedStream | None = None
+        timeout = self.cluster.limits.handshake_timeout
         try:
-            wrapped = await accept_stream(stream, self.tls_server)
+            with trio.fail_after(timeout):  # TLS too: a silent connection is dropped
+                wrapped = await accept_stream(stream, self.tls_server)
             framed = FramedStream(wrapped, self.cluster.limits.max_frame, peer_name)
             login = await listen_handshake(
                 framed,
@@ -228,6 +230,13 @@ class NodeServer:
                 peers=tuple(n for n in self.cluster.node_ids if n != self.node_id),
                 timeout=self.cluster.limits.handshake_timeout,
             )
+        except trio.TooSlowError:
+            self.refused += 1
+            self.log.warning(
+                "refused connection from %s: no TLS handshake within %g s", peer_name, timeout
+            )
+            await trio.aclose_forcefully(stream)
+            return
         except (HandshakeError, ssl.SSLError, trio.BrokenResourceError, OSError) as exc:
             self.refused += 1
             self.log.warning("refused connection from %s: %s", peer_name, exc)
