@@ -7,8 +7,10 @@ deterministic simulator, the Trio runtime, a test).  It owns the node's
 storage, state machine and the client requests submitted at this node, and
 for every ``Outputs`` it does, in order (see ``consensus.replica``):
 
-1. persist (compact, append, sync), 2. send, 3. restore and apply,
-4. answer clients (results, rejections, reads once applied far enough).
+0. send the eager messages, 1. persist (compact, append, sync; then tell the
+replica ``synced``), 2. send, 3. restore and apply, 4. answer clients
+(results, rejections, reads once applied far enough), and last carry out
+what ``synced`` returned.
 
 The driver gives it two callables: ``send(dst, message)`` and
 ``reply(waiter, reply)``; ``waiter`` is an opaque token the driver passed to
@@ -323,9 +325,13 @@ class ReplicaHost:
     # -- outputs ---------------------------------------------------------------------
 
     def handle(self, now: float, out: Outputs) -> None:
-        """Carry out ``out``: persist, send, apply, answer (in that order)."""
+        """Carry out ``out``: send eagerly, persist, send, apply, answer (in that order)."""
         # Runs once per input, so every step is guarded by a cheap emptiness test.
+        eager = out.eager
+        if eager:
+            self._send_all(eager)
         persist = out.persist
+        synced = None
         if persist or out.compact is not None:
             storage = self.storage
             if out.compact is not None:
@@ -333,14 +339,11 @@ class ReplicaHost:
             if persist:
                 storage.append(persist)
             storage.sync()
+            synced = self.replica.synced(now)
 
         messages = out.messages
         if messages:
-            send, sent = self._send, self._sent_types
-            for dst, message in messages:
-                cls = type(message)
-                sent[cls] = sent.get(cls, 0) + 1
-                send(dst, message)
+            self._send_all(messages)
 
         if out.restore is not None:
             snap = out.restore
@@ -374,6 +377,20 @@ class ReplicaHost:
             self._reads.extend(out.reads)
         if self._reads:
             self._serve_reads()
+        if synced:
+            self.handle(now, synced)
+
+    def send_now(self, messages: list[tuple[int, Any]]) -> None:
+        """Hand ``messages`` to the network now (a driver sending an ``Outputs``'
+        eager messages ahead of ``handle``, which then must not see them)."""
+        self._send_all(messages)
+
+    def _send_all(self, messages: list[tuple[int, Any]]) -> None:
+        send, sent = self._send, self._sent_types
+        for dst, message in messages:
+            cls = type(message)
+            sent[cls] = sent.get(cls, 0) + 1
+            send(dst, message)
 
     def _apply(self, now: float, out: Outputs) -> None:
         sm, waiting, reply, node_id = self.sm, self.waiting, self._reply, self.node_id

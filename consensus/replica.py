@@ -26,11 +26,18 @@ Inputs, each with the current time ``now`` in seconds:
 Every input returns an ``Outputs``.  The host processes one ``Outputs`` in
 this order, and a plugin may rely on it:
 
+0. **send eagerly**: ``eager`` messages are handed to the network at once.
+   They promise nothing about this ``Outputs``' records (a leader's
+   replication of entries it has just appended: the followers' answers are
+   what promises durability), so they may overlap the leader's own disk write
+   with the round trip.  A plugin that sends eagerly must not count on its
+   own copy until ``synced`` says it is durable.
 1. **persist**: ``compact`` (if set) atomically replaces everything stored,
    then ``persist`` records are appended, then storage is synced (per the
    storage's fsync policy).  Nothing below happens before this is durable, so
    a vote or an accept acknowledgement never leaves before the state it
-   promises.
+   promises.  Once synced, the host calls ``synced(now)`` (every record
+   persisted so far is durable); its outputs are carried out after these.
 2. **send**: ``messages`` are handed to the network, in order.
 3. **apply**: ``restore`` (if set) replaces the state machine's state, then
    ``committed`` entries are applied in index order.
@@ -145,7 +152,8 @@ class Outputs:
     A plain slotted class rather than attrs: one is built per input, on the
     simulator's hottest path, and list literals are cheaper than factories.
     ``placed`` stays ``None`` until ``place`` is called: almost no input
-    places a request, and ``None`` costs less to build than a list.
+    places a request, and ``None`` costs less to build than a list; ``eager``
+    likewise until ``send_eager``.
     """
 
     __slots__ = (
@@ -157,6 +165,7 @@ class Outputs:
         "rejected",
         "reads",
         "placed",
+        "eager",
     )
 
     def __init__(
@@ -170,6 +179,7 @@ class Outputs:
         rejected: list[Rejection] | None = None,
         reads: list[ReadReady] | None = None,
         placed: list[Placement] | None = None,
+        eager: list[tuple[NodeId, Any]] | None = None,
     ) -> None:
         self.persist: list[Any] = [] if persist is None else persist
         self.compact = compact
@@ -179,6 +189,7 @@ class Outputs:
         self.rejected: list[Rejection] = [] if rejected is None else rejected
         self.reads: list[ReadReady] = [] if reads is None else reads
         self.placed: list[Placement] | None = placed
+        self.eager: list[tuple[NodeId, Any]] | None = eager
 
     def __repr__(self) -> str:
         fields = ", ".join(
@@ -191,16 +202,23 @@ class Outputs:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Outputs):
             return NotImplemented
-        # An empty ``placed`` list and ``None`` mean the same: nothing placed.
+        # An empty ``placed`` or ``eager`` list and ``None`` mean the same: nothing.
         return all(
             (getattr(self, n) or None) == (getattr(other, n) or None)
-            if n == "placed"
+            if n in ("placed", "eager")
             else getattr(self, n) == getattr(other, n)
             for n in self.__slots__
         )
 
     def send(self, dst: NodeId, message: Any) -> None:
         self.messages.append((dst, message))
+
+    def send_eager(self, dst: NodeId, message: Any) -> None:
+        """Send ``message`` before this output's records are durable (see step 0)."""
+        eager = self.eager
+        if eager is None:
+            self.eager = eager = []
+        eager.append((dst, message))
 
     def reject(self, request: Request, reason: str, leader_hint: NodeId | None = None) -> None:
         """Tell the client of ``request`` to retry (see ``Rejection``)."""
@@ -237,6 +255,10 @@ class Outputs:
             if self.placed is None:
                 self.placed = []
             self.placed.extend(other.placed)
+        if other.eager:
+            if self.eager is None:
+                self.eager = []
+            self.eager.extend(other.eager)
 
     def __bool__(self) -> bool:
         """Whether there is anything to carry out (a placement is a report, not work)."""
@@ -248,6 +270,7 @@ class Outputs:
             or self.committed
             or self.rejected
             or self.reads
+            or self.eager
         )
 
 
@@ -336,6 +359,12 @@ class Replica(abc.ABC):
     def read(self, now: float, request: Request) -> Outputs:
         """Start a linearizable read of a ``Get`` (only when ``supports_reads``)."""
         raise NotImplementedError(f"{type(self).__name__} serves reads through the log")
+
+    def synced(self, now: float) -> Outputs | None:
+        """Every record the host persisted so far is durable (after each sync
+        that covered new records).  A plugin that sends eagerly learns here
+        that its own copy now counts; others need not override it."""
+        return None
 
     def compact(self, now: float, index: int, data: bytes) -> Outputs:
         """The host snapshotted the state machine at ``index``; drop the prefix."""

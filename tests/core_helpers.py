@@ -25,17 +25,47 @@ def build(
     options: Any = None,
     records: Any = (),
     seed: int = 0,
+    *,
+    host_syncs: bool = True,
 ) -> Any:
-    """Replica ``node`` of ``spec`` over ``members``, recovered from ``records``."""
+    """Replica ``node`` of ``spec`` over ``members``, recovered from ``records``.
+
+    With ``host_syncs`` (the default) every input that persists something is
+    followed by ``synced(now)``, its outputs appended to the input's, as a
+    host does once the records are durable; without it the test drives
+    ``synced`` itself."""
     ctx = ReplicaContext(node_id=node, members=members, options=options, rng=random.Random(seed))
-    return spec.create(ctx, list(records))
+    replica = spec.create(ctx, list(records))
+    if host_syncs:
+        _sync_after_persist(replica)
+    return replica
+
+
+def _sync_after_persist(replica: Any) -> None:
+    for name in ("start", "step", "tick", "propose", "read", "compact"):
+        original = getattr(replica, name)
+
+        def wrapped(now: float, *args: Any, _original: Any = original) -> Outputs:
+            out = _original(now, *args)
+            if out.persist or out.compact is not None:
+                after = replica.synced(now)
+                if after:
+                    out.extend(after)
+            return out
+
+        setattr(replica, name, wrapped)
+
+
+def outgoing(out: Outputs) -> list[tuple[int, Any]]:
+    """Everything ``out`` sends, as (dst, message): the eager ones go first."""
+    return [*(out.eager or ()), *out.messages]
 
 
 def sent(out: Outputs, kind: type | None = None, dst: int | None = None) -> list[Any]:
     """Messages in ``out`` of type ``kind`` (any), to ``dst`` (any), in order."""
     return [
         m
-        for d, m in out.messages
+        for d, m in outgoing(out)
         if (kind is None or isinstance(m, kind)) and (dst is None or d == dst)
     ]
 
@@ -59,7 +89,7 @@ class Wire:
         self.rejected: list[Any] = []
 
     def take(self, src: int, out: Outputs) -> Outputs:
-        self.queue.extend((src, dst, m) for dst, m in out.messages)
+        self.queue.extend((src, dst, m) for dst, m in outgoing(out))
         self.committed[src].extend(out.committed)
         self.persisted[src].extend(out.persist)
         self.rejected.extend(out.rejected)

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from codec_helpers import roundtrip_table_check
-from core_helpers import build, req, sent
+from core_helpers import build, outgoing, req, sent
 
 from consensus.codec import Codec
 from consensus.commands import ChangeMembership, Get, Noop, Request
@@ -266,7 +266,7 @@ def test_follower_starts_election_when_timeout_elapses_without_leader() -> None:
     r = make(prevote=False)
     deadline = r.next_deadline()
     assert deadline is not None and ET_MIN <= deadline < ET_MAX
-    assert not r.tick(deadline - 1e-9).messages  # an early tick does nothing
+    assert not outgoing(r.tick(deadline - 1e-9))  # an early tick does nothing
     out = r.tick(deadline)
     assert r.role is Role.CANDIDATE
     assert sent(out, RequestVote) == [RequestVote(term=1, last_log_index=0, last_log_term=0)] * 2
@@ -374,7 +374,7 @@ def test_leader_persists_client_entry_before_sending_it() -> None:
         ack(r, now, peer, 1)
     out = r.propose(now, req(1))
     assert out.persist == [LogAppend(index=2, entries=(Entry(term=1, payload=req(1)),))]
-    assert not out.messages  # sent on the flush, after the host persisted
+    assert not outgoing(out)  # sent on the flush, after the host persisted
     out = r.tick(now)
     for peer in r.peers:
         (ae,) = sent(out, AppendEntries, dst=peer)
@@ -480,7 +480,7 @@ def test_leader_ignores_a_stale_rejection() -> None:
     ack(r, now, 1, 4)  # follower 1 now replicates from 5
     stale = AppendEntriesResponse(term=2, success=False, index=3, conflict_term=0, conflict_index=1)
     out = r.step(now, 1, stale)
-    assert not out.messages and r._progress[1].match == 4
+    assert not outgoing(out) and r._progress[1].match == 4
     assert r._progress[1].state is ProgressState.REPLICATE
 
 
@@ -656,7 +656,7 @@ def test_node_that_heard_from_leader_recently_ignores_higher_term_vote_requests(
     for prevote in (True, False):
         request = RequestVote(term=2, last_log_index=5, last_log_term=1, prevote=prevote)
         out = voter.step(1.0 + ET_MIN / 2, 2, request)
-        assert not out.messages and voter.term == 1 and voter.voted_for is None
+        assert not outgoing(out) and voter.term == 1 and voter.voted_for is None
     # Once the leader has been silent for the minimum election timeout, it may vote.
     out = voter.step(1.0 + ET_MIN + 1e-9, 2, RequestVote(term=2, last_log_index=5, last_log_term=1))
     assert sent(out, RequestVoteResponse)[0].vote_granted and voter.term == 2
@@ -666,7 +666,7 @@ def test_leader_with_check_quorum_is_not_deposed_by_a_vote_request() -> None:
     r = make()
     now, _ = elect(r)
     out = r.step(now, 2, RequestVote(term=9, last_log_index=9, last_log_term=9))
-    assert r.role is Role.LEADER and r.term == 1 and not out.messages
+    assert r.role is Role.LEADER and r.term == 1 and not outgoing(out)
 
 
 # -------------------------------------------------------------------- ReadIndex
@@ -690,7 +690,7 @@ def test_read_index_is_served_only_after_a_quorum_confirms_leadership_after_arri
         ack(r, now, peer, 1)
     assert r.commit_index == 1
     out = r.read(now, getreq(1))
-    assert not out.reads and not out.messages  # the round goes out on the flush
+    assert not out.reads and not outgoing(out)  # the round goes out on the flush
     out = r.tick(now)
     rounds = {m.read_round for m in sent(out, AppendEntries)}
     assert rounds == {1} and len(sent(out, AppendEntries)) == 2
@@ -996,3 +996,38 @@ def test_raft_package_imports_no_io_clock_or_global_random() -> None:
             else:
                 continue
             assert not names & forbidden, f"{path.name} imports {names & forbidden}"
+
+
+# -- eager replication: the leader's write overlaps the round trip (contract step 0) ----------
+
+
+def test_a_leaders_appends_go_out_eagerly_and_a_followers_acknowledgement_does_not() -> None:
+    r = make()
+    now, _ = elect(r)
+    ack(r, now, 1, 1)
+    ack(r, now, 2, 1)
+    r.propose(now, req(1))
+    out = r.tick(now)
+    assert [type(m) for _, m in out.eager or ()] == [AppendEntries, AppendEntries]
+    assert not out.messages  # nothing waits for the leader's own write
+    follower = make(node=1)
+    answer = follower.step(now, 0, append(1, 0, 0, 1))
+    assert not answer.eager  # its acknowledgement promises durability: after the write
+    assert [type(m) for _, m in answer.messages] == [AppendEntriesResponse]
+
+
+def test_a_leaders_own_copy_counts_only_once_the_host_says_it_is_durable() -> None:
+    r = build(PROTOCOL, 0, (0, 1, 2), RaftOptions(), (), 0, host_syncs=False)
+    r.start(0.0)
+    now, _ = elect(r)
+    r.synced(now)  # the no-op's record is durable
+    ack(r, now, 1, 1)
+    ack(r, now, 2, 1)
+    r.propose(now, req(1))
+    r.tick(now)
+    ack(r, now, 1, 2)  # one follower holds entry 2; our own write is not done yet
+    assert r.commit_index == 1
+    out = r.synced(now)
+    assert r.commit_index == 2 and out is not None
+    assert out.committed == [Committed(index=2, payload=req(1))]
+    assert r.synced(now) is None  # nothing new: nothing to do

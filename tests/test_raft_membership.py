@@ -16,7 +16,7 @@ import random
 from typing import Any
 
 import pytest
-from core_helpers import build, sent
+from core_helpers import build, outgoing, sent
 
 from consensus.checker.linearizability import check
 from consensus.commands import ChangeMembership, Get, Noop, Put, Request
@@ -210,7 +210,7 @@ def test_leader_not_in_c_new_manages_without_counting_itself_then_steps_down() -
     deadline = r.next_deadline()
     assert deadline is not None
     out = r.tick(deadline)
-    assert not out.messages and r.next_deadline() is None and r.role is Role.FOLLOWER
+    assert not outgoing(out) and r.next_deadline() is None and r.role is Role.FOLLOWER
 
 
 def test_new_leader_completes_a_joint_change_once_its_noop_commits() -> None:
@@ -246,7 +246,7 @@ def test_a_joint_election_needs_votes_from_majorities_of_both() -> None:
     )
     now = r.next_deadline() or 1.0
     out = r.tick(now)
-    assert {d for d, _ in out.messages} == {1, 2, 3, 4}
+    assert {d for d, _ in outgoing(out)} == {1, 2, 3, 4}
     r.step(now, 1, RequestVoteResponse(term=2, vote_granted=True, prevote=True))
     r.step(now, 2, RequestVoteResponse(term=2, vote_granted=True, prevote=True))
     assert r.role is Role.PRECANDIDATE  # all of old, none of new
@@ -284,7 +284,7 @@ def test_removed_server_cannot_bump_the_term_once_its_removal_committed() -> Non
         AppendEntries(term=1, prev_log_index=0, prev_log_term=0, entries=entries, leader_commit=2),
     )
     out = r.step(5.0, 3, vote)
-    assert r.term == 1 and not out.messages
+    assert r.term == 1 and not outgoing(out)
     assert r.counters["votes_ignored_not_member"] == 1
 
 
@@ -296,7 +296,7 @@ def test_spare_never_campaigns_until_a_configuration_including_it_reaches_its_lo
     deadline = r.next_deadline()
     assert deadline is not None
     out = r.tick(deadline)
-    assert not out.messages and r.next_deadline() is None
+    assert not outgoing(out) and r.next_deadline() is None
     # It does accept the leader's entries; the joint entry makes it a voter.
     joint = Configuration(new=(0, 1, 2, 3), old=OLD, request=change((0, 1, 2, 3)))
     entries = (Entry(term=1, payload=Noop()), Entry(term=1, payload=joint))
@@ -306,7 +306,7 @@ def test_spare_never_campaigns_until_a_configuration_including_it_reaches_its_lo
     assert deadline is not None
     out = r.tick(deadline)
     assert r.role is Role.PRECANDIDATE
-    assert {d for d, m in out.messages if isinstance(m, RequestVote)} == {0, 1, 2}
+    assert {d for d, m in outgoing(out) if isinstance(m, RequestVote)} == {0, 1, 2}
 
 
 def test_spare_answers_install_snapshot_and_adopts_its_configuration() -> None:

@@ -224,3 +224,40 @@ async def test_a_rejected_pack_answers_every_request_inside_it(autojump_clock):
         assert {(r.ok, r.reason, r.leader_hint) for r in replies} == {(False, "not_leader", leader)}
         assert follower.host.waiting == {} and follower.host._packs == {}
         nursery.cancel_scope.cancel()
+
+
+def test_the_host_sends_eager_messages_before_persisting_and_the_rest_after():
+    from consensus.host import ReplicaHost
+    from consensus.replica import Outputs
+    from consensus.storage import MemoryStorage
+
+    events: list[str] = []
+
+    class Recording(MemoryStorage):
+        def append(self, records):
+            events.append("append")
+            super().append(records)
+
+        def sync(self):
+            events.append("sync")
+
+    spec = get_protocol("sequencer")
+    host = ReplicaHost(
+        node_id=0,
+        spec=spec,
+        members=(0, 1),
+        options=spec.make_options(),
+        seed=0,
+        storage=Recording(),
+        send=lambda dst, m: events.append(f"send {m}"),
+        reply=lambda waiter, reply: None,
+    )
+    synced = []
+    host.replica.synced = lambda now: synced.append(now) or Outputs(messages=[(1, "after sync")])
+    out = Outputs(persist=["record"], messages=[(1, "regular")])
+    out.send_eager(1, "eager")
+    host.handle(1.0, out)
+    assert events == ["send eager", "append", "sync", "send regular", "send after sync"]
+    assert synced == [1.0]
+    host.handle(2.0, Outputs(messages=[(1, "no records")]))
+    assert synced == [1.0]  # nothing persisted: nothing newly durable

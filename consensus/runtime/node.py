@@ -14,10 +14,12 @@ inputs are handled in batches:
    requests; feed each to the replica and merge the ``Outputs``; tick the
    replica if its deadline has passed (a leader that was asked to flush
    "now" sends one AppendEntries for the whole batch);
-3. hand the merged outputs to the host once: every record is written and
-   storage is synced once (group commit), and only then are the messages
-   sent and the clients answered, so the contract's persist-before-send
-   holds for the whole batch;
+3. hand the merged outputs to the host once: eager messages (a leader's
+   replication) are put on the wire first, and the driver yields once so the
+   transport writes them while the disk write runs; then every record is
+   written and storage is synced once (group commit), and only then are the
+   other messages sent and the clients answered, so the contract's
+   persist-before-send holds for the whole batch;
 4. yield, so transports write what was sent and read what arrived.
 
 With ``group_commit=False`` each input's outputs are carried out on their
@@ -200,13 +202,24 @@ class NodeRunner:
                     with trio.move_on_at(wake):
                         await self._wake.wait()
                     self._wake = trio.Event()
-            self._run_batch()
+            now = self.now()
+            merged = self._run_batch(now)
+            if merged:
+                if merged.eager and merged.persist:
+                    # Put the eager messages on the wire before our own disk write,
+                    # so the write overlaps the round trip (contract step 0).
+                    self.host.send_now(merged.eager)
+                    merged.eager = None
+                    await trio.lowlevel.checkpoint()
+                self.host.handle(now, merged)
+            self._after_batch()
             # Let the transport write what this batch sent and read what arrived.
             await trio.lowlevel.checkpoint()
 
-    def _run_batch(self) -> None:
+    def _run_batch(self, now: float) -> Outputs | None:
+        """Feed one batch of inputs to the replica; with group commit, the merged
+        outputs for the caller to carry out (without, each input's are done)."""
         host, replica = self.host, self.host.replica
-        now = self.now()
         messages, requests = self._messages, self._requests
         budget = self.max_batch
         merged = Outputs()
@@ -242,13 +255,14 @@ class NodeRunner:
                 merged.extend(out)
             else:
                 host.handle(now, out)
-        if group and merged:
-            host.handle(now, merged)
         if n_msgs or n_reqs:
             self.stats["batches"] += 1
             self.stats["messages_in"] += n_msgs
             self.stats["requests_in"] += n_reqs
-        if messages or requests:
+        return merged if group and merged else None
+
+    def _after_batch(self) -> None:
+        if self._messages or self._requests:
             self._wake.set()
         self._note_leader()
 

@@ -106,6 +106,10 @@ class RaftReplica(Membership):
 
         # Volatile state on all servers.  Invariant: emitted <= commit_index <= last_index.
         self.commit_index: int = self.log.snapshot_index
+        # The last log index the host has confirmed durable here (``synced``): a
+        # leader sends new entries before its own write is done (eagerly) and
+        # counts its own copy only up to here.  Recovered records are durable.
+        self._synced: int = self.log.last_index
         self._emitted: int = self.log.snapshot_index  # figure 2's lastApplied
         self._now: float = 0.0
 
@@ -278,6 +282,18 @@ class RaftReplica(Membership):
             and contact is not None
             and self._now - contact < self.options.election_timeout_min
         )
+
+    def synced(self, now: float) -> Outputs | None:
+        """Everything persisted so far is durable: our own entries now count."""
+        self._synced = self.log.last_index
+        if self.role is not Role.LEADER:
+            return None
+        before = self.commit_index
+        self._maybe_commit()
+        if self.commit_index == before:
+            return None
+        self._now = now
+        return self._finish(Outputs())
 
     def _finish(self, out: Outputs) -> Outputs:
         """Every input ends here: persist term/vote first, then emit new commits."""

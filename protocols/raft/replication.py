@@ -72,6 +72,7 @@ class Replication(Replica):
     _heartbeat_deadline: float | None
     _check_quorum_deadline: float | None
     _flush_at: float | None
+    _synced: int
     _pending: dict[int, tuple[int, Request]]
     _pending_ids: dict[tuple[int, int], int]
     # ReadIndex: reads awaiting confirmation, as (round needed, request, read index),
@@ -191,7 +192,8 @@ class Replication(Replica):
             leader_commit=self.commit_index,
             read_round=self._read_round,
         )
-        out.send(peer, message)
+        # Eager: it promises nothing about our own disk (see ``synced``).
+        out.send_eager(peer, message)
         progress.sent(prev + len(entries))
         return True
 
@@ -235,7 +237,7 @@ class Replication(Replica):
             leader_commit=self.commit_index,
             read_round=self._read_round,
         )
-        out.send(peer, heartbeat)
+        out.send_eager(peer, heartbeat)
 
     def _check_quorum(self, out: Outputs) -> bool:
         """CheckQuorum (thesis 6.2): step down unless a quorum was heard from recently."""
@@ -299,7 +301,8 @@ class Replication(Replica):
     def _maybe_commit(self) -> None:
         """Figure 2: commit N if a quorum matched N and log[N].term == currentTerm."""
         match = {peer: progress.match for peer, progress in self._progress.items()}
-        match[self.node_id] = self.log.last_index
+        # Our own copy counts once it is durable (we replicate before our write ends).
+        match[self.node_id] = min(self.log.last_index, self._synced)
         index = self.quorum.committed(match)
         if index > self.commit_index and self._term_at(index) == self.term:
             self.commit_index = index
@@ -397,6 +400,7 @@ class Replication(Replica):
             if log[at].term != entry.term:
                 assert at > self.commit_index, f"conflict at committed index {at}"
                 log.truncate_after(at - 1)
+                self._synced = min(self._synced, at - 1)  # what replaces them is not durable yet
                 out.persist.append(LogTruncate(after=at - 1))
                 self.counters["truncations"] += 1
                 self._drop_pending_after(at - 1, out)

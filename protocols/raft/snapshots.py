@@ -129,6 +129,7 @@ class Snapshots(Replication):
             out.send(src, InstallSnapshotResponse(term=self.term, index=self.commit_index))
             return
         self.log = compacted(self.log, index, m.last_included_term)
+        self._synced = min(self._synced, self.log.last_index)
         # Our own proposals are gone unless the log survived past them.
         for at in [i for i in self._pending if i <= index or i > self.log.last_index]:
             _, request = self._pending.pop(at)
