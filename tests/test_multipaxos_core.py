@@ -447,3 +447,26 @@ def test_accept_below_the_snapshot_is_not_acknowledged() -> None:
     r.compact(0.1, 2, b"s")
     out = r.step(0.2, 0, Accept(ballot=b(1, 0), slot=2, payloads=(req(2), req(3)), commit_index=2))
     assert sent(out, Accepted) == [Accepted(ballot=b(1, 0), slot=3, count=1)]
+
+
+def test_a_leaders_accepts_go_out_eagerly_and_its_own_counts_once_durable() -> None:
+    r = build(PROTOCOL, 0, (0, 1, 2), MultiPaxosOptions(), (), 0, host_syncs=False)
+    out = r.start(0.0)
+    prepare = sent(out, Prepare, dst=1)[0]
+    r.synced(0.0)
+    r.step(0.001, 1, Promise(ballot=prepare.ballot, from_slot=1, accepted=()))
+    assert r.role == LEADER
+    out = r.propose(1.0, req(1))
+    assert {d for d, m in out.eager or () if isinstance(m, Accept)} == {1, 2}
+    assert any(isinstance(rec, AcceptRecord) for rec in out.persist)
+    (accept,) = sent(out, Accept, dst=1)
+    # A follower accepted, but our own accept is not yet durable: not chosen.
+    out = r.step(1.002, 1, Accepted(ballot=accept.ballot, slot=1, count=1))
+    assert not out.committed
+    out = r.synced(1.003)
+    assert out is not None and out.committed == [Committed(index=1, payload=req(1))]
+    assert r.synced(1.004) is None
+    # The follower's own acknowledgement is not eager: it promises durability.
+    follower = make(1)
+    answer = follower.step(1.0, 0, accept)
+    assert not answer.eager and sent(answer, Accepted)

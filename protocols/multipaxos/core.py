@@ -105,6 +105,8 @@ class MultiPaxos(Replica):
         self._phase1: Phase1 | None = None
         # Leader only.  Invariant: every key is >= the slot after commit_index.
         self._inflight: dict[int, InFlight] = {}
+        # Slots this leader accepted whose records are not known durable yet.
+        self._awaiting_sync: list[int] = []
         self._next_slot = 1
         self._heartbeat_at = _INF
         self._retransmit_at = _INF
@@ -354,11 +356,12 @@ class MultiPaxos(Replica):
         """Phase 2a for ``items`` (ascending slots) at this leader's ballot."""
         if not items:
             return
-        ballot, inflight, accept, persist = (
+        ballot, inflight, accept, persist, awaiting = (
             self.ballot,
             self._inflight,
             self.acceptor.accept,
             out.persist,
+            self._awaiting_sync,
         )
         for slot, payload in items:
             flight = InFlight(payload=payload, sent_at=now)
@@ -366,8 +369,10 @@ class MultiPaxos(Replica):
             vote = accept(ballot, slot, payload)
             assert vote.ok, "a leader's own acceptor never promised a higher ballot"
             persist.extend(vote.records)
-            flight.acks.add(self.node_id)
-        self._send_accepts(self.peers, [s for s, _ in items], out)
+            # Our own accept counts once it is durable (``synced``); the Accepts go
+            # out eagerly meanwhile, so our write overlaps the round trip.
+            awaiting.append(slot)
+        self._send_accepts(self.peers, [s for s, _ in items], out, eager=True)
         self._heartbeat_at = now + self.options.heartbeat_interval
         self._retransmit_at = min(self._retransmit_at, now + self.options.retransmit_timeout)
         for slot, _ in items:
@@ -375,7 +380,26 @@ class MultiPaxos(Replica):
         if self.log.ready():
             out.committed.extend(self.log.drain())
 
-    def _send_accepts(self, dsts: Sequence[NodeId], slots: list[int], out: Outputs) -> None:
+    def synced(self, now: float) -> Outputs | None:
+        """Our accepts so far are durable: they count toward the quorums now."""
+        slots = self._awaiting_sync
+        if not slots:
+            return None
+        self._awaiting_sync = []
+        out = Outputs()
+        inflight = self._inflight
+        for slot in slots:
+            flight = inflight.get(slot)
+            if flight is not None:
+                flight.acks.add(self.node_id)
+                self._check_chosen(slot, out)
+        if self.log.ready():
+            out.committed.extend(self.log.drain())
+        return out if out else None
+
+    def _send_accepts(
+        self, dsts: Sequence[NodeId], slots: list[int], out: Outputs, eager: bool = False
+    ) -> None:
         limit = self.options.max_slots_per_message
         commit = self.log.commit_index
         inflight = self._inflight
@@ -391,7 +415,11 @@ class MultiPaxos(Replica):
                 message = Accept(
                     ballot=self.ballot, slot=lo, payloads=payloads, commit_index=commit
                 )
-                out.broadcast(dsts, message)
+                if eager:
+                    for dst in dsts:
+                        out.send_eager(dst, message)
+                else:
+                    out.broadcast(dsts, message)
 
     def _check_chosen(self, slot: int, out: Outputs) -> None:
         flight = self._inflight.get(slot)
