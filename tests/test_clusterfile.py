@@ -92,3 +92,9 @@ def test_proofs_depend_on_the_secret_both_nonces_the_role_and_both_nodes():
         assert other != base
     # The listener's proof is a different message: a login proof never passes for it.
     assert welcome_proof(b"secret", b"n1", b"n2", 2) != base
+
+
+def test_a_bad_table_where_a_table_or_nothing_belongs_names_its_key():
+    # tls is "TlsConfig | None": the one member's error is reported, not a TypeError.
+    with pytest.raises(ConfigError, match="tls.*cert"):
+        cluster(tls={"key": "k", "ca": "c"})

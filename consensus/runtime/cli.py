@@ -127,7 +127,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _cluster(args: argparse.Namespace) -> int:
     local = LocalCluster(args.config, log_dir=args.logs, log_level=args.log_level)
-    stop = {"signal": None}
+    stop: dict[str, int | None] = {"signal": None}
 
     def on_signal(signum: int, frame: Any) -> None:
         stop["signal"] = signum
@@ -141,8 +141,8 @@ def _cluster(args: argparse.Namespace) -> int:
             f"{cluster.protocol} cluster of {len(cluster.nodes)} nodes"
             f" (data in {cluster.path(cluster.data_dir)}):"
         )
-        for n in cluster.nodes:
-            print(f"  node {n.id}  {n.address}  pid {local.pid(n.id)}")
+        for address in cluster.nodes:
+            print(f"  node {address.id}  {address.address}  pid {local.pid(address.id)}")
         print(
             f"try: python -m consensus client --config {args.config} put greeting hello"
             "\nCtrl-C stops every node.",

@@ -250,7 +250,7 @@ class _Conn:
                     self.wake = trio.Event()
                     await self.wake.wait()
                 queue, self.queue = self.queue, []
-                chunks = []
+                chunks: list[bytes] = []
                 requests = [r for r in queue if type(r) is Request]
                 if len(requests) != len(queue):
                     chunks.extend(encode(q) for q in queue if type(q) is not Request)
