@@ -206,3 +206,26 @@ def test_a_run_config_over_tcp_gives_the_same_dataframes_as_a_simulated_run(tmp_
     assert set(real.messages["type"]) >= {"AppendEntries", "AppendEntriesResponse"}
     assert list(real.faults["action"]) == ["crash", "restart"]
     assert (tmp_path / "kept" / "raft" / "logs" / "node-0.log").exists()
+
+
+def test_an_overloaded_leader_answers_everyone_and_keeps_its_leadership(tmp_path):
+    """Far more outstanding requests than a node admits: every one is answered
+    (committed, or ``busy`` and retried), and the leader stays the leader."""
+    from bench.peers.measure import LoadPoint
+    from bench.peers.ours import run_ours_point
+
+    point = LoadPoint(clients=8, window=256, command_size=10, duration=2.0, warmup=0.5)
+    result = run_ours_point(
+        point,
+        protocol="raft",
+        options={
+            "election_timeout_min": 1.0,
+            "election_timeout_max": 2.0,
+            "heartbeat_interval": 0.05,
+        },
+        max_pending=512,
+    )
+    assert result.committed > 0
+    assert result.failed == 0  # busy answers are retried, never given up on
+    assert result.notes["busy"] > 0  # the node did turn requests away
+    assert result.notes["leader_changes"] == 3  # each node saw one leader, once

@@ -44,6 +44,7 @@ def run_ours_point(
     pack_proposals: int = 256,
     system: str | None = None,
     options: dict[str, Any] | None = None,
+    max_pending: int | None = None,
 ) -> PointResult:
     """Run ``point`` on a fresh local cluster of this project (see the module docstring)."""
     t_begin = time.monotonic()
@@ -59,7 +60,8 @@ def run_ours_point(
             fsync=fsync,
             extra=(
                 f"[limits]\npack_proposals = {pack_proposals}\n"
-                "[client]\ntimeout = 2.0\nbackoff = 0.01\nmax_attempts = 100\n"
+                + (f"max_pending = {max_pending}\n" if max_pending else "")
+                + "[client]\ntimeout = 2.0\nbackoff = 0.01\nmax_attempts = 100\n"
             ),
         )
         with LocalCluster(path, log_dir=folder / "logs"):
@@ -114,6 +116,7 @@ def run_ours_point(
             "pack_proposals": pack_proposals,
             "leader": leaders[0] if leaders else None,
             "leader_changes": sum(int(s.get("leader_changes_seen", 0)) for s in statuses),
+            "busy": sum(int(s.get("rejected_busy", 0)) for s in statuses),
             "fsyncs": {s["node"]: s.get("fsyncs") for s in statuses if s.get("up")},
         },
     )
