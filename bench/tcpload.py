@@ -67,6 +67,10 @@ class _Load:
         self.last_written: dict[str, str] = {}
         self.count = 0
         self.history = History()
+        # Operations started and not yet ended (callback-driven loads).
+        self.outstanding = 0
+        self.issuing_done = False
+        self.finished = trio.Event()
 
     def now(self) -> float:
         return time.monotonic() - self.start_at
@@ -95,9 +99,13 @@ class _Load:
                     if w.mode == "closed":
                         clients = share(w.clients, self.processes, self.index)
                         for _ in range(clients * self.window):
-                            nursery.start_soon(self._closed, client)
+                            if w.think_time:
+                                nursery.start_soon(self._closed, client)
+                            else:
+                                self._chain(client)
                     else:
-                        nursery.start_soon(self._open, client, nursery)
+                        nursery.start_soon(self._open, client)
+                    await self.finished.wait()
         for op in self.history:
             if op.status is None:
                 op.status = INFO
@@ -116,14 +124,35 @@ class _Load:
             if think:
                 await trio.sleep(think)
 
-    async def _open(self, client: Client, nursery: trio.Nursery) -> None:
+    def _chain(self, client: Client) -> None:
+        """One closed-loop slot without a task: each answer issues the next."""
+        self.outstanding += 1
+
+        def done(op: Any) -> None:
+            if self.now() < self.workload.duration:
+                client.start(self.command(), done)
+            else:
+                self._ended()
+
+        client.start(self.command(), done)
+
+    def _ended(self) -> None:
+        self.outstanding -= 1
+        if self.outstanding == 0 and self.issuing_done:
+            self.finished.set()
+
+    async def _open(self, client: Client) -> None:
         rate = self.workload.rate / self.processes
         duration = self.workload.duration
         next_at = trio.current_time()
         while self.now() < duration:
             next_at += self.rng.expovariate(rate)
             await trio.sleep_until(next_at)
-            nursery.start_soon(self._one, client)
+            self.outstanding += 1
+            client.start(self.command(), lambda op: self._ended())
+        self.issuing_done = True
+        if self.outstanding == 0:
+            self.finished.set()
 
 
 def run_load(spec: dict[str, Any]) -> dict[str, Any]:

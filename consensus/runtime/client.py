@@ -84,12 +84,14 @@ class _Waiter:
     rescheduled with the answer (cheaper than an Event and a cancel scope
     per attempt; the connection's watchdog answers ``timeout``)."""
 
-    __slots__ = ("task", "reply", "deadline")
+    __slots__ = ("task", "reply", "deadline", "callback")
 
     def __init__(self, deadline: float = math.inf) -> None:
         self.task: Any = None
         self.reply: Any = None
         self.deadline = deadline
+        # Instead of a parked task: called with the reply (``Client.start``).
+        self.callback: Callable[[Any], None] | None = None
 
     def set(self, reply: Any) -> None:
         if self.reply is None:
@@ -97,6 +99,8 @@ class _Waiter:
             task, self.task = self.task, None
             if task is not None:
                 trio.lowlevel.reschedule(task)
+            elif self.callback is not None:
+                self.callback(reply)
 
     async def wait(self) -> Any:
         if self.reply is None:
@@ -369,6 +373,73 @@ class Client:
             return await self._run(request, op, node)
         finally:
             self._lanes.append(lane)
+
+    def start(self, command: Any, on_done: Callable[[Operation], None]) -> Operation:
+        """Submit ``command`` without waiting; ``on_done(op)`` is called once it
+        ends (``op.status``: ``"ok"`` with ``op.result``, or ``"info"``: unknown).
+
+        The cheap path for load generators: while the current target node is
+        connected and answers ``ok`` at once, no task is involved at all (the
+        answer calls ``on_done`` from the connection's reader); anything else
+        (a redirect, ``busy``, a timeout) continues in a task with the same
+        retries as ``submit``.  Call it from within the client's Trio run.
+        """
+        lane = self._lanes.pop() if self._lanes else _Lane()
+        lane.seq += 1
+        request = Request(client_id=lane.client_id, seq=lane.seq, command=command)
+        target = self._target()
+        op = Operation(
+            op_id=next(self._op_ids),
+            client=lane.client_id,
+            seq=lane.seq,
+            command=command,
+            node=target,
+            invoke=self.clock(),
+        )
+        if self.history is not None:
+            self.history.record(op)
+        conn = self._conns.get(target)
+        if conn is None or not conn.ready.is_set() or conn.closed:
+            self._nursery.start_soon(self._finish_slowly, request, op, lane, on_done, None)
+            return op
+        self.stats["attempts"] += 1
+
+        def answered(reply: Any) -> None:
+            if reply.ok:
+                op.complete = self.clock()
+                op.status = OK
+                op.result = reply.result
+                self._lanes.append(lane)
+                on_done(op)
+            else:
+                op.retries += 1
+                self._nursery.start_soon(self._finish_slowly, request, op, lane, on_done, reply)
+
+        conn.send(request).callback = answered
+        return op
+
+    async def _finish_slowly(
+        self,
+        request: Request,
+        op: Operation,
+        lane: _Lane,
+        on_done: Callable[[Operation], None],
+        first: Any,
+    ) -> None:
+        if first is _TIMED_OUT:
+            self.stats["timeouts"] += 1
+            if op.node is not None:
+                self._next(op.node)  # forget a leader that did not answer
+        elif first is not None and first.reason in _RETRY_AT_ONCE:
+            if first.leader is not None and first.leader in self.nodes:
+                self.leader = first.leader
+        try:
+            await self._run(request, op, None)
+        except OperationFailed:
+            pass
+        finally:
+            self._lanes.append(lane)
+        on_done(op)
 
     async def _run(self, request: Request, op: Operation, node: int | None) -> Any:
         target = node if node is not None else self._target()
