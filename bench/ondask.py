@@ -33,8 +33,9 @@ turn, Ctrl-C stops the work) on a ``distributed`` cluster:
   run".  Workers that join later are not checked.
 * Leaving early (Ctrl-C, an exception, a caller that stops iterating)
   cancels every outstanding task.  A task already running on a remote worker
-  cannot be interrupted and runs to its end unobserved; a LocalCluster this
-  executor started is closed, which ends its workers.
+  cannot be interrupted and runs to its end unobserved; the worker processes
+  of a LocalCluster this executor started are killed at once (a graceful
+  close would wait seconds for a running simulation), then it is closed.
 
 Nothing here imports Dask at module level: ``bench`` works without it, and
 ``require()`` turns a missing install into one clear ``ConfigError``.
@@ -42,11 +43,13 @@ Nothing here imports Dask at module level: ``bench`` works without it, and
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import importlib
 import importlib.util
 import os
+import signal
 import uuid
 from concurrent.futures import CancelledError
 from pathlib import Path
@@ -182,10 +185,17 @@ class DaskExecutor:
                 " same version everywhere"
             )
 
-    def _close(self) -> None:
+    def _close(self, abort: bool = False) -> None:
         # Close the client and the LocalCluster, if this executor started them.
         client, cluster = self._client, self._cluster
         self._client = self._cluster = None
+        if cluster is not None and abort:
+            # Interrupted: a graceful close would wait up to 5 s for each
+            # running task; end the worker processes (ours, on this machine).
+            with contextlib.suppress(Exception):
+                for pid in client.run(os.getpid).values():
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
         if client is not None and self._own_client:
             client.close()
         if cluster is not None:
@@ -197,10 +207,10 @@ class DaskExecutor:
         self._depth += 1
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, kind: type[BaseException] | None, *exc: object) -> None:
         self._depth -= 1
         if self._depth == 0:
-            self._close()
+            self._close(abort=kind is not None)
 
     def __str__(self) -> str:
         client = self._client
