@@ -12,17 +12,15 @@ import signal
 import time
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
 pytest.importorskip("distributed", reason="Dask is an optional extra: pip install -e '.[dask]'")
 
+from sweep_helpers import assert_same_results  # noqa: E402
+
 from bench.cli import main  # noqa: E402
 from bench.executors import DaskExecutor, TaskFailed  # noqa: E402
-from bench.metrics import TABLES  # noqa: E402
 from bench.sweep import read_sweep, sweep, sweep_to  # noqa: E402
-
-WALL_CLOCK = ["wall_s", "sim_msgs_per_wall_s"]
 
 # 2 points x 2 protocols, runs of 0.3-0.8 s here: long enough to kill a
 # worker in the middle of one; a fault so the faults table has rows.
@@ -48,14 +46,6 @@ def dask():
         yield executor
 
 
-def assert_same(got, expected):
-    for name in TABLES:
-        a, b = getattr(got, name), getattr(expected, name)
-        if name == "summary":
-            a, b = a.drop(columns=WALL_CLOCK), b.drop(columns=WALL_CLOCK)
-        pd.testing.assert_frame_equal(a, b, obj=name)
-
-
 def workers(executor: DaskExecutor) -> set[str]:
     return set(executor.client.scheduler_info()["workers"])
 
@@ -64,7 +54,7 @@ def test_a_sweep_on_a_two_worker_local_cluster_equals_the_serial_sweep(dask, ser
     assert len(workers(dask)) == 2
     calls = []
     got = sweep(SWEEP, executor=dask, progress=lambda *call: calls.append(call))
-    assert_same(got, serial)
+    assert_same_results(got, serial)
     assert len(serial.faults) > 0 and len(serial.ops) > 1000
     assert [done for done, _, _ in calls] == [1, 2, 3, 4]
     assert str(dask).startswith("Dask LocalCluster: 2 workers")
@@ -108,7 +98,7 @@ def test_a_worker_killed_mid_sweep_loses_nothing(dask, serial, tmp_path):
 
     out = sweep_to(SWEEP, tmp_path / "out", executor=dask, progress=kill_a_busy_worker)
     assert killed[0] not in workers(dask)
-    assert_same(read_sweep(out), serial)
+    assert_same_results(read_sweep(out), serial)
     from dask import dataframe as dd
 
     assert len(dd.read_parquet(out / "ops")) == len(serial.ops)

@@ -11,14 +11,12 @@ import json
 
 import pandas as pd
 import pytest
+from sweep_helpers import assert_same_results
 
 from bench.cli import main
 from bench.dataset import MANIFEST
-from bench.metrics import TABLES
 from bench.sweep import read_sweep, sweep, sweep_to
 from consensus.config import ConfigError
-
-WALL_CLOCK = ["wall_s", "sim_msgs_per_wall_s"]
 
 # 2 delays x 2 sizes x 2 protocols = 8 short runs, no faults: the faults
 # table is empty in every run.
@@ -41,17 +39,9 @@ def serial():
     return sweep(SWEEP)
 
 
-def assert_same(got, expected):
-    for name in TABLES:
-        a, b = getattr(got, name), getattr(expected, name)
-        if name == "summary":
-            a, b = a.drop(columns=WALL_CLOCK), b.drop(columns=WALL_CLOCK)
-        pd.testing.assert_frame_equal(a, b, obj=name)
-
-
 def test_a_streamed_sweep_reads_back_as_the_in_memory_sweep(serial, tmp_path):
     out = sweep_to(SWEEP, tmp_path / "out")
-    assert_same(read_sweep(out), serial)
+    assert_same_results(read_sweep(out), serial)
     assert len(serial.faults) == 0 and len(serial.summary) == 8
     # A table or list value is a column of its JSON text, so it groups.
     delays = serial.summary["cluster.network.delay"]
@@ -80,7 +70,7 @@ def test_a_stopped_sweep_keeps_its_finished_runs_and_resumes_to_the_same_result(
     counts = []
     sweep_to(SWEEP, out, resume=True, progress=lambda done, total, label: counts.append(done))
     assert counts == [4, 5, 6, 7, 8]  # the three written runs count as done
-    assert_same(read_sweep(out), serial)
+    assert_same_results(read_sweep(out), serial)
 
 
 def test_an_out_directory_is_replaced_only_when_it_holds_a_sweep(tmp_path):

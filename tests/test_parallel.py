@@ -11,17 +11,14 @@ import multiprocessing
 import os
 import sys
 
-import pandas as pd
 import pytest
+from sweep_helpers import assert_same_results
 
 from bench.chaos import chaos_runs
 from bench.cli import build_parser, main
-from bench.metrics import TABLES
 from bench.parallel import resolve_jobs
 from bench.sweep import read_sweep, sweep
 from consensus.config import ConfigError
-
-WALL_CLOCK = ["wall_s", "sim_msgs_per_wall_s"]
 
 # 2 grid points x 2 protocols, with a fault so the faults table has rows.
 SWEEP = {
@@ -64,11 +61,7 @@ def test_parallel_sweep_equals_the_serial_sweep_table_for_table():
     serial = sweep(SWEEP)
     calls: list[tuple[int, int, dict]] = []
     parallel = sweep(SWEEP, jobs=2, progress=lambda *call: calls.append(call))
-    for name in TABLES:
-        expected, got = getattr(serial, name), getattr(parallel, name)
-        if name == "summary":
-            expected, got = expected.drop(columns=WALL_CLOCK), got.drop(columns=WALL_CLOCK)
-        pd.testing.assert_frame_equal(got, expected, obj=name)
+    assert_same_results(parallel, serial)
     assert set(serial.summary["point"]) == {0, 1} and len(serial.summary) == 4
     assert len(serial.faults) > 0 and len(serial.ops) > 100
     # Once per finished run (a grid point with one protocol).
