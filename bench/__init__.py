@@ -1,23 +1,30 @@
 """bench: run comparisons of consensus protocols and get pandas DataFrames.
 
 ``run(config)`` takes a ``RunConfig``, a mapping, a TOML path or None (the
-default comparison) and returns ``Results``; ``sweep(path)`` runs a grid;
-``chaos_run``/``chaos_runs`` run seeded fault-injection checks.
+default comparison) and returns ``Results``; ``sweep(path)`` runs a grid
+(``sweep_to(path, out)`` streams it into a parquet dataset, ``read_sweep(out)``
+reads it back); ``chaos_run``/``chaos_runs`` run seeded fault-injection
+checks.  Sweeps and soaks take ``jobs=N`` (local processes) or
+``executor=DaskExecutor(...)`` (a Dask cluster), with the same results.
 """
 
 from bench.chaos import chaos_run, chaos_runs
+from bench.executors import DaskExecutor
 from bench.metrics import Results
 from bench.runner import RunConfig, load_run_config, run
-from bench.sweep import sweep
+from bench.sweep import read_sweep, sweep, sweep_to
 from bench.workload import WorkloadConfig
 
 __all__ = [
+    "DaskExecutor",
     "Results",
     "RunConfig",
     "WorkloadConfig",
     "chaos_run",
     "chaos_runs",
     "load_run_config",
+    "read_sweep",
     "run",
     "sweep",
+    "sweep_to",
 ]

@@ -1,7 +1,8 @@
 """The command line: ``python -m bench run|sweep|chaos|speed|peers ...``.
 
 Exit status: 0 on success, 1 when chaos runs find a violation, 2 on a
-configuration error (nothing written), 130 when interrupted (Ctrl-C).
+configuration error (nothing written), 3 when a run was lost on a Dask cluster
+(its worker died each time it ran), 130 when interrupted (Ctrl-C).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
+from bench.executors import Executor, TaskFailed
 from consensus.config import ConfigError
 from consensus.registry import UnknownProtocolError, get_protocol
 
@@ -84,34 +86,54 @@ def _cmd_run(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def _executor(args: argparse.Namespace) -> Executor:
+    """``-j`` / ``--dask`` / ``--dask-workers`` as an executor (``ConfigError`` if they clash)."""
+    from bench.executors import executor_for
+
+    return executor_for(args.jobs, dask=args.dask, dask_workers=args.dask_workers)
+
+
 def _cmd_sweep(args: argparse.Namespace, console: Console) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-    from bench.parallel import resolve_jobs
-    from bench.sweep import expand, load_sweep, sweep
+    from bench.sweep import expand, load_sweep, read_sweep, sweep, sweep_to
 
     base, grid = load_sweep(args.config)
-    total = len(expand(base, grid))  # validates every point before anything runs
-    resolve_jobs(args.jobs)
-    with Progress(
-        TextColumn("sweep"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.description}"),
-        console=Console(stderr=True),
-        transient=True,
-    ) as bar:
-        task = bar.add_task("", total=total)
+    points = expand(base, grid)  # validates every point before anything runs
+    total = sum(len(config.protocols) for _, config in points)
+    if args.resume and not args.out:
+        raise ConfigError("--resume: goes with --out DIR (the sweep to continue)")
+    err = Console(stderr=True)
+    with _executor(args) as executor:
+        if args.dask:
+            err.print(f"sweep on {executor}")
+        with Progress(
+            TextColumn("sweep"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.description}"),
+            console=err,
+            transient=True,
+        ) as bar:
+            task = bar.add_task("", total=total)
 
-        def progress(done: int, total: int, label: dict) -> None:
-            bar.update(
-                task, completed=done, description=" ".join(f"{k}={v}" for k, v in label.items())
-            )
+            def progress(done: int, total: int, label: dict) -> None:
+                bar.update(
+                    task,
+                    completed=done,
+                    description=" ".join(f"{k}={v}" for k, v in label.items()),
+                )
 
-        results = sweep(args.config, progress=progress, jobs=args.jobs)
+            if args.out:
+                sweep_to(
+                    args.config, args.out, progress=progress, executor=executor, resume=args.resume
+                )
+                results = read_sweep(args.out, tables=["summary"])
+            else:
+                results = sweep(args.config, progress=progress, executor=executor)
     summary = results.summary
     keys = list(grid)
-    table = Table(title=f"sweep over {', '.join(keys)}: {total} points")
+    table = Table(title=f"sweep over {', '.join(keys)}: {len(points)} points, {total} runs")
     shown = keys + ["protocol", "throughput", "p50_ms", "p99_ms", "msgs_per_op"]
     for column in shown:
         table.add_column(column, justify="right")
@@ -121,8 +143,10 @@ def _cmd_sweep(args: argparse.Namespace, console: Console) -> int:
         )
     console.print(table)
     if args.out:
-        out = results.save(args.out)
-        console.print(f"results written to {out}/")
+        console.print(
+            f"results written to {args.out}/ (a parquet dataset per table, partitioned by"
+            " protocol; read it with bench.read_sweep)"
+        )
     return 0
 
 
@@ -199,17 +223,17 @@ def _parse_option(text: str) -> tuple[str, object]:
 
 def _cmd_chaos(args: argparse.Namespace, console: Console) -> int:
     from bench.chaos import chaos_config, chaos_runs
-    from bench.parallel import resolve_jobs
     from consensus.registry import get_protocol
     from consensus.testing.chaos import describe_failure
 
     options = dict(_parse_option(o) for o in args.option or [])
     chaos_config(args.protocol, args.seed, options).protocol_options()  # validate up front
     get_protocol(args.protocol)
-    resolve_jobs(args.jobs)
     violations = unknown = checked = 0
     err = Console(stderr=True)
-    with err.status(f"chaos: {args.protocol}") as status:
+    with _executor(args) as executor, err.status(f"chaos: {args.protocol}") as status:
+        if args.dask:
+            err.print(f"chaos on {executor}")
         for done, result in enumerate(
             chaos_runs(
                 args.protocol,
@@ -218,7 +242,7 @@ def _cmd_chaos(args: argparse.Namespace, console: Console) -> int:
                 ops=args.ops,
                 options=options,
                 snapshot_every=args.snapshot_every,
-                jobs=args.jobs,
+                executor=executor,
             ),
             start=1,
         ):
@@ -258,6 +282,18 @@ def _add_jobs(parser: argparse.ArgumentParser, what: str) -> None:
         help=f"worker processes for the {what} (0: one per CPU; default 1: in this"
         " process); results are the same for any N",
     )
+    parser.add_argument(
+        "--dask",
+        metavar="ADDRESS",
+        help=f"run the {what} on Dask: 'local' starts a LocalCluster here, tcp://HOST:PORT"
+        " uses a running scheduler (pip install -e '.[dask]'); results are the same",
+    )
+    parser.add_argument(
+        "--dask-workers",
+        type=int,
+        metavar="N",
+        help="worker processes of --dask local (default: one per CPU)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -279,7 +315,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sweep = sub.add_parser("sweep", help="run a grid of configs (a [sweep] table) and combine")
     sweep.add_argument("config", help="sweep config TOML with a [sweep] table")
-    sweep.add_argument("--out", type=Path, help="directory for the combined DataFrames")
+    sweep.add_argument(
+        "--out",
+        type=Path,
+        help="directory for a parquet dataset per table, partitioned by protocol, written"
+        " run by run",
+    )
+    sweep.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the sweep in --out DIR: run only what is not written yet",
+    )
     _add_jobs(sweep, "grid points")
     chaos = sub.add_parser("chaos", help="seeded fault-injection runs checked for linearizability")
     chaos.add_argument("--protocol", required=True)
@@ -346,7 +392,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, UnknownProtocolError) as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 2
+    except TaskFailed as exc:
+        print(f"run lost: {exc}", file=sys.stderr)
+        if getattr(args, "out", None):
+            print(f"finished runs are in {args.out}/; --resume runs the rest", file=sys.stderr)
+        return 3
     except KeyboardInterrupt:
-        # Worker processes, if any, are already stopped (bench.sweep._stop).
+        # Workers, if any, are already stopped (bench.parallel, bench.ondask).
         print("interrupted", file=sys.stderr)
         return 130

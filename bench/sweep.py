@@ -17,36 +17,50 @@ is the baseline with those keys replaced, validated like any run config, so
 a bad key or value is reported before anything runs.  The results of all
 points are concatenated, with one column per swept key.
 
-Parallel runs
--------------
-A run is a pure function of its config (the seed is part of it), so grid
-points can run in worker processes: ``sweep(..., jobs=N)``, through
-``bench.parallel.map_in_processes``.  The unit of work is one grid point (all
-its protocols, through ``run``), so a point's ``Results`` are built exactly as
-in a serial run; the parent adds the point columns and concatenates in grid
-order, whatever order the points finish in.  Points start biggest first (a
-rough cost: protocols x simulated time x nodes x load), so that a big point
-does not start last while the other workers idle.
+Where the runs go
+-----------------
+The unit of work is a *run*: one grid point with one protocol, ``run`` of
+the point's config narrowed to that protocol (a config's protocols share
+nothing but the config, so its ``Results`` are the slices of the whole
+point's).  A run is a pure function of its config (the seed is part of it),
+so runs go to any executor of ``bench.parallel`` (``jobs=N``: local
+processes; ``executor=DaskExecutor(...)``: a Dask cluster) and the caller
+puts them back in grid order, whatever order they finish in.  Runs start
+biggest first (a rough cost: simulated time x nodes x load), so that a big
+run does not start last while the other workers idle.
 
-Invariant: for ``jobs=1`` nothing is started; the serial loop is the
-reference the parallel path must reproduce.
+Each run's frames get the point columns (``point``, then one per swept key;
+a table or list value becomes its JSON text, so the column groups and
+sorts), and the runs are combined by ``bench.dataset.combine``.
+``sweep`` keeps them in memory; ``sweep_to`` streams each run into a parquet
+dataset as it finishes (``bench.dataset``) and can resume a sweep that
+stopped, so a sweep bigger than memory is written and then read back with
+``read_sweep``, pandas or ``dask.dataframe``.
+
+Invariant: ``Serial()`` (``jobs=1``) starts nothing; it is the reference the
+other executors must reproduce, row for row, apart from the wall-clock
+columns of ``summary`` (``wall_s``, ``sim_msgs_per_wall_s``).
 """
 
 from __future__ import annotations
 
 import copy
 import itertools
+import json
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Collection, Iterator
 
 import pandas as pd
 
+from bench.dataset import SweepWriter, combine, read_sweep
+from bench.executors import Executor, executor_for
 from bench.metrics import TABLES, Results
-from bench.parallel import map_in_processes, resolve_jobs
 from bench.runner import RunConfig, load_run_config, run
 from consensus.config import ConfigError, load_toml
 
-__all__ = ["expand", "load_sweep", "sweep"]
+__all__ = ["expand", "load_sweep", "read_sweep", "sweep", "sweep_to"]
+
+Progress = Callable[[int, int, dict[str, Any]], None]
 
 
 def _set(data: dict[str, Any], dotted: str, value: Any) -> None:
@@ -90,70 +104,138 @@ def expand(base: dict[str, Any], grid: dict[str, list]) -> list[tuple[dict[str, 
 
 
 def _cost(config: RunConfig) -> float:
-    # Relative cost, only to schedule big points first: simulated events grow
-    # with simulated time, cluster size, load and the number of protocols.
+    # Relative cost, only to schedule big runs first: simulated events grow
+    # with simulated time, cluster size and load.
     w = config.workload
     load = w.clients if w.mode == "closed" else w.rate
-    return len(config.protocols) * (w.duration + config.drain) * config.cluster.nodes * load
+    return (w.duration + config.drain) * config.cluster.nodes * load
 
 
-def _add_point(
-    frames: dict[str, list[pd.DataFrame]], i: int, label: dict[str, Any], results: Results
-) -> None:
-    for name in TABLES:
-        frame = getattr(results, name).copy()
-        for column, (key, value) in enumerate(label.items()):
-            frame.insert(column, key, [value] * len(frame) if len(frame) else [])
-        frame.insert(0, "point", i)
-        frames[name].append(frame)
+def _cell(value: Any) -> Any:
+    return json.dumps(value, sort_keys=True) if isinstance(value, (dict, list)) else value
+
+
+class _Plan:
+    """A sweep's runs in grid order: (point, label, protocol, config narrowed to it)."""
+
+    def __init__(self, source: str | Path | dict[str, Any]) -> None:
+        self.base, self.grid = load_sweep(source)
+        self.runs = [
+            (i, label, protocol, config.with_overrides(protocols=[protocol]))
+            for i, (label, config) in enumerate(expand(self.base, self.grid))
+            for protocol in config.protocols
+        ]
+
+    def label(self, index: int) -> dict[str, Any]:
+        _, label, protocol, _ = self.runs[index]
+        return {**label, "protocol": protocol}
+
+    def describe(self, index: int) -> str:
+        point, _, _, _ = self.runs[index]
+        return f"sweep point {point} " + " ".join(f"{k}={v}" for k, v in self.label(index).items())
+
+    def frames(self, index: int, results: Results) -> dict[str, pd.DataFrame]:
+        """The run's tables with the point columns in front."""
+        point, label, _, _ = self.runs[index]
+        frames = {}
+        for name in TABLES:
+            frame = getattr(results, name).copy()
+            for column, (key, value) in enumerate(label.items()):
+                frame.insert(column, key, [_cell(value)] * len(frame) if len(frame) else [])
+            frame.insert(0, "point", point)
+            frames[name] = frame
+        return frames
+
+    def execute(
+        self,
+        executor: Executor,
+        progress: Progress | None,
+        skip: Collection[int] = (),
+        on_result: Callable[[int, Results], None] | None = None,
+    ) -> Iterator[tuple[int, Results]]:
+        """(run index, Results) for every run not in ``skip``, biggest first.
+
+        ``on_result(run index, Results)`` fires as each run finishes, before
+        ``progress`` counts it.
+        """
+        todo = [i for i in range(len(self.runs)) if i not in skip]
+        order = sorted(todo, key=lambda i: -_cost(self.runs[i][3]))
+        finished = len(skip)
+
+        def done(j: int, results: Results) -> None:
+            nonlocal finished
+            if on_result is not None:
+                on_result(order[j], results)
+            finished += 1
+            if progress is not None:
+                progress(finished, len(self.runs), self.label(order[j]))
+
+        results = executor.map(
+            run,
+            [((self.runs[i][3],), {}) for i in order],
+            on_done=done,
+            describe=lambda j: self.describe(order[j]),
+        )
+        for j, result in enumerate(results):
+            yield order[j], result
 
 
 def sweep(
     source: str | Path | dict[str, Any],
     *,
-    progress: Callable[[int, int, dict[str, Any]], None] | None = None,
+    progress: Progress | None = None,
     jobs: int | None = 1,
+    executor: Executor | None = None,
 ) -> Results:
-    """Run every grid point; one ``Results`` with a column per swept key.
+    """Run every grid point with every protocol; one ``Results`` with a column per swept key.
 
-    ``jobs``: worker processes (1: run in this process; 0 or None: one per
-    CPU).  The result is the same for any ``jobs``, except the wall-clock
-    columns of ``summary`` (``wall_s``, ``sim_msgs_per_wall_s``).
-    ``progress(done, total, label)`` fires before each point when serial,
-    after each point finishes when parallel, and once more at the end.
+    ``jobs``: local worker processes (1: run in this process; 0 or None: one
+    per CPU); ``executor`` (``bench.parallel``, e.g. a ``DaskExecutor``)
+    replaces it.  The result is the same for any executor, except the
+    wall-clock columns of ``summary`` (``wall_s``, ``sim_msgs_per_wall_s``).
+    ``progress(done, total, label)`` fires as each run finishes; ``label``
+    holds its swept values and protocol.
     """
-    base, grid = load_sweep(source)
-    points = expand(base, grid)
-    workers = min(resolve_jobs(jobs), len(points))
-    frames: dict[str, list[pd.DataFrame]] = {name: [] for name in TABLES}
-    if workers <= 1:
-        for i, (label, config) in enumerate(points):
-            if progress is not None:
-                progress(i, len(points), label)
-            _add_point(frames, i, label, run(config))
-    else:
-        # Largest points first, so that no big point starts last while the
-        # other workers idle; the results are put back in grid order.
-        order = sorted(range(len(points)), key=lambda i: -_cost(points[i][1]))
-        calls: list[tuple[tuple[Any, ...], dict[str, Any]]] = [((points[i][1],), {}) for i in order]
-        finished = 0
+    plan = _Plan(source)
+    frames: list[dict[str, pd.DataFrame]] = [{} for _ in plan.runs]
+    for i, results in plan.execute(executor or executor_for(jobs), progress):
+        frames[i] = plan.frames(i, results)
+    return combine({name: [run[name] for run in frames] for name in TABLES})
 
-        def done(j: int, _: Results) -> None:
-            nonlocal finished
-            finished += 1
-            if progress is not None:
-                progress(finished, len(points), points[order[j]][0])
 
-        by_point = dict(
-            zip(order, map_in_processes(run, calls, workers, on_done=done), strict=True)
-        )
-        for i, (label, _) in enumerate(points):
-            _add_point(frames, i, label, by_point[i])
-    if progress is not None:
-        progress(len(points), len(points), {})
-    return Results(
-        **{
-            name: pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
-            for name, parts in frames.items()
-        }
+def sweep_to(
+    source: str | Path | dict[str, Any],
+    out: str | Path,
+    *,
+    progress: Progress | None = None,
+    jobs: int | None = 1,
+    executor: Executor | None = None,
+    resume: bool = False,
+) -> Path:
+    """Run a sweep, writing each run into the parquet dataset ``out`` as it finishes.
+
+    The executor holds at most a window of finished runs (16 per worker),
+    so a sweep too big for memory fits; ``read_sweep(out)`` gives what
+    ``sweep`` would have returned (``bench.dataset`` has the layout).
+    ``resume``: continue the same sweep in ``out``, running only the runs
+    not yet written (``progress`` counts the written ones as done).
+    Arguments otherwise as for ``sweep``.
+    """
+    plan = _Plan(source)
+    writer = SweepWriter(
+        out,
+        {"base": plan.base, "grid": plan.grid},
+        list(plan.grid),
+        [(point, protocol) for point, _, protocol, _ in plan.runs],
+        resume=resume,
     )
+    written = writer.complete() if resume else set()
+
+    def write(i: int, results: Results) -> None:
+        writer.write(i, plan.frames(i, results))
+
+    # Written as they finish, not in grid order: a stopped sweep loses only
+    # the runs in flight.  The in-order results are not needed here.
+    for _ in plan.execute(executor or executor_for(jobs), progress, written, write):
+        pass
+    return writer.out

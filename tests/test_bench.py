@@ -13,6 +13,7 @@ from bench.cli import main
 from bench.faults import Fault
 from bench.metrics import Results
 from bench.runner import RunConfig, load_run_config, run
+from bench.sweep import read_sweep
 from bench.workload import KeyChooser, WorkloadConfig
 from consensus.config import ClusterConfig, ConfigError, Delay, NetworkConfig, load_toml
 
@@ -180,7 +181,7 @@ def test_sweep_cli_prints_and_saves(tmp_path, capsys):
     )
     assert main(["sweep", str(path), "--out", str(tmp_path / "out")]) == 0
     assert "workload.clients" in capsys.readouterr().out
-    assert len(Results.load(tmp_path / "out").summary) == 2
+    assert len(read_sweep(tmp_path / "out").summary) == 2
 
 
 def test_runs_count_bytes_per_message_type_by_default():

@@ -9,18 +9,16 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import sys
 
-import pandas as pd
 import pytest
+from sweep_helpers import assert_same_results
 
 from bench.chaos import chaos_runs
 from bench.cli import build_parser, main
-from bench.metrics import TABLES
 from bench.parallel import resolve_jobs
-from bench.sweep import sweep
+from bench.sweep import read_sweep, sweep
 from consensus.config import ConfigError
-
-WALL_CLOCK = ["wall_s", "sim_msgs_per_wall_s"]
 
 # 2 grid points x 2 protocols, with a fault so the faults table has rows.
 SWEEP = {
@@ -63,16 +61,17 @@ def test_parallel_sweep_equals_the_serial_sweep_table_for_table():
     serial = sweep(SWEEP)
     calls: list[tuple[int, int, dict]] = []
     parallel = sweep(SWEEP, jobs=2, progress=lambda *call: calls.append(call))
-    for name in TABLES:
-        expected, got = getattr(serial, name), getattr(parallel, name)
-        if name == "summary":
-            expected, got = expected.drop(columns=WALL_CLOCK), got.drop(columns=WALL_CLOCK)
-        pd.testing.assert_frame_equal(got, expected, obj=name)
+    assert_same_results(parallel, serial)
     assert set(serial.summary["point"]) == {0, 1} and len(serial.summary) == 4
     assert len(serial.faults) > 0 and len(serial.ops) > 100
-    # Once per finished point, then once at the end.
-    assert [done for done, _, _ in calls] == [1, 2, 2]
-    assert {label["cluster.nodes"] for _, _, label in calls[:2]} == {3, 5}
+    # Once per finished run (a grid point with one protocol).
+    assert [done for done, _, _ in calls] == [1, 2, 3, 4]
+    assert {(label["cluster.nodes"], label["protocol"]) for _, _, label in calls} == {
+        (3, "raft"),
+        (3, "multipaxos"),
+        (5, "raft"),
+        (5, "multipaxos"),
+    }
 
 
 def test_parallel_chaos_runs_give_the_same_outcomes_and_violations_in_seed_order():
@@ -125,7 +124,24 @@ def test_cli_jobs_option_parses_and_gives_the_serial_output(tmp_path, capsys):
     )
     assert main(["sweep", str(path), "-j", "2", "--out", str(tmp_path / "out")]) == 0
     assert "2 points" in capsys.readouterr().out
-    saved = pd.read_parquet(tmp_path / "out" / "summary.parquet")
+    saved = read_sweep(tmp_path / "out").summary
     assert list(saved["workload.clients"]) == [1, 2]
     assert main(["sweep", str(path), "--jobs", "-1"]) == 2
     assert "jobs" in capsys.readouterr().err
+
+
+def test_dask_options_that_cannot_work_are_one_line_config_errors(tmp_path, capsys, monkeypatch):
+    path = tmp_path / "sweep.toml"
+    path.write_text('protocols = ["sequencer"]\n[sweep]\n"workload.clients" = [1, 2]\n')
+    for argv in (
+        ["sweep", str(path), "--dask-workers", "2"],  # without --dask
+        ["sweep", str(path), "-j", "2", "--dask", "local"],
+        ["chaos", "--protocol", "raft", "--dask", "tcp://scheduler:8786", "--dask-workers", "2"],
+    ):
+        assert main(argv) == 2
+        assert len(capsys.readouterr().err.strip().splitlines()) == 1
+    # Dask not installed: ``import distributed`` fails.
+    monkeypatch.setitem(sys.modules, "distributed", None)
+    assert main(["sweep", str(path), "--dask", "local"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "pip install -e '.[dask]'" in err
