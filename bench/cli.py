@@ -11,7 +11,7 @@ import argparse
 import math
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import pandas as pd
 from rich.console import Console
@@ -221,12 +221,52 @@ def _parse_option(text: str) -> tuple[str, object]:
         return key, raw
 
 
+def _cmd_real_chaos(args: argparse.Namespace, options: dict[str, Any], console: Console) -> int:
+    from bench.realchaos import real_chaos_run
+
+    violations = checked = 0
+    err = Console(stderr=True)
+    for seed in range(args.seed, args.seed + args.runs):
+        with err.status(f"chaos over tcp: {args.protocol}, seed {seed}"):
+            result = real_chaos_run(
+                args.protocol, seed, duration=args.duration, options=options or None
+            )
+        checked += result.operations
+        faults = "; ".join(f"{t:.2f}s {what}" for t, what in result.faults) or "none"
+        lost = {node: keys for node, keys in result.missing.items() if keys}
+        if result.passed:
+            console.print(
+                f"seed {seed}: ok, {result.operations} operations, {result.acknowledged_writes}"
+                f" acknowledged writes on every node; faults: {faults}",
+                markup=False,
+                highlight=False,
+            )
+            continue
+        violations += 1
+        console.print("[bold red]VIOLATION[/] ", end="")
+        detail = (
+            f"not linearizable: {result.violations[:1]}"
+            if not result.ok
+            else f"acknowledged writes missing: { {n: k[:5] for n, k in lost.items()} }"
+        )
+        console.print(f"seed {seed}: {detail}; faults: {faults}", markup=False, highlight=False)
+    print(
+        f"{args.protocol}: {args.runs} runs over tcp, {violations} violations,"
+        f" {checked} operations checked",
+        flush=True,
+    )
+    return 1 if violations else 0
+
+
 def _cmd_chaos(args: argparse.Namespace, console: Console) -> int:
     from bench.chaos import chaos_config, chaos_runs
     from consensus.registry import get_protocol
     from consensus.testing.chaos import describe_failure
 
     options = dict(_parse_option(o) for o in args.option or [])
+    if args.tcp:
+        get_protocol(args.protocol).make_options(options)  # validate up front
+        return _cmd_real_chaos(args, options, console)
     chaos_config(args.protocol, args.seed, options).protocol_options()  # validate up front
     get_protocol(args.protocol)
     violations = unknown = checked = 0
@@ -334,6 +374,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--seed", type=int, default=0, help="first seed (runs use seed, seed+1, ...)"
     )
     chaos.add_argument("--ops", type=int, default=200, help="client operations per run")
+    chaos.add_argument(
+        "--tcp",
+        action="store_true",
+        help="real node processes on loopback, SIGKILLed and SIGSTOPped while clients write"
+        " (bench.realchaos); not replayable: the seed fixes the workload and the schedule",
+    )
+    chaos.add_argument(
+        "--duration", type=float, default=6.0, help="with --tcp: seconds of faults per run"
+    )
     chaos.add_argument(
         "--option",
         action="append",

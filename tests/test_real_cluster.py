@@ -229,3 +229,30 @@ def test_an_overloaded_leader_answers_everyone_and_keeps_its_leadership(tmp_path
     assert result.failed == 0  # busy answers are retried, never given up on
     assert result.notes["busy"] > 0  # the node did turn requests away
     assert result.notes["leader_changes"] == 3  # each node saw one leader, once
+
+
+def test_bench_chaos_over_tcp_reports_each_seed_and_the_last_line():
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "chaos",
+            "--protocol",
+            "multipaxos",
+            "--tcp",
+            "--runs",
+            "1",
+            "--seed",
+            "5",
+            "--duration",
+            "1.5",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert lines[0].startswith("seed 5: ok,") and "acknowledged writes on every node" in lines[0]
+    assert lines[-1].startswith("multipaxos: 1 runs over tcp, 0 violations,")
