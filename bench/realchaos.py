@@ -7,10 +7,12 @@ per node, loopback TCP, write-ahead logs with group commit) and runs, for
 ``duration`` seconds:
 
 * ``clients`` client tasks, each issuing operations one after another:
-  most on three shared keys (get, put, append, compare-and-set, delete;
-  written values are unique, ``c<client>.<n>``, so a read names the write it
-  saw), the rest *ledger writes*: a put of a key no one else writes
-  (``w<client>.<n>``), whose acknowledgement promises durability;
+  three in four on three shared keys, drawn as the simulated chaos runs draw
+  them (``consensus.testing.chaos.chaos_command``: get, put, append,
+  compare-and-set, delete; written values are unique, ``c<client>.<n>``, so
+  a read names the write it saw), the rest *ledger writes*: a put of a key
+  no one else writes (``w<client>.<n>``), whose acknowledgement promises
+  durability;
 * a nemesis that, every 0.3-1.2 s, SIGKILLs a node (the leader or any) and
   restarts it a little later, or SIGSTOPs one (the leader or any) and
   SIGCONTs it later; at most a minority is down or frozen at any moment, so
@@ -44,14 +46,14 @@ import trio
 
 from consensus.checker.history import History
 from consensus.checker.linearizability import check
-from consensus.commands import Append, CompareAndSet, Delete, Get, Put
+from consensus.commands import Put
 from consensus.runtime.client import Client, connect
 from consensus.runtime.cluster import OperationFailed
 from consensus.runtime.launcher import LocalCluster, write_local_cluster_file
+from consensus.testing.chaos import chaos_command
 
 __all__ = ["FAULTS", "RealChaosResult", "real_chaos_run"]
 
-KEYS = ("a", "b", "c")
 #: What the nemesis may do.
 FAULTS = ("kill", "kill_leader", "pause", "pause_leader")
 
@@ -75,21 +77,10 @@ class RealChaosResult:
 
 
 def _command(rng: random.Random, client: int, n: int) -> Any:
-    key = rng.choice(KEYS)
     value = f"c{client}.{n}"
-    draw = rng.random()
-    if draw < 0.35:
-        return Get(key=key)
-    if draw < 0.5:
-        return Put(key=key, value=value)
-    if draw < 0.62:
-        return Append(key=key, value=value)
-    if draw < 0.72:
-        expected = rng.choice((None, f"c{rng.randrange(8)}.{rng.randint(1, 10)}"))
-        return CompareAndSet(key=key, expected=expected, new=value)
-    if draw < 0.75:
-        return Delete(key=key)
-    return Put(key=f"w{client}.{n}", value=value)  # a ledger write
+    if rng.random() < 0.25:
+        return Put(key=f"w{client}.{n}", value=value)  # a ledger write
+    return chaos_command(rng, value)
 
 
 class _Nemesis:

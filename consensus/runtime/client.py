@@ -356,6 +356,14 @@ class Client:
         """Run ``command`` until the cluster applied it; its result.
 
         Raises ``OperationFailed`` when the outcome stays unknown."""
+        lane, request, op = self._begin(command, node)
+        try:
+            return await self._run(request, op, node)
+        finally:
+            self._lanes.append(lane)
+
+    def _begin(self, command: Any, node: int | None) -> tuple[_Lane, Request, Operation]:
+        """Borrow a lane, number the request, record the operation as invoked."""
         lane = self._lanes.pop() if self._lanes else _Lane()
         lane.seq += 1
         request = Request(client_id=lane.client_id, seq=lane.seq, command=command)
@@ -369,10 +377,7 @@ class Client:
         )
         if self.history is not None:
             self.history.record(op)
-        try:
-            return await self._run(request, op, node)
-        finally:
-            self._lanes.append(lane)
+        return lane, request, op
 
     def start(self, command: Any, on_done: Callable[[Operation], None]) -> Operation:
         """Submit ``command`` without waiting; ``on_done(op)`` is called once it
@@ -384,20 +389,8 @@ class Client:
         (a redirect, ``busy``, a timeout) continues in a task with the same
         retries as ``submit``.  Call it from within the client's Trio run.
         """
-        lane = self._lanes.pop() if self._lanes else _Lane()
-        lane.seq += 1
-        request = Request(client_id=lane.client_id, seq=lane.seq, command=command)
         target = self._target()
-        op = Operation(
-            op_id=next(self._op_ids),
-            client=lane.client_id,
-            seq=lane.seq,
-            command=command,
-            node=target,
-            invoke=self.clock(),
-        )
-        if self.history is not None:
-            self.history.record(op)
+        lane, request, op = self._begin(command, target)
         conn = self._conns.get(target)
         if conn is None or not conn.ready.is_set() or conn.closed:
             self._nursery.start_soon(self._finish_slowly, request, op, lane, on_done, None)

@@ -38,6 +38,7 @@ from consensus.sim.simulator import SimClient, Simulator
 from consensus.testing.nemesis import FAULTS, Nemesis
 
 __all__ = [
+    "chaos_command",
     "ChaosResult",
     "chaos_config",
     "chaos_run",
@@ -82,9 +83,12 @@ def chaos_config(
     )
 
 
-def _command(rng: random.Random, client: SimClient) -> Any:
+def chaos_command(rng: random.Random, value: str, clients: int = CLIENTS) -> Any:
+    """One random operation on the few shared ``KEYS`` (so operations conflict);
+    ``value`` is what a write writes (unique per operation, so a read names
+    the write it saw).  The real-process nemesis (``bench.realchaos``) draws
+    its operations here too."""
     key = rng.choice(KEYS)
-    value = f"c{client.client_id}.{client.seq + 1}"
     draw = rng.random()
     if draw < 0.4:
         return Get(key=key)
@@ -93,9 +97,13 @@ def _command(rng: random.Random, client: SimClient) -> Any:
     if draw < 0.75:
         return Append(key=key, value=value)
     if draw < 0.95:
-        expected = rng.choice((None, f"c{rng.randint(1, CLIENTS)}.{rng.randint(1, 10)}"))
+        expected = rng.choice((None, f"c{rng.randint(1, clients)}.{rng.randint(1, 10)}"))
         return CompareAndSet(key=key, expected=expected, new=value)
     return Delete(key=key)
+
+
+def _command(rng: random.Random, client: SimClient) -> Any:
+    return chaos_command(rng, f"c{client.client_id}.{client.seq + 1}")
 
 
 def chaos_run(
