@@ -431,3 +431,79 @@ def test_the_node_module_imports_nothing_from_the_project():
     assert "from bench" not in source and "import bench" not in source
     assert "import consensus" not in source and "from consensus" not in source
     assert os.path.basename(pysyncobj_node.__file__) == "pysyncobj_node.py"
+
+
+def test_against_reference_bounds_latency_by_a_tenth_of_the_references_peak_p50():
+    import pandas as pd
+
+    from bench.peers.measure import against_reference
+
+    summary = pd.DataFrame(
+        [
+            {
+                "system": "pysyncobj",
+                "protocol": "raft",
+                "clients": 3,
+                "unloaded_p50_ms": 100.0,
+                "peak_throughput": 20_000.0,
+                "peak_p50_ms": 300.0,
+            },
+            {
+                "system": "pysyncobj",
+                "protocol": "raft",
+                "clients": 12,
+                "unloaded_p50_ms": 100.0,
+                "peak_throughput": 30_000.0,
+                "peak_p50_ms": 200.0,
+            },
+            {
+                "system": "raft",
+                "protocol": "raft",
+                "clients": 12,
+                "unloaded_p50_ms": 0.8,
+                "peak_throughput": 90_000.0,
+                "peak_p50_ms": 50.0,
+            },
+        ]
+    )
+    points = pd.DataFrame(
+        [
+            {
+                "system": "raft",
+                "stage": "peak",
+                "throughput": 40_000.0,
+                "p50_ms": 5.0,
+                "clients": 12,
+                "window": 16,
+            },
+            {
+                "system": "raft",
+                "stage": "peak",
+                "throughput": 65_000.0,
+                "p50_ms": 19.0,
+                "clients": 12,
+                "window": 64,
+            },
+            {
+                "system": "raft",
+                "stage": "peak",
+                "throughput": 90_000.0,
+                "p50_ms": 50.0,
+                "clients": 12,
+                "window": 256,
+            },  # faster, but over the bound (20 ms)
+            {
+                "system": "raft",
+                "stage": "unloaded",
+                "throughput": 1_000.0,
+                "p50_ms": 0.8,
+                "clients": 1,
+                "window": 1,
+            },
+        ]
+    )
+    (row,) = against_reference(summary, points).to_dict("records")
+    assert row["reference_peak"] == 30_000 and row["latency_bound_ms"] == pytest.approx(20.0)
+    assert row["bounded_peak"] == 65_000 and row["bounded_peak_window"] == 64
+    assert row["ratio"] == pytest.approx(65 / 30)
+    assert row["unloaded_target_met"] and row["throughput_target_met"]

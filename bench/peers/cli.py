@@ -26,7 +26,7 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
-from bench.peers.measure import DEFAULT_WINDOWS, LoadPoint, PointResult, compare
+from bench.peers.measure import DEFAULT_WINDOWS, LoadPoint, PointResult, against_reference, compare
 from bench.peers.ours import run_ours_point
 from bench.peers.pysyncobj import run_pysyncobj_point
 
@@ -94,6 +94,33 @@ def comparison_table(summary: pd.DataFrame, title: str = "") -> Table:
     return table
 
 
+TARGET_COLUMNS = [
+    ("system", "system", "{}"),
+    ("unloaded_p50_ms", "unloaded\np50 ms", "{:.2f}"),
+    ("bounded_peak", "peak cmds/s\nwithin bound", "{:,.0f}"),
+    ("bounded_peak_p50_ms", "its p50\nms", "{:.1f}"),
+    ("ratio", "x reference\npeak", "{:.2f}"),
+    ("unloaded_target_met", "p50 <= 1 ms", "{}"),
+    ("throughput_target_met", ">= 2x peak", "{}"),
+]
+
+
+def targets_table(verdict: pd.DataFrame) -> Table:
+    """``against_reference`` as a rich table: each system against PySyncObj's best."""
+    first = verdict.iloc[0]
+    title = (
+        f"against {first['reference']}'s peak ({first['reference_peak']:,.0f} cmds/s at p50"
+        f" {first['reference_peak_p50_ms']:.0f} ms): our peaks at p50 <="
+        f" {first['latency_bound_ms']:.1f} ms (a tenth)"
+    )
+    table = Table(title=title)
+    for key, header, _ in TARGET_COLUMNS:
+        table.add_column(header, justify="left" if key == "system" else "right")
+    for row in verdict.to_dict("records"):
+        table.add_row(*(_fmt(fmt, row.get(key)) for key, _, fmt in TARGET_COLUMNS))
+    return table
+
+
 def save(summary: pd.DataFrame, out: str | Path) -> list[Path]:
     """Write the summary to ``out`` and its points beside it; returns the paths."""
     out = Path(out)
@@ -104,6 +131,9 @@ def save(summary: pd.DataFrame, out: str | Path) -> list[Path]:
     points = summary.attrs.get("points")
     if points is not None:
         frames[out.with_name(f"{out.stem}-points{out.suffix}")] = points
+    targets = summary.attrs.get("targets")
+    if targets is not None:
+        frames[out.with_name(f"{out.stem}-targets{out.suffix}")] = targets
     for path, frame in frames.items():
         frame = frame.copy()
         frame.attrs = {}
@@ -209,6 +239,10 @@ def peers_command(args: argparse.Namespace, console: Console | None = None) -> i
         f" {args.duration:g}s per point (warm-up {args.warmup:g}s); {took:.0f}s in all"
     )
     console.print(comparison_table(summary, title))
+    verdict = against_reference(summary, summary.attrs["points"])
+    if not verdict.empty:
+        console.print(targets_table(verdict))
+        summary.attrs["targets"] = verdict
     if args.out:
         paths = save(summary, args.out)
         console.print(f"written: {', '.join(str(p) for p in paths)}")

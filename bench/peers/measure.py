@@ -47,6 +47,7 @@ import pandas as pd
 
 __all__ = [
     "DEFAULT_WINDOWS",
+    "against_reference",
     "LoadPoint",
     "PeakSearch",
     "PointResult",
@@ -418,6 +419,60 @@ def _row(
         "duration": best.duration,
         **prov,
     }
+
+
+def against_reference(
+    summary: pd.DataFrame,
+    points: pd.DataFrame,
+    *,
+    reference: str = "pysyncobj",
+    latency_share: float = 0.1,
+    unloaded_target_ms: float = 1.0,
+    throughput_factor: float = 2.0,
+) -> pd.DataFrame:
+    """Each other system against the reference's best, from one ``compare`` run.
+
+    The reference's peak is its highest throughput over every system whose
+    name starts with ``reference`` and every client count; a system's
+    *bounded peak* is its highest throughput among its peak-search points
+    whose p50 latency is at most ``latency_share`` of the reference's p50 at
+    its peak.  One row per other system: its unloaded p50, bounded peak, the
+    ratio to the reference peak, and whether each target is met
+    (``unloaded_p50_ms <= unloaded_target_ms``, ratio >= ``throughput_factor``).
+    """
+    refs = summary[summary["system"].str.startswith(reference)]
+    if refs.empty:
+        return pd.DataFrame()
+    best = refs.loc[refs["peak_throughput"].idxmax()]
+    bound = best["peak_p50_ms"] * latency_share
+    rows = []
+    others = summary[~summary["system"].str.startswith(reference)]
+    for system, group in others.groupby("system", sort=False):
+        mine = points[(points["system"] == system) & (points["stage"] == "peak")]
+        within = mine[mine["p50_ms"] <= bound]
+        top = within.loc[within["throughput"].idxmax()] if len(within) else None
+        unloaded_p50 = float(group["unloaded_p50_ms"].iloc[0])
+        bounded = float(top["throughput"]) if top is not None else 0.0
+        ratio = bounded / best["peak_throughput"] if best["peak_throughput"] else math.nan
+        rows.append(
+            {
+                "system": system,
+                "protocol": group["protocol"].iloc[0],
+                "unloaded_p50_ms": unloaded_p50,
+                "reference": best["system"],
+                "reference_peak": float(best["peak_throughput"]),
+                "reference_peak_p50_ms": float(best["peak_p50_ms"]),
+                "latency_bound_ms": float(bound),
+                "bounded_peak": bounded,
+                "bounded_peak_p50_ms": float(top["p50_ms"]) if top is not None else math.nan,
+                "bounded_peak_clients": int(top["clients"]) if top is not None else 0,
+                "bounded_peak_window": int(top["window"]) if top is not None else 0,
+                "ratio": ratio,
+                "unloaded_target_met": unloaded_p50 <= unloaded_target_ms,
+                "throughput_target_met": ratio >= throughput_factor,
+            }
+        )
+    return pd.DataFrame(rows)
 
 
 def points_frame(points: Sequence[tuple[str, PointResult]]) -> pd.DataFrame:
