@@ -528,3 +528,63 @@ def test_log_agrees_with_a_list_model_across_syncs_replaces_reopens_and_crashes(
                 assert path.stat().st_size == encoded_size(model)
         finally:
             wal.close()
+
+
+# --- preallocation -------------------------------------------------------------------------
+
+
+def test_a_preallocated_log_keeps_its_records_and_gives_back_unused_space(tmp_path: Path) -> None:
+    path = tmp_path / "log"
+    with WriteAheadLog(path, preallocate=4096) as wal:
+        wal.append(EARLIER)
+        wal.sync()
+        assert os.path.getsize(path) == 4096  # space ahead of the records
+        wal.append([LAST] * 200)  # past the first step: the file grows by another
+        assert wal.read_all() == EARLIER + [LAST] * 200
+    assert path.read_bytes() == encode_records(EARLIER + [LAST] * 200)  # no zeros left
+    with WriteAheadLog(path, preallocate=4096) as wal:
+        assert wal.recovery.records == len(EARLIER) + 200 and wal.recovery.reason is None
+
+
+def test_preallocated_space_after_a_crash_is_not_a_torn_tail(tmp_path: Path) -> None:
+    path = tmp_path / "log"
+    wal = WriteAheadLog(path, preallocate=1 << 16)
+    wal.append(EARLIER)
+    wal.sync()
+    crashed = tmp_path / "crashed"
+    crashed.write_bytes(path.read_bytes())  # as a kill -9 leaves it: records, then zeros
+    wal.close()
+    assert crashed.stat().st_size == 1 << 16
+    with WriteAheadLog(crashed, preallocate=1 << 16) as again:
+        assert again.read_all() == EARLIER
+        assert again.recovery.truncated_bytes == 0 and again.recovery.reason is None
+        again.append([LAST])
+        assert again.read_all() == EARLIER + [LAST]
+
+
+def test_a_record_torn_inside_preallocated_space_is_still_cut(tmp_path: Path) -> None:
+    path = tmp_path / "log"
+    good = encode_records(EARLIER)
+    torn = encode_records([LAST])[:-5]  # the last record's payload cut short
+    path.write_bytes(bytes(good) + bytes(torn) + bytes(1000))  # then preallocated zeros
+    with WriteAheadLog(path, preallocate=4096) as wal:
+        assert wal.read_all() == EARLIER
+        assert wal.recovery.reason is not None and wal.recovery.truncated_bytes > 0
+
+
+def test_a_preallocated_log_compacts_and_syncs_with_fdatasync(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    datasyncs: list[int] = []
+    real = os.fdatasync
+    monkeypatch.setattr(os, "fdatasync", lambda fd: (datasyncs.append(fd), real(fd))[1])
+    path = tmp_path / "log"
+    with WriteAheadLog(path, preallocate=4096) as wal:
+        wal.append(EARLIER)
+        wal.sync()
+        assert datasyncs
+        wal.replace([b"compacted"])
+        wal.append([LAST])
+        assert wal.read_all() == [b"compacted", LAST]
+    with WriteAheadLog(path, preallocate=4096) as wal:
+        assert wal.read_all() == [b"compacted", LAST]

@@ -45,6 +45,7 @@ def run_ours_point(
     system: str | None = None,
     options: dict[str, Any] | None = None,
     max_pending: int | None = None,
+    settings: dict[str, Any] | None = None,
 ) -> PointResult:
     """Run ``point`` on a fresh local cluster of this project (see the module docstring)."""
     t_begin = time.monotonic()
@@ -58,6 +59,7 @@ def run_ours_point(
             nodes=nodes,
             options=options,
             fsync=fsync,
+            settings=settings,
             extra=(
                 f"[limits]\npack_proposals = {pack_proposals}\n"
                 + (f"max_pending = {max_pending}\n" if max_pending else "")

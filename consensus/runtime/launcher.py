@@ -68,10 +68,12 @@ def write_local_cluster_file(
     secret: str | None = None,
     data_dir: str = "data",
     fsync: str = "batch",
+    settings: dict[str, Any] | None = None,
     extra: str = "",
 ) -> Path:
     """Write a cluster file for ``nodes`` nodes on 127.0.0.1 (free ports unless
-    given) and return its path.  ``extra`` is appended verbatim (more TOML)."""
+    given) and return its path.  ``settings``: more top-level keys;
+    ``extra`` is appended verbatim (more TOML tables)."""
     path = Path(path)
     ports = ports if ports is not None else free_ports(nodes)
     secret = secret if secret is not None else secrets.token_hex(16)
@@ -80,6 +82,7 @@ def write_local_cluster_file(
         f"secret = {json.dumps(secret)}",
         f"data_dir = {json.dumps(data_dir)}",
         f"fsync = {json.dumps(fsync)}",
+        *(f"{key} = {json.dumps(value)}" for key, value in (settings or {}).items()),
     ]
     if options:
         lines.append("[options]")

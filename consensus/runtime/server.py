@@ -134,7 +134,12 @@ class NodeServer:
             ) from None
         fsync = "never" if self.cluster.fsync == "never" else "always"
         try:
-            storage = DurableStorage(node_dir / "wal.log", self.codec, fsync=fsync)
+            storage = DurableStorage(
+                node_dir / "wal.log",
+                self.codec,
+                fsync=fsync,
+                preallocate=self.cluster.wal_preallocate,
+            )
         except WalError as exc:
             raise StartupError(f"write-ahead log: {exc}") from None
         if storage.recovery.truncated_bytes:
