@@ -271,6 +271,30 @@ def test_an_async_failover_loses_an_acknowledged_write() -> None:
     assert sim.protocol_counters(0)["resyncs"] == 1
 
 
+def test_without_fencing_a_deposed_primary_acknowledges_writes_that_are_lost() -> None:
+    # Five nodes, the monitor on node 4.  The primary loses its link to the
+    # monitor only: the monitor promotes another node while the old primary,
+    # still reaching the other backups and its clients, goes on serving.
+    for failover, split_brain in (("monitor", True), ("monitor-fenced", False)):
+        sim = cluster(nodes=5, mode="semi-sync", failover=failover)
+        assert submit(sim, Put(key="x", value="0"), node=0).ok
+        sim.cut(0, 4)
+        sim.cut(4, 0)
+        sim.run_for(1.0)
+        assert 0 in sim.leaders() if split_brain else sim.leaders() != [0]
+        [new] = [n for n in sim.leaders() if n != 0]
+        old_side = submit(sim, Put(key="a", value="acknowledged by the old primary"), node=0)
+        new_side = submit(sim, Put(key="b", value="acknowledged by the new primary"), node=new)
+        assert old_side.ok and new_side.ok
+        assert (old_side.retries == 0) is split_brain  # fenced: redirected to the new primary
+        sim.heal()
+        sim.run_for(1.0)  # the monitor reaches the old primary: it steps down and resyncs
+        assert sim.leaders() == [new]
+        states = {n: sim.host(n).sm.data for n in sim.node_ids}
+        lost = lost_writes(sim.history, states)
+        assert [op.command.key for op in lost] == (["a"] if split_brain else [])
+
+
 def test_a_deposed_primary_serves_a_stale_read_unless_reads_are_confirmed() -> None:
     for reads, stale in (("local", True), ("confirmed", False)):
         sim = cluster(reads=reads)

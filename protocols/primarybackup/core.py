@@ -325,9 +325,12 @@ class PrimaryBackup(Replica):
                 self._truncate(index - 1, out)
             log.append(entry)
             out.persist.append(Stored(index=index, epoch=entry.epoch, payload=entry.payload))
-        if index == m.last and len(log) > index:
-            # Entries the primary does not have (written by an earlier primary,
-            # perhaps this node): drop them, and resync if they were applied.
+        if index == m.last and len(log) > index and log[index].epoch != m.view.epoch:
+            # Entries past the end of the primary's log, of another epoch: the
+            # primary does not have them (an earlier primary, perhaps this node,
+            # wrote them).  Drop them, and resync if they were applied.  (Entries
+            # of the sender's own epoch may be newer than this message: a
+            # delayed or duplicated one.)
             self._truncate(index, out)
         out.send(src, Ack(epoch=self.view.epoch, last=index))
         # Only what this message proved to match the primary's log may be committed.
