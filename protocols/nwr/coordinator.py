@@ -26,7 +26,11 @@ Replicas that stay silent are asked again every ``resend``; with
 ``sloppy``, each is replaced once by the next unused fallback, which gets
 the replica's name as a hint and counts toward the quorum.  Without a
 quorum after ``timeout`` the request is rejected (``unavailable``) and the
-client retries at another node, a second copy of the operation.
+client retries at another node, a second copy of the operation.  A version
+names the request that wrote it, so a retry whose read phase finds its
+first attempt's version finishes that write instead of writing again; a
+retry without a read phase (a timestamped put), or whose first attempt was
+already overwritten, writes again.
 
 This node is often one of the replicas; it answers itself at once,
 through ``Local``.  Invariant: an operation is answered or rejected once,

@@ -42,6 +42,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from consensus.commands import Delete, Put, Request
+from consensus.config import ConfigError
 from consensus.replica import Committed, Outputs, Replica, ReplicaContext
 from protocols.nwr.coordinator import Coordinator
 from protocols.nwr.messages import (
@@ -67,8 +68,8 @@ class NwrReplica(Replica):
         super().__init__(ctx)
         self.options = ctx.options_as(NwrOptions)
         if self.options.n > len(ctx.members):
-            raise ValueError(
-                f"nwr: n = {self.options.n} replicas per key, but the cluster has"
+            raise ConfigError(
+                f"options.n: {self.options.n} replicas per key, but the cluster has"
                 f" {len(ctx.members)} nodes"
             )
         self.store = Store(records)
