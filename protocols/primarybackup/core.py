@@ -486,7 +486,7 @@ class PrimaryBackup(Replica):
     def status(self) -> dict[str, Any]:
         return {
             "node": self.node_id,
-            "role": "primary" if self.is_primary else "follower",
+            "role": "leader" if self.is_primary else "follower",  # the primary leads
             "epoch": self.view.epoch,
             "leader": self.view.primary,
             "backups": list(self.view.backups),
