@@ -64,6 +64,9 @@ __all__ = ["NwrReplica"]
 
 
 class NwrReplica(Replica):
+    """One node of nwr: a replica of the keys that map to it, and the coordinator
+    of its clients' requests (see the theory of operation)."""
+
     def __init__(self, ctx: ReplicaContext, records: Sequence[Any]) -> None:
         super().__init__(ctx)
         self.options = ctx.options_as(NwrOptions)

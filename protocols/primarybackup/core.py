@@ -91,6 +91,9 @@ __all__ = ["PrimaryBackup"]
 
 
 class PrimaryBackup(Replica):
+    """One node of primary-backup: primary, backup or standby by its view, and on
+    the highest-numbered node also the monitor (see the theory of operation)."""
+
     supports_reads = True
 
     def __init__(self, ctx: ReplicaContext, records: Sequence[Any]) -> None:
