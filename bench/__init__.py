@@ -6,6 +6,8 @@ default comparison) and returns ``Results``; ``sweep(path)`` runs a grid
 reads it back); ``chaos_run``/``chaos_runs`` run seeded fault-injection
 checks.  Sweeps and soaks take ``jobs=N`` (local processes) or
 ``executor=DaskExecutor(...)`` (a Dask cluster), with the same results.
+``why_consensus()`` runs the consensus plugins and the unsafe baselines on one
+workload and fault schedule (``notebooks/why_consensus.ipynb``).
 """
 
 from bench.chaos import chaos_run, chaos_runs
@@ -13,6 +15,7 @@ from bench.executors import DaskExecutor
 from bench.metrics import Results
 from bench.runner import RunConfig, load_run_config, run
 from bench.sweep import read_sweep, sweep, sweep_to
+from bench.why import why_consensus
 from bench.workload import WorkloadConfig
 
 __all__ = [
@@ -27,4 +30,5 @@ __all__ = [
     "run",
     "sweep",
     "sweep_to",
+    "why_consensus",
 ]

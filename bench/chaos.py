@@ -51,6 +51,7 @@ def chaos_runs(
             kwargs.get("ops", 200),
             kwargs.get("options"),
             kwargs.get("snapshot_every", 0),
+            kwargs.get("mix", "kv"),
         )
         return f"chaos seed {seeds[i]} (replay: {replay})"
 

@@ -20,8 +20,9 @@ from rich.table import Table
 from bench.executors import Executor, TaskFailed
 from consensus.config import ConfigError
 from consensus.registry import UnknownProtocolError, get_protocol
+from consensus.testing.chaos import MIXES
 
-__all__ = ["main", "summary_table"]
+__all__ = ["main", "protocols_table", "summary_table"]
 
 COLUMNS = [
     ("protocol", "protocol", "{}"),
@@ -44,18 +45,50 @@ def _fmt(fmt: str, value: object) -> str:
     return fmt.format(value)
 
 
+def _safety(protocol: str) -> str:
+    """``safe``, or ``UNSAFE`` for a baseline that lacks linearizability (rich markup)."""
+    try:
+        safe = get_protocol(protocol).safe
+    except UnknownProtocolError:
+        return "?"
+    return "safe" if safe else "[bold red]UNSAFE[/]"
+
+
 def summary_table(summary: pd.DataFrame, title: str = "") -> Table:
-    table = Table(title=title or None)
-    for _, header, _ in COLUMNS:
-        table.add_column(header, justify="left" if header == "protocol" else "right")
+    """The summary, one row per protocol; ``safety`` marks the unsafe baselines."""
+    unsafe = [p for p in dict.fromkeys(summary["protocol"]) if not get_protocol(p).safe]
+    caption = "".join(f"\nUNSAFE {p}: {get_protocol(p).lacks['linearizability']}" for p in unsafe)
+    table = Table(title=title or None, caption=caption.strip() or None, caption_justify="left")
+    for _, header, _ in COLUMNS[:1]:
+        table.add_column(header, justify="left")
+    table.add_column("safety", justify="left")
+    for _, header, _ in COLUMNS[1:]:
+        table.add_column(header, justify="right")
     for row in summary.to_dict("records"):
-        table.add_row(*(_fmt(fmt, row[key]) for key, _, fmt in COLUMNS))
+        cells = [_fmt(fmt, row[key]) for key, _, fmt in COLUMNS]
+        table.add_row(cells[0], _safety(row["protocol"]), *cells[1:])
+    return table
+
+
+def protocols_table() -> Table:
+    """Every available protocol: safety, what it lacks, summary (``run --list``)."""
+    from consensus.registry import available_protocols
+
+    table = Table(title="protocols (UNSAFE: a baseline that is not linearizable under faults)")
+    for header in ("protocol", "safety", "lacks", "summary"):
+        table.add_column(header, justify="left")
+    for name in available_protocols():
+        spec = get_protocol(name)
+        table.add_row(name, _safety(name), ", ".join(spec.lacks) or "-", spec.summary)
     return table
 
 
 def _cmd_run(args: argparse.Namespace, console: Console) -> int:
     from bench.runner import load_run_config, run
 
+    if args.list:
+        console.print(protocols_table())
+        return 0
     config = load_run_config(args.config)
     config = config.with_overrides(protocols=args.protocol, seed=args.seed, tcp=args.tcp)
     verb = "running real processes of" if config.real else "simulating"
@@ -282,20 +315,25 @@ def _cmd_chaos(args: argparse.Namespace, console: Console) -> int:
                 ops=args.ops,
                 options=options,
                 snapshot_every=args.snapshot_every,
+                mix=args.mix,
                 executor=executor,
             ),
             start=1,
         ):
             checked += result.operations
-            if result.ok is None:
+            if result.ok is None and not result.lost:
                 unknown += 1
                 console.print(f"seed {result.seed}: check inconclusive (checker timed out)")
-            elif not result.ok:
+            elif not result.passed:
                 violations += 1
                 console.print("[bold red]VIOLATION[/] ", end="")
                 console.print(
                     describe_failure(
-                        result, args.ops, options=options, snapshot_every=args.snapshot_every
+                        result,
+                        args.ops,
+                        options=options,
+                        snapshot_every=args.snapshot_every,
+                        mix=args.mix,
                     ),
                     markup=False,
                     highlight=False,
@@ -345,6 +383,11 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run a comparison and print the summary table")
     run.add_argument("config", nargs="?", help="run config TOML (default: built-in comparison)")
     run.add_argument("--protocol", action="append", help="protocol to run (repeatable)")
+    run.add_argument(
+        "--list",
+        action="store_true",
+        help="list the available protocols (UNSAFE marks baselines that are not consensus)",
+    )
     run.add_argument("--seed", type=int, help="override the config's seed")
     run.add_argument("--out", type=Path, help="directory for the result DataFrames (parquet)")
     run.add_argument("--plot", type=Path, help="write a PNG: throughput over time, latency CDF")
@@ -394,6 +437,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=0,
         help="snapshot the state machine every N applied entries",
+    )
+    chaos.add_argument(
+        "--mix",
+        choices=MIXES,
+        default="kv",
+        help="the operations: every key-value command (kv), or only get and put (registers)",
     )
     _add_jobs(chaos, "seeded runs")
     from bench.peers.cli import add_arguments as add_peers_arguments

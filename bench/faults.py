@@ -5,7 +5,14 @@ Each ``Fault`` names a time ``at`` (virtual seconds) and an ``action``:
 * ``crash`` a ``target`` (``"leader"``, ``"follower"`` or a node id), and
   restart it after ``duration`` seconds if ``duration > 0``;
 * ``isolate`` a target (cut both ways), healed after ``duration`` if set;
-* ``partition`` into ``groups`` (lists of node ids), healed after ``duration``;
+* ``partition`` into ``groups`` (lists of node ids), or, with ``size``, cut
+  the ``target`` and the next ``size - 1`` node ids (cyclically) off from
+  the others; healed after ``duration``;
+* ``cut`` a target off from the ``size`` highest-numbered other nodes, both
+  ways, while it still reaches the rest (a partial partition: a flaky
+  switch), healed after ``duration``;
+* ``slow`` a target: every message to and from it takes ``delay`` seconds
+  longer (a slow disk, an overloaded machine), until ``duration`` ends it;
 * ``heal`` every link; ``restart`` a node id;
 * ``membership``: change the voting members to ``members`` (a client
   submits ``ChangeMembership``; protocols with membership support only).
@@ -29,7 +36,7 @@ from consensus.sim.simulator import Simulator
 
 __all__ = ["Fault", "FaultLog", "schedule_faults"]
 
-ACTIONS = ("crash", "restart", "isolate", "partition", "heal", "membership")
+ACTIONS = ("crash", "restart", "isolate", "partition", "heal", "membership", "slow", "cut")
 
 
 @attrs.frozen(kw_only=True)
@@ -40,10 +47,18 @@ class Fault:
     duration: float = attrs.field(default=0.0, validator=non_negative)
     groups: tuple[tuple[int, ...], ...] = ()
     members: tuple[int, ...] = ()
+    delay: float = attrs.field(default=0.0, validator=non_negative)
+    size: int = attrs.field(default=0, validator=non_negative)
 
     def __attrs_post_init__(self) -> None:
-        if self.action == "partition" and not self.groups:
-            raise ConfigError("groups: a partition needs groups, e.g. [[0], [1, 2]]")
+        if self.action == "cut" and not self.size:
+            raise ConfigError("size: a cut needs the number of nodes to cut the target from")
+        if self.action == "slow" and not self.delay:
+            raise ConfigError("delay: a slow node needs a delay in seconds, e.g. 0.05")
+        if self.action == "partition" and not self.groups and not self.size:
+            raise ConfigError(
+                "groups: a partition needs groups, e.g. [[0], [1, 2]], or a target and a size"
+            )
         if self.action == "membership" and not self.members:
             raise ConfigError("members: a membership change needs members, e.g. [0, 1, 2, 3]")
         if self.target not in ("leader", "follower") and not self.target.isdigit():
@@ -92,8 +107,17 @@ def schedule_faults(sim: Simulator, faults: list[Fault], log: FaultLog) -> None:
             sim.heal()
             record("heal", None)
         elif fault.action == "partition":
-            sim.partition(*fault.groups)
-            record("partition", None, groups=str([list(g) for g in fault.groups]))
+            groups = [list(g) for g in fault.groups]
+            if not groups:
+                first = _resolve(sim, fault.target)
+                if first is None:
+                    record("partition-skipped", None, target=fault.target)
+                    return
+                ids = list(sim.node_ids)
+                side = [ids[(ids.index(first) + i) % len(ids)] for i in range(fault.size)]
+                groups = [sorted(side), [n for n in ids if n not in side]]
+            sim.partition(*groups)
+            record("partition", None, groups=str(groups))
             if fault.duration:
                 sim.after(fault.duration, lambda: (sim.heal(), record("heal", None)))
         else:
@@ -109,6 +133,29 @@ def schedule_faults(sim: Simulator, faults: list[Fault], log: FaultLog) -> None:
             elif fault.action == "restart":
                 sim.restart(node)
                 record("restart", node)
+            elif fault.action == "cut":
+                others = sorted((n for n in sim.node_ids if n != node), reverse=True)
+                far = sorted(others[: fault.size])
+                for other in far:
+                    sim.cut(node, other)
+                    sim.cut(other, node)
+                record("cut", node, target=fault.target, groups=str(far))
+                if fault.duration:
+                    sim.after(fault.duration, lambda: (sim.heal(), record("heal", None)))
+            elif fault.action == "slow":
+                rules = [
+                    sim.network.rule(src=node, delay=fault.delay),
+                    sim.network.rule(dst=node, delay=fault.delay),
+                ]
+                record("slow", node, target=fault.target, delay=fault.delay)
+
+                def fast() -> None:
+                    for rule in rules:
+                        sim.network.remove_rule(rule)
+                    record("fast", node)
+
+                if fault.duration:
+                    sim.after(fault.duration, fast)
             elif fault.action == "isolate":
                 sim.isolate(node)
                 record("isolate", node, target=fault.target)

@@ -19,7 +19,7 @@ The public surface, re-exported here; everything else is internal:
 * commands and requests: ``Get``, ``Put``, ``Append``, ``CompareAndSet``,
   ``Delete``, ``Request``, ``Noop``, ``Batch``;
 * the plugin contract: ``Replica``, ``ReplicaContext``, ``Outputs``,
-  ``Committed``, ``Rejection``, ``ReadReady``, ``StateSnapshot``,
+  ``Committed``, ``Rejection``, ``ReadReady``, ``Answer``, ``StateSnapshot``,
   ``ProtocolSpec``, ``register``, ``get_protocol``, ``available_protocols``;
 * shared machinery for plugins: ``Log``, ``Majority``, ``JointQuorum``,
   ``FlexibleQuorum``, ``KVStore``;
@@ -65,6 +65,7 @@ from consensus.log import Log
 from consensus.quorum import FlexibleQuorum, JointQuorum, Majority
 from consensus.registry import ProtocolSpec, available_protocols, get_protocol, register
 from consensus.replica import (
+    Answer,
     Committed,
     Outputs,
     ReadReady,
@@ -97,6 +98,7 @@ __all__ = [
     "connect",
     "connect_sync",
     "load_cluster_file",
+    "Answer",
     "Batch",
     "ChangeMembership",
     "CheckResult",

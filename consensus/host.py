@@ -9,8 +9,8 @@ for every ``Outputs`` it does, in order (see ``consensus.replica``):
 
 0. send the eager messages, 1. persist (compact, append, sync; then tell the
 replica ``synced``), 2. send, 3. restore and apply, 4. answer clients
-(results, rejections, reads once applied far enough), and last carry out
-what ``synced`` returned.
+(results, rejections, reads once applied far enough, the plugin's own
+answers), and last carry out what ``synced`` returned.
 
 The driver gives it two callables: ``send(dst, message)`` and
 ``reply(waiter, reply)``; ``waiter`` is an opaque token the driver passed to
@@ -377,6 +377,12 @@ class ReplicaHost:
             self._reads.extend(out.reads)
         if self._reads:
             self._serve_reads()
+        if out.answers:
+            for answer in out.answers:
+                entry = self.waiting.pop((answer.client_id, answer.seq), None)
+                if entry is not None:
+                    reply = ClientReply(ok=True, result=answer.result, node=self.node_id)
+                    self._reply(entry[1], reply)
         if synced:
             self.handle(now, synced)
 

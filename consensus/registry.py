@@ -12,12 +12,20 @@ A plugin package exposes one ``ProtocolSpec`` and names it in its
 A spec also says what its protocol cannot do: ``lacks`` maps a capability
 (one of ``CAPABILITIES``) to the reason, and the conformance kit
 (``consensus.testing``) skips, with that reason, the rules that need it.
+
+Two capabilities separate consensus from the baselines it is compared with:
+``log`` (every node applies one sequence of entries) and
+``linearizability`` (every history is linearizable, whatever the faults).  A
+plugin that lacks ``linearizability`` is *unsafe* (``ProtocolSpec.safe`` is
+False): a baseline such as primary-backup or NWR quorums, here to show what
+goes wrong without consensus.  The benchmark tables mark it, and the kit does
+not hold it to the rules it is meant to break.
 """
 
 from __future__ import annotations
 
 from importlib.metadata import entry_points
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import attrs
 
@@ -46,6 +54,15 @@ CAPABILITIES: dict[str, str] = {
     "quorum": (
         "a majority is enough: commits go on while a minority of nodes (never the"
         " leader, for a protocol without failover) is down or cut off"
+    ),
+    "log": (
+        "one replicated log: every node applies the same entries in the same order,"
+        " every acknowledged request reaches every node, and a retried request takes"
+        " effect once (the state machine's sessions)"
+    ),
+    "linearizability": (
+        "every client history is linearizable under any faults (crashes, partitions,"
+        " loss, slow links): no stale read, no lost acknowledged write"
     ),
 }
 
@@ -78,7 +95,11 @@ class ProtocolSpec:
     ``ChangeMembership`` requests and may run with spare nodes outside its
     initial configuration (``ClusterConfig.members``).  ``lacks``: capability
     -> why, for each of ``CAPABILITIES`` the protocol does not have, e.g.
-    ``{"failover": "fixed leader, no election"}``.
+    ``{"failover": "fixed leader, no election"}``.  Declare what the protocol
+    lacks with its default options; a reason may name the options that
+    change it.  ``hazards``: for an unsafe baseline, ``hazards(options)``
+    names what that configuration loses under faults (stale reads, lost
+    writes...), empty for a configuration with nothing known to lose.
     """
 
     name: str
@@ -91,6 +112,15 @@ class ProtocolSpec:
     lacks: dict[str, str] = attrs.field(
         factory=dict, converter=_as_dict, validator=_known_capabilities, hash=False
     )
+    hazards: Callable[[Any], tuple[str, ...]] | None = attrs.field(
+        default=None, eq=False, hash=False
+    )
+
+    @property
+    def safe(self) -> bool:
+        """False for an unsafe baseline: one that lacks ``linearizability``
+        (its reason, ``lacks["linearizability"]``, says what it loses)."""
+        return "linearizability" not in self.lacks
 
     def make_options(self, values: dict[str, Any] | None = None) -> Any:
         """Build this protocol's options from a mapping, rejecting unknown keys."""

@@ -43,7 +43,7 @@ this order, and a plugin may rely on it:
    ``committed`` entries are applied in index order.
 4. **answer**: ``rejected`` proposals are reported to their clients (who
    retry, at ``leader_hint`` if known); ``reads`` are served once the state
-   machine has applied their index.
+   machine has applied their index; ``answers`` are reported as they are.
 
 Where a proposal went (optional): ``placed`` lists ``(client_id, seq, index)``
 for requests this input gave a log position ``index`` (a Raft leader appended
@@ -57,6 +57,16 @@ request is then rejected as ``overwritten``) or, in leaderless Paxos, lose its
 slot and be placed again later.  What is really decided at an index is what
 the host applies there.  Placements in the outputs of other inputs (a
 request given its slot later) are allowed and ignored.
+
+Answering without the log (optional): ``answers`` lists ``Answer(client_id,
+seq, result)`` for requests the plugin answers itself, with a result it
+computed, not one the state machine produced (``Outputs.answer(request,
+result)``).  It is for a plugin that has no replicated log to apply, such as
+a leaderless quorum store whose coordinator reads a quorum's replies
+(``protocols.nwr``); the host replies ``ok`` with that result to the client
+waiting at this node, if any.  Such requests bypass the state machine's
+sessions, so a retried request may take effect again: a plugin that uses it
+gives up exactly-once unless it deduplicates itself.
 
 Randomness comes from ``ReplicaContext.rng``, seeded by the host, so a run is
 a function of (config, seed).
@@ -75,6 +85,7 @@ from consensus.commands import Request
 from consensus.schema import structure
 
 __all__ = [
+    "Answer",
     "Committed",
     "NodeId",
     "Outputs",
@@ -139,6 +150,16 @@ class ReadReady:
 
 
 @attrs.frozen(kw_only=True)
+class Answer:
+    """Request ``(client_id, seq)`` succeeded with ``result``, computed by the plugin
+    itself rather than by applying a log entry (see the module docstring)."""
+
+    client_id: int
+    seq: int
+    result: Any
+
+
+@attrs.frozen(kw_only=True)
 class StateSnapshot:
     """A state-machine snapshot that covers the log up to ``index``."""
 
@@ -153,7 +174,7 @@ class Outputs:
     simulator's hottest path, and list literals are cheaper than factories.
     ``placed`` stays ``None`` until ``place`` is called: almost no input
     places a request, and ``None`` costs less to build than a list; ``eager``
-    likewise until ``send_eager``.
+    likewise until ``send_eager``, and ``answers`` until ``answer``.
     """
 
     __slots__ = (
@@ -166,6 +187,7 @@ class Outputs:
         "reads",
         "placed",
         "eager",
+        "answers",
     )
 
     def __init__(
@@ -180,6 +202,7 @@ class Outputs:
         reads: list[ReadReady] | None = None,
         placed: list[Placement] | None = None,
         eager: list[tuple[NodeId, Any]] | None = None,
+        answers: list[Answer] | None = None,
     ) -> None:
         self.persist: list[Any] = [] if persist is None else persist
         self.compact = compact
@@ -190,6 +213,7 @@ class Outputs:
         self.reads: list[ReadReady] = [] if reads is None else reads
         self.placed: list[Placement] | None = placed
         self.eager: list[tuple[NodeId, Any]] | None = eager
+        self.answers: list[Answer] | None = answers
 
     def __repr__(self) -> str:
         fields = ", ".join(
@@ -202,10 +226,10 @@ class Outputs:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Outputs):
             return NotImplemented
-        # An empty ``placed`` or ``eager`` list and ``None`` mean the same: nothing.
+        # An empty ``placed``, ``eager`` or ``answers`` list and ``None`` mean the same.
         return all(
             (getattr(self, n) or None) == (getattr(other, n) or None)
-            if n in ("placed", "eager")
+            if n in ("placed", "eager", "answers")
             else getattr(self, n) == getattr(other, n)
             for n in self.__slots__
         )
@@ -230,6 +254,13 @@ class Outputs:
         if placed is None:
             self.placed = placed = []
         placed.append((request.client_id, request.seq, index))
+
+    def answer(self, request: Request, result: Any) -> None:
+        """Answer ``request`` with ``result`` now, without the state machine (see above)."""
+        answers = self.answers
+        if answers is None:
+            self.answers = answers = []
+        answers.append(Answer(client_id=request.client_id, seq=request.seq, result=result))
 
     def broadcast(self, peers: Sequence[NodeId], message: Any) -> None:
         append = self.messages.append  # a loop: cheaper than a comprehension for a few peers
@@ -259,6 +290,10 @@ class Outputs:
             if self.eager is None:
                 self.eager = []
             self.eager.extend(other.eager)
+        if other.answers:
+            if self.answers is None:
+                self.answers = []
+            self.answers.extend(other.answers)
 
     def __bool__(self) -> bool:
         """Whether there is anything to carry out (a placement is a report, not work)."""
@@ -271,6 +306,7 @@ class Outputs:
             or self.rejected
             or self.reads
             or self.eager
+            or self.answers
         )
 
 

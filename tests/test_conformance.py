@@ -49,6 +49,8 @@ CONFORMANT = [name for name in INSTALLED if name not in NOT_CONFORMANT]
 
 #: The randomized rule runs below under hypothesis instead of the kit's seeded draw.
 SEEDED = [rule for rule in RULES if rule is not rules.random_faults]
+#: ... on the plugins it applies to (skipped, with the reason, for the others).
+RANDOMIZED = rule_params(CONFORMANT, [rules.random_faults])
 
 
 # -- the opt-outs themselves -------------------------------------------------------------
@@ -75,7 +77,7 @@ def test_rule(protocol: str, rule: Rule) -> None:
 # -- randomized faults, safety checked after every event ------------------------------------
 
 
-@pytest.mark.parametrize("protocol", CONFORMANT)
+@pytest.mark.parametrize(("protocol", "rule"), RANDOMIZED)
 @settings(max_examples=12, deadline=None, derandomize=True)
 @given(
     seed=st.integers(0, 10_000),
@@ -86,7 +88,7 @@ def test_rule(protocol: str, rule: Rule) -> None:
     ),
 )
 def test_random_crashes_and_partitions_keep_agreement(
-    protocol: str, seed: int, loss: float, schedule: list[tuple[str, int, float]]
+    protocol: str, rule: Rule, seed: int, loss: float, schedule: list[tuple[str, int, float]]
 ) -> None:
     note(f"protocol={protocol!r} seed={seed} loss={loss} schedule={schedule}")
     rules.random_faults_once(protocol, seed, loss, schedule)

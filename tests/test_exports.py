@@ -18,8 +18,9 @@ def test_every_exported_name_exists(package):
 def test_plugins_export_their_spec():
     from consensus.registry import ProtocolSpec, get_protocol
 
-    for name in ("raft", "multipaxos", "paxos", "sequencer"):
+    packages = {"primary-backup": "primarybackup"}
+    for name in ("raft", "multipaxos", "paxos", "sequencer", "primary-backup", "nwr"):
         spec = get_protocol(name)
         assert isinstance(spec, ProtocolSpec) and spec.name == name
-        module = importlib.import_module(f"protocols.{name}")
+        module = importlib.import_module(f"protocols.{packages.get(name, name)}")
         assert "PROTOCOL" in module.__all__

@@ -126,6 +126,8 @@ def test_default_options_class_takes_no_options() -> None:
         ("raft", "max_entries_per_message"),
         ("multipaxos", "max_batch"),
         ("paxos", "max_batch"),
+        ("primary-backup", "max_batch"),
+        ("nwr", "timeout"),
     ],
 )
 def test_every_plugin_reads_its_options_through_the_context(name: str, option: str) -> None:

@@ -7,11 +7,18 @@ picks the cluster size, link delays and the nemesis schedule; a few closed-
 loop clients issue ``ops`` random operations on a handful of keys (few keys,
 so operations conflict); the nemesis injects faults while they run; then the
 nemesis stops (links heal, nodes restart), clients finish, and the recorded
-history is checked for linearizability.
+history is checked for linearizability.  Then the cluster runs ``SETTLE``
+more virtual seconds with no clients, and the nodes' final states are
+checked for acknowledged writes that no node holds and no later write
+replaced (``consensus.checker.lost``): ``ChaosResult.lost``.  A run
+``passed`` when its history is linearizable and it lost nothing.
 
 Written values are unique (``c<client>.<seq>``), so a read names the write it
 saw.  An operation that never returned is indeterminate (``info``) and the
-checker lets it take effect or not.
+checker lets it take effect or not.  The operation mix (``MIXES``) is every
+key-value command (``kv``), or only reads and writes (``registers``: ``Get``
+and ``Put``, what a quorum register such as ABD promises to keep
+linearizable, while a read-modify-write needs consensus).
 
 ``chaos_runs`` runs seeds ``seed, seed+1, ...`` in this process (``bench``
 spreads them over worker processes: ``bench.chaos.chaos_runs(jobs=N)``);
@@ -20,24 +27,30 @@ any run is replayed exactly with ``python -m bench chaos --runs 1 --seed
 conformance check: it raises ``AssertionError`` naming every failing seed,
 its minimal offending sub-history, fault schedule and replay command.  Only
 a checker timeout (``ok`` None, a wall-clock limit) can differ between two
-runs of one seed; ``check_chaos`` counts it as a failure.
+runs of one seed; ``check_chaos`` counts it as a failure, and skips a plugin
+that declares it lacks linearizability (an unsafe baseline, which a soak
+would only confirm).
 """
 
 from __future__ import annotations
 
 import random
+import unittest
 from typing import Any, Callable, Iterator
 
 import attrs
 
-from consensus.checker.history import History
-from consensus.checker.linearizability import check
+from consensus.checker.history import History, Operation
+from consensus.checker.linearizability import check, describe_operation
+from consensus.checker.lost import lost_writes
 from consensus.commands import Append, CompareAndSet, Delete, Get, Put
 from consensus.config import ClientConfig, ClusterConfig, Delay, NetworkConfig
+from consensus.registry import get_protocol
 from consensus.sim.simulator import SimClient, Simulator
 from consensus.testing.nemesis import FAULTS, Nemesis
 
 __all__ = [
+    "MIXES",
     "chaos_command",
     "ChaosResult",
     "chaos_config",
@@ -49,6 +62,10 @@ __all__ = [
 
 KEYS = ("a", "b", "c")
 CLIENTS = 5
+#: The operation mixes: every key-value command, or reads and writes only.
+MIXES = ("kv", "registers")
+#: Virtual seconds the cluster runs after the clients, before its final states are read.
+SETTLE = 1.0
 
 
 @attrs.frozen
@@ -60,6 +77,13 @@ class ChaosResult:
     operations: int
     violations: list[Any]
     faults: list[tuple[float, str, str]]
+    #: Acknowledged writes no node held at the end and no later write replaced.
+    lost: list[Operation] = attrs.Factory(list)
+
+    @property
+    def passed(self) -> bool:
+        """Linearizable, and no acknowledged write lost."""
+        return self.ok is True and not self.lost
 
 
 def chaos_config(
@@ -83,13 +107,15 @@ def chaos_config(
     )
 
 
-def chaos_command(rng: random.Random, value: str, clients: int = CLIENTS) -> Any:
+def chaos_command(rng: random.Random, value: str, clients: int = CLIENTS, mix: str = "kv") -> Any:
     """One random operation on the few shared ``KEYS`` (so operations conflict);
     ``value`` is what a write writes (unique per operation, so a read names
     the write it saw).  The real-process nemesis (``bench.realchaos``) draws
-    its operations here too."""
+    its operations here too.  ``mix``: one of ``MIXES``."""
     key = rng.choice(KEYS)
     draw = rng.random()
+    if mix == "registers":
+        return Get(key=key) if draw < 0.5 else Put(key=key, value=value)
     if draw < 0.4:
         return Get(key=key)
     if draw < 0.6:
@@ -102,8 +128,8 @@ def chaos_command(rng: random.Random, value: str, clients: int = CLIENTS) -> Any
     return Delete(key=key)
 
 
-def _command(rng: random.Random, client: SimClient) -> Any:
-    return chaos_command(rng, f"c{client.client_id}.{client.seq + 1}")
+def _command(rng: random.Random, client: SimClient, mix: str) -> Any:
+    return chaos_command(rng, f"c{client.client_id}.{client.seq + 1}", mix=mix)
 
 
 def chaos_run(
@@ -116,12 +142,16 @@ def chaos_run(
     faults: tuple[str, ...] = FAULTS,
     duration: float = 5.0,
     check_timeout: float | None = 30.0,
+    mix: str = "kv",
 ) -> ChaosResult:
     """One seeded chaos run, checked.
 
     Clients think between operations so that ``ops`` operations spread over
     about ``duration`` virtual seconds, the time the nemesis has to work.
+    ``mix``: the operations, one of ``MIXES``.
     """
+    if mix not in MIXES:
+        raise ValueError(f"mix: {mix!r} is not one of {', '.join(MIXES)}")
     sim = Simulator(chaos_config(protocol, seed, options, snapshot_every), record_applied=False)
     rng = random.Random(f"{seed}:chaos-workload")
     nemesis = Nemesis(sim, random.Random(f"{seed}:nemesis"), faults=faults)
@@ -135,7 +165,7 @@ def chaos_run(
         issued += 1
         sim.after(
             rng.uniform(0, think),
-            lambda: client.submit(_command(rng, client), on_done=lambda op: done(client)),
+            lambda: client.submit(_command(rng, client, mix), on_done=lambda op: done(client)),
         )
 
     def done(client: SimClient) -> None:
@@ -153,7 +183,11 @@ def chaos_run(
     # completions keeps this check O(1) per event.
     sim.run_until(lambda: finished >= ops, timeout=30.0)
     sim.finish_pending()
-    result = check([op for op in sim.history if op.is_kv], timeout=check_timeout)
+    kv = [op for op in sim.history if op.is_kv]
+    result = check(kv, timeout=check_timeout)
+    # The history is complete; let followers catch up before reading final states.
+    sim.run_for(SETTLE)
+    states = {n: getattr(sim.host(n).sm, "data", {}) for n in sim.up_nodes()}
     return ChaosResult(
         protocol=protocol,
         seed=seed,
@@ -162,6 +196,7 @@ def chaos_run(
         operations=result.operations,
         violations=list(result.violations),
         faults=list(nemesis.log),
+        lost=lost_writes(kv, states),
     )
 
 
@@ -191,6 +226,14 @@ def describe_failure(result: ChaosResult, ops: int, **replay: Any) -> str:
     if result.ok is None:
         lines.append("check inconclusive (the checker timed out)")
     lines.extend(v.describe() for v in result.violations)
+    if result.lost:
+        lines.append(
+            f"{len(result.lost)} acknowledged writes lost (no node holds them at the end,"
+            " and no later write replaced them):"
+        )
+        lines.extend("  " + describe_operation(op) for op in result.lost[:5])
+        if len(result.lost) > 5:
+            lines.append(f"  ... and {len(result.lost) - 5} more")
     faults = "; ".join(f"{t:.3f} {name} {detail}".strip() for t, name, detail in result.faults)
     lines.append(f"faults: {faults}")
     lines.append("replay: " + replay_command(result.protocol, result.seed, ops, **replay))
@@ -206,17 +249,22 @@ def check_chaos(
     options: dict[str, Any] | None = None,
     snapshot_every: int = 0,
 ) -> int:
-    """``runs`` seeded chaos runs; every history must be linearizable.
+    """``runs`` seeded chaos runs; every history must be linearizable and no
+    acknowledged write lost.
 
     Returns the number of operations checked; raises ``AssertionError``
-    describing every failing seed (see ``describe_failure``).
+    describing every failing seed (see ``describe_failure``), and
+    ``unittest.SkipTest`` for a plugin that lacks linearizability.
     """
+    unsafe = get_protocol(protocol).lacks.get("linearizability")
+    if unsafe:
+        raise unittest.SkipTest(f"{protocol} lacks linearizability: {unsafe}")
     failures, checked = [], 0
     for result in chaos_runs(
         protocol, runs, seed, ops=ops, options=options, snapshot_every=snapshot_every
     ):
         checked += result.operations
-        if result.ok is not True:
+        if not result.passed:
             failures.append(
                 describe_failure(result, ops, options=options, snapshot_every=snapshot_every)
             )
@@ -232,10 +280,13 @@ def replay_command(
     ops: int,
     options: dict[str, Any] | None = None,
     snapshot_every: int = 0,
+    mix: str = "kv",
 ) -> str:
     parts = [f"python -m bench chaos --protocol {protocol} --runs 1 --seed {seed} --ops {ops}"]
     for key, value in sorted((options or {}).items()):
         parts.append(f"--option {key}={str(value).lower() if isinstance(value, bool) else value}")
     if snapshot_every:
         parts.append(f"--snapshot-every {snapshot_every}")
+    if mix != "kv":
+        parts.append(f"--mix {mix}")
     return " ".join(parts)

@@ -24,9 +24,14 @@ failure replays exactly: the message says which call replays it.
 
 Capabilities the rules consult: ``failover`` (the cluster survives the crash
 or isolation of its leader; without it, scenarios pick a follower where they
-would pick the leader) and ``quorum`` (a majority suffices to commit).  A
-plugin without leaders has failover trivially: its "leader" in a scenario is
-node 0.
+would pick the leader), ``quorum`` (a majority suffices to commit), ``log``
+(every node applies one sequence; every rule that compares what nodes
+applied needs it) and ``linearizability`` (histories stay linearizable under
+faults).  A plugin without leaders has failover trivially: its "leader" in a
+scenario is node 0.  A consensus plugin lacks none of the last two; an unsafe
+baseline (``ProtocolSpec.safe`` False) lacks ``linearizability`` and is
+checked only for what it does promise (``determinism`` always; the log rules
+when it keeps a log).
 """
 
 from __future__ import annotations
@@ -152,11 +157,12 @@ def cluster(protocol: str, nodes: int = 5, seed: int = 7, **kwargs: Any) -> Simu
 
 def warm_up(sim: Simulator) -> None:
     """Commit a few requests (electing a leader, if the plugin has one) and let
-    every node apply them."""
+    every node apply them (with a log to apply)."""
     ops = closed_loop(sim, clients=2, per_client=3)
     assert sim.run_until(finished(ops, 6), timeout=10.0), "no progress on a healthy cluster"
     assert_all_ok(ops)
-    assert sim.run_until(converged(sim), timeout=5.0), not_converged(sim)
+    if "log" not in sim.spec.lacks:
+        assert sim.run_until(converged(sim), timeout=5.0), not_converged(sim)
 
 
 def leader_or_any(sim: Simulator) -> int:
@@ -187,7 +193,7 @@ def not_converged(sim: Simulator) -> str:
 # -- agreement ----------------------------------------------------------------------------
 
 
-@rule()
+@rule("log")
 def agreement(protocol: str, seed: int = 11) -> None:
     """Every node applies the same sequence, with clients at every node."""
     sim = cluster(protocol, nodes=5, seed=seed)
@@ -203,7 +209,7 @@ def agreement(protocol: str, seed: int = 11) -> None:
     assert_linearizable(sim)
 
 
-@rule()
+@rule("log")
 def exactly_once(protocol: str, seed: int = 13) -> None:
     """Each request takes effect once despite retries and duplicate messages."""
     network = NetworkConfig(
@@ -242,7 +248,7 @@ def exactly_once(protocol: str, seed: int = 13) -> None:
 # -- partitions and an unreliable network -------------------------------------------------
 
 
-@rule("quorum")
+@rule("quorum", "log")
 def minority_partition(protocol: str, seed: int = 23) -> None:
     """A minority partition cannot commit while the majority can."""
     sim = cluster(protocol, nodes=5, seed=seed)
@@ -282,7 +288,7 @@ def minority_partition(protocol: str, seed: int = 23) -> None:
     assert_linearizable(sim)
 
 
-@rule("quorum")
+@rule("quorum", "log")
 def deaf_minority(protocol: str, seed: int = 19) -> None:
     """A deaf minority neither stops progress nor applies until it hears again."""
     sim = cluster(protocol, nodes=5, seed=seed)
@@ -311,7 +317,7 @@ def deaf_minority(protocol: str, seed: int = 19) -> None:
     assert_every_acked_request_applied_everywhere(sim, ops)
 
 
-@rule()
+@rule("log")
 def lossy_network(protocol: str, seed: int = 29) -> None:
     """Loss, duplication and reordering still converge."""
     network = NetworkConfig(
@@ -334,7 +340,7 @@ def lossy_network(protocol: str, seed: int = 29) -> None:
 # -- crashes and recovery ------------------------------------------------------------------
 
 
-@rule("quorum")
+@rule("quorum", "log")
 def recovery_from_storage(protocol: str, seed: int = 37, directory: str | None = None) -> None:
     """Restarted minority nodes recover from their write-ahead logs and catch up."""
     if directory is None:
@@ -369,7 +375,7 @@ def recovery_from_storage(protocol: str, seed: int = 37, directory: str | None =
     assert_every_acked_request_applied_everywhere(sim, before + during)
 
 
-@rule()
+@rule("log")
 def whole_cluster_restart(protocol: str, seed: int = 41) -> None:
     """A whole-cluster restart loses no acknowledged request."""
     sim = cluster(protocol, nodes=3, seed=seed)
@@ -388,7 +394,7 @@ def whole_cluster_restart(protocol: str, seed: int = 41) -> None:
     assert_linearizable(sim)
 
 
-@rule("failover", "quorum")
+@rule("failover", "quorum", "log")
 def leader_failover(protocol: str, seed: int = 43) -> None:
     """The majority survives a leader crash and loses no acknowledged request."""
     sim = cluster(protocol, nodes=5, seed=seed)
@@ -409,7 +415,7 @@ def leader_failover(protocol: str, seed: int = 43) -> None:
     assert_linearizable(sim)
 
 
-@rule("quorum")
+@rule("quorum", "log")
 def random_crashes_one_sequence(protocol: str, seed: int = 31) -> None:
     """Hundreds of slots under random crashes apply one sequence."""
     sim = cluster(
@@ -479,7 +485,7 @@ def random_faults_once(
         raise AssertionError(f"{exc}\nreplay: {replay}") from exc
 
 
-@rule()
+@rule("log")
 def random_faults(protocol: str, seed: int = 0, examples: int = 12) -> None:
     """Random crashes, partitions and loss keep agreement (``examples`` seeded schedules)."""
     for example in range(examples):
@@ -560,7 +566,7 @@ def determinism(protocol: str, seed: int = 5) -> None:
     assert first.history.fingerprint() != other.history.fingerprint(), "the seed changes nothing"
 
 
-@rule()
+@rule("linearizability")
 def linearizable_under_faults(protocol: str, seed: int = 52) -> None:
     """The recorded history is linearizable under faults."""
     sim = faulty_run(protocol, seed=seed)
