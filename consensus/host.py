@@ -170,8 +170,10 @@ class ReplicaHost:
         self.waiting: dict[tuple[int, int], tuple[Request, Any]] = {}
         self._reads: list[ReadReady] = []
         self._last_snapshot = 0
-        #: Most client requests packed into one proposal (0: never pack).
-        self.pack_proposals = pack_proposals
+        #: Most client requests packed into one proposal (0: never pack).  A
+        #: protocol without a replicated log answers requests itself, one by one
+        #: (``Outputs.answers``): nothing to pack into.
+        self.pack_proposals = 0 if "log" in spec.lacks else pack_proposals
         # Proposals this host packed: (session, seq) -> the requests inside.
         self._packs: dict[tuple[int, int], tuple[Request, ...]] = {}
         # A session of its own per incarnation (seeded: a simulated run stays replayable).

@@ -261,3 +261,36 @@ def test_the_host_sends_eager_messages_before_persisting_and_the_rest_after():
     assert synced == [1.0]
     host.handle(2.0, Outputs(messages=[(1, "no records")]))
     assert synced == [1.0]  # nothing persisted: nothing newly durable
+
+
+async def test_a_runner_never_packs_for_a_protocol_without_a_log(autojump_clock):
+    spec = get_protocol("nwr")
+    assert "log" in spec.lacks
+    network = LocalNetwork(3)
+    runners = [
+        NodeRunner(
+            node_id=n,
+            spec=spec,
+            members=(0, 1, 2),
+            options=spec.make_options(),
+            transport=network.endpoint(n),
+            pack_proposals=64,
+        )
+        for n in range(3)
+    ]
+    async with trio.open_nursery() as nursery:
+        for runner in runners:
+            nursery.start_soon(runner.run)
+        await trio.sleep(0.1)
+        replies = []
+
+        async def put(i: int) -> None:
+            request = Request(client_id=3000 + i, seq=1, command=Put(key=f"k{i}", value="v"))
+            replies.append(await runners[0].submit(request))
+
+        async with trio.open_nursery() as clients:
+            for i in range(20):
+                clients.start_soon(put, i)
+        assert len(replies) == 20 and all(r.ok for r in replies)
+        assert runners[0].host._packs == {} and runners[0].host.pack_proposals == 0
+        nursery.cancel_scope.cancel()
