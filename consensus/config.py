@@ -236,6 +236,9 @@ class ClusterConfig:
     ``members``: the initial voting configuration, a subset of the node ids
     ``0 .. nodes-1`` (empty: all of them); the other nodes start as spares a
     membership change can add (protocols with ``ProtocolSpec.membership``).
+    ``clock_drift``: per node, how fast its clock runs against real time
+    (``0.01``: 1% fast, ``-0.01``: 1% slow; missing nodes: 0), so time-based
+    mechanisms such as leases meet drifting clocks (``consensus.clock``).
     """
 
     protocol: str = "raft"
@@ -249,6 +252,7 @@ class ClusterConfig:
     count_bytes: bool = False
     snapshot_every: int = attrs.field(default=0, validator=non_negative)
     members: tuple[int, ...] = ()
+    clock_drift: tuple[float, ...] = ()
 
     def __attrs_post_init__(self) -> None:
         outside = [m for m in self.members if not 0 <= m < self.nodes]
@@ -258,6 +262,13 @@ class ClusterConfig:
             )
         if len(set(self.members)) != len(self.members):
             raise ConfigError(f"members: duplicates in {list(self.members)}")
+        if len(self.clock_drift) > self.nodes:
+            raise ConfigError(f"clock_drift: {len(self.clock_drift)} rates for {self.nodes} nodes")
+        slow = [d for d in self.clock_drift if not d > -1]
+        if slow:
+            raise ConfigError(
+                f"clock_drift: a drift must be > -1 (a clock that runs), got {slow[0]}"
+            )
         delay = self.network.delay
         if delay.kind == "matrix" and len(delay.matrix) < self.nodes:
             raise ConfigError(

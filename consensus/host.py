@@ -60,6 +60,7 @@ from typing import Any, Callable
 
 import attrs
 
+from consensus.clock import DriftingReplica
 from consensus.commands import (
     READ_ONLY,
     Append,
@@ -146,6 +147,7 @@ class ReplicaHost:
         wake: Callable[[], None] | None = None,
         on_apply: ApplyHook | None = None,
         pack_proposals: int = 0,
+        clock_rate: float = 1.0,
     ) -> None:
         self.node_id = node_id
         self.storage = storage
@@ -159,6 +161,9 @@ class ReplicaHost:
         rng = random.Random(f"{seed}:replica:{node_id}:{incarnation}")
         ctx = ReplicaContext(node_id=node_id, members=members, options=options, rng=rng)
         self.replica = spec.create(ctx, storage.load())
+        if clock_rate != 1.0:
+            # The replica's clock runs at ``clock_rate`` times the host's (drift).
+            self.replica = DriftingReplica(self.replica, clock_rate)  # type: ignore[assignment]
         self.sm: StateMachine = state_machine if state_machine is not None else KVStore()
         #: (index, payload) applied here, in order, when ``record_applied``.
         self.applied: list[tuple[int, Any]] = []

@@ -198,9 +198,14 @@ class Simulator:
             # The host re-arms this node's timer after every input it is given.
             wake=functools.partial(self._reschedule, node),
             on_apply=self._dispatch_apply if self._apply_hooks else None,
+            clock_rate=1.0 + self._drift(node_id),
         )
         node.timer_at = _INF
         node.host.start(self.now)
+
+    def _drift(self, node_id: int) -> float:
+        drift = self.config.clock_drift
+        return drift[node_id] if node_id < len(drift) else 0.0
 
     def _sender(self, src: int) -> Callable[[int, Any], None]:
         heap, seq, sim, net = self._heap, self._seq, self, self.network
