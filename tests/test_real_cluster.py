@@ -256,3 +256,21 @@ def test_bench_chaos_over_tcp_reports_each_seed_and_the_last_line():
     lines = result.stdout.strip().splitlines()
     assert lines[0].startswith("seed 5: ok,") and "acknowledged writes on every node" in lines[0]
     assert lines[-1].startswith("multipaxos: 1 runs over tcp, 0 violations,")
+
+
+def test_an_open_loop_over_tcp_offers_its_rate_whatever_the_latency(tmp_path):
+    from bench.runner import run
+
+    config = {
+        "protocols": ["multipaxos"],
+        "cluster": {"nodes": 3, "seed": 4},
+        "network": {"kind": "tcp"},
+        "workload": {"mode": "open", "rate": 400.0, "duration": 2.0, "warmup": 0.5},
+        "tcp": {"processes": 1},
+    }
+    results = run(config)
+    ops = results.ops
+    measured = ops[ops["measured"]]
+    # A Poisson process at 400/s over the 1.5 s window: about 600 arrivals.
+    assert 400 < len(measured) < 800
+    assert (measured["status"] == "ok").mean() > 0.95
