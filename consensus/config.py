@@ -180,6 +180,12 @@ class NetworkConfig:
     ``client_delay``: one-way delay between a client and the node it talks to.
     ``rules``: faults for some message types and directions only
     (``MessageRule``), on top of the above.
+    ``fifo``: links deliver in order, as TCP connections do: a message never
+    arrives before the one sent before it on the same directed link (its
+    arrival is the later of its own drawn arrival and the previous one's).
+    Only ``reorder`` and a rule's ``delay`` (faults) let messages overtake,
+    and a duplicate's second copy travels on its own.  ``false``: every
+    message draws its delay independently (the simulator before FIFO links).
     ``kind``: ``"sim"`` (this simulated network) or ``"tcp"`` (real node
     processes on loopback, run by the benchmark harness, ``bench.tcprun``;
     the fault and delay settings above then do not apply).
@@ -193,6 +199,7 @@ class NetworkConfig:
     reorder_delay: float = attrs.field(default=0.01, validator=non_negative)
     client_delay: float = attrs.field(default=0.0, validator=non_negative)
     rules: tuple[MessageRule, ...] = ()
+    fifo: bool = True
 
 
 @attrs.frozen(kw_only=True)

@@ -204,8 +204,10 @@ class Simulator:
 
     def _sender(self, src: int) -> Callable[[int, Any], None]:
         heap, seq, sim, net = self._heap, self._seq, self, self.network
-        transit = net.transit
+        arrivals = net.arrivals
         blocked = net.blocked  # mutated in place, never replaced
+        fifo = net.fifo
+        link = net.link_last[src]  # this node's outgoing links, mutated in place
         push = heapq.heappush
         # Two closures, so the common case (objects, not measured) pays no per-message
         # test for encoding; their routing lines are the same: keep them in step.
@@ -213,13 +215,17 @@ class Simulator:
 
             def send(dst: int, message: Any) -> None:
                 if net.clean and not blocked:
-                    # A healthy network: one copy, one delay draw (what transit() would
+                    # A healthy network: one copy, one delay draw (what arrivals() would
                     # do), without building a list or a link tuple per message.
-                    delay = net._sample(src, dst)
-                    push(heap, (sim.now + delay, next(seq), _DELIVER, dst, src, message))
+                    arrival = sim.now + net._sample(src, dst)
+                    if fifo:
+                        if arrival < link[dst]:
+                            arrival = link[dst]
+                        link[dst] = arrival
+                    push(heap, (arrival, next(seq), _DELIVER, dst, src, message))
                     return
-                for delay in transit(src, dst, message):
-                    push(heap, (sim.now + delay, next(seq), _DELIVER, dst, src, message))
+                for arrival in arrivals(src, dst, message, sim.now):
+                    push(heap, (arrival, next(seq), _DELIVER, dst, src, message))
 
             return send
 
@@ -241,11 +247,15 @@ class Simulator:
                 host.sent_bytes[type(message).__name__] += len(data)
             payload = data if on_wire else message
             if net.clean and not blocked:
-                delay = net._sample(src, dst)
-                push(heap, (sim.now + delay, next(seq), _DELIVER, dst, src, payload))
+                arrival = sim.now + net._sample(src, dst)
+                if fifo:
+                    if arrival < link[dst]:
+                        arrival = link[dst]
+                    link[dst] = arrival
+                push(heap, (arrival, next(seq), _DELIVER, dst, src, payload))
                 return
-            for delay in transit(src, dst, message):
-                push(heap, (sim.now + delay, next(seq), _DELIVER, dst, src, payload))
+            for arrival in arrivals(src, dst, message, sim.now):
+                push(heap, (arrival, next(seq), _DELIVER, dst, src, payload))
 
         return send_encoded
 
