@@ -32,6 +32,7 @@ from typing import Any
 
 import attrs
 
+from consensus.costs import CostConfig, CostRow
 from consensus.registry import ProtocolSpec, UnknownProtocolError, get_protocol
 from consensus.schema import (
     ConfigError,
@@ -48,6 +49,8 @@ __all__ = [
     "ClientConfig",
     "ClusterConfig",
     "ConfigError",
+    "CostConfig",
+    "CostRow",
     "Delay",
     "MessageRule",
     "NetworkConfig",
@@ -243,6 +246,14 @@ class ClusterConfig:
     ``members``: the initial voting configuration, a subset of the node ids
     ``0 .. nodes-1`` (empty: all of them); the other nodes start as spares a
     membership change can add (protocols with ``ProtocolSpec.membership``).
+    ``costs``: what a node pays in CPU, disk and link time for its work
+    (``consensus.costs``; all zero, the default: inputs are handled
+    instantly).  With costs on, a busy node queues what arrives and handles
+    it as one batch of at most ``max_batch`` inputs when it is free, as the
+    real runtime does, and ``pack_proposals`` > 1 packs the client requests
+    of a batch into log entries of up to that many requests
+    (``ReplicaHost.accept_many``; 0: one entry per request).  Both only
+    matter with costs on: with costs off nothing ever waits to be batched.
     """
 
     protocol: str = "raft"
@@ -256,6 +267,9 @@ class ClusterConfig:
     count_bytes: bool = False
     snapshot_every: int = attrs.field(default=0, validator=non_negative)
     members: tuple[int, ...] = ()
+    costs: CostConfig = attrs.Factory(CostConfig)
+    max_batch: int = attrs.field(default=1024, validator=in_range(1))
+    pack_proposals: int = attrs.field(default=0, validator=non_negative)
 
     def __attrs_post_init__(self) -> None:
         outside = [m for m in self.members if not 0 <= m < self.nodes]

@@ -1,0 +1,170 @@
+"""The cost model's numbers: what a simulated node pays, in time, for its work.
+
+Theory of operation
+-------------------
+With costs off (every number zero, the default of ``ClusterConfig.costs``)
+a simulated node handles each input at the instant it arrives, as the
+simulator always did.  With costs on, each node is a server with a queue
+(``consensus.sim.servers`` carries it out):
+
+* **CPU.**  A node handles its waiting inputs as one batch, as the real
+  runtime's ``NodeRunner`` does, and is busy for the batch's CPU time: a
+  ``batch`` overhead, plus per input (a peer message by type, a client
+  ``request``, a timer ``tick``) ``base + per_byte x its encoded size +
+  per_entry x its entry count`` (``CostRow``), plus per output: each record
+  persisted (``records`` rows, or ``record``), each message sent (``send``,
+  ``send_per_byte``), each command applied (``apply``; a packed entry of k
+  requests is k commands), each client answered (``reply``).  Inputs that
+  arrive while the node is busy wait in its queue.
+* **Disk.**  A batch that persists anything ends with one fsync of
+  ``fsync`` seconds (group commit: every record of the batch, and so
+  everything that arrived while the previous fsync ran, goes into one).
+  The node waits for it, as the runtime's does, and nothing of the batch is
+  sent or answered before it ends: persist-before-send holds.
+* **Network.**  Each node sends at ``bandwidth`` bytes per second (0:
+  unlimited): a message leaves when the node's link has finished sending
+  the ones before it, ``size / bandwidth`` seconds after it started, and
+  then travels for the network's delay (a 1 MB snapshot at 1 Gbit/s takes
+  8 ms on the wire).
+
+Rows are looked up by ``"<protocol>.<Type>"`` first, then ``"<Type>"``;
+``inputs`` also takes ``"<protocol>.request"`` and ``"<protocol>.tick"``
+(the protocol's own cost of a client request or a tick; the plain
+``request`` and ``tick`` are the fallbacks).  ``entries`` names the field
+counted by ``per_entry``: its length, or its value when it is an integer
+(``Accepted.count``).
+
+Every number is in seconds (``bandwidth``: bytes per second).  The numbers
+are deterministic inputs: a run is still a function of (config, seed).
+``python -m bench calibrate`` measures them on a machine and writes a
+``[costs]`` table (``bench.calibrate``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+from consensus.schema import ConfigError, non_negative, structure
+
+__all__ = ["CostConfig", "CostRow"]
+
+
+@attrs.frozen(kw_only=True)
+class CostRow:
+    """CPU seconds of one kind of input or record:
+    ``base + per_byte * size + per_entry * entries``, where ``entries`` names
+    the field whose length (or integer value) is the entry count."""
+
+    base: float = attrs.field(default=0.0, validator=non_negative)
+    per_byte: float = attrs.field(default=0.0, validator=non_negative)
+    per_entry: float = attrs.field(default=0.0, validator=non_negative)
+    entries: str = ""
+
+    def __attrs_post_init__(self) -> None:
+        if self.per_entry and not self.entries:
+            raise ConfigError("entries: per_entry needs the name of the field it counts")
+
+
+def _rows(field: str, value: Any) -> dict[str, CostRow]:
+    if not isinstance(value, dict):
+        raise ConfigError(f"{field}: expected a table of cost rows, got {value!r}")
+    rows = {}
+    for key, row in value.items():
+        where = f'{field}."{key}"'
+        if isinstance(row, CostRow):
+            rows[key] = row
+        elif isinstance(row, dict):
+            rows[key] = structure(CostRow, row, path=where)
+        elif isinstance(row, (int, float)) and not isinstance(row, bool) and row >= 0:
+            rows[key] = CostRow(base=float(row))  # a bare number is a base cost
+        else:
+            raise ConfigError(
+                f"{where}: expected a cost row (a table or a number >= 0), got {row!r}"
+            )
+    return rows
+
+
+def _input_rows(value: Any) -> dict[str, CostRow]:
+    return _rows("inputs", value)
+
+
+def _record_rows(value: Any) -> dict[str, CostRow]:
+    return _rows("records", value)
+
+
+_NUMBERS = (
+    "batch",
+    "message",
+    "message_per_byte",
+    "request",
+    "tick",
+    "send",
+    "send_per_byte",
+    "reply",
+    "apply",
+    "record",
+    "fsync",
+    "bandwidth",
+)
+
+
+@attrs.frozen(kw_only=True)
+class CostConfig:
+    """The ``[costs]`` table: CPU, disk and link costs of a simulated node
+    (see the theory of operation).  All zero (the default): costs off."""
+
+    batch: float = attrs.field(default=0.0, validator=non_negative)
+    message: float = attrs.field(default=0.0, validator=non_negative)
+    message_per_byte: float = attrs.field(default=0.0, validator=non_negative)
+    request: float = attrs.field(default=0.0, validator=non_negative)
+    tick: float = attrs.field(default=0.0, validator=non_negative)
+    send: float = attrs.field(default=0.0, validator=non_negative)
+    send_per_byte: float = attrs.field(default=0.0, validator=non_negative)
+    reply: float = attrs.field(default=0.0, validator=non_negative)
+    apply: float = attrs.field(default=0.0, validator=non_negative)
+    record: float = attrs.field(default=0.0, validator=non_negative)
+    fsync: float = attrs.field(default=0.0, validator=non_negative)
+    bandwidth: float = attrs.field(default=0.0, validator=non_negative)
+    inputs: dict[str, CostRow] = attrs.field(factory=dict, converter=_input_rows, hash=False)
+    records: dict[str, CostRow] = attrs.field(factory=dict, converter=_record_rows, hash=False)
+    #: Where the numbers come from (``bench calibrate`` writes the machine and date).
+    note: str = ""
+
+    @property
+    def enabled(self) -> bool:
+        """Whether any cost is set (otherwise nodes handle inputs instantly)."""
+        return any(getattr(self, name) for name in _NUMBERS) or any(
+            row.base or row.per_byte or row.per_entry
+            for row in (*self.inputs.values(), *self.records.values())
+        )
+
+    def input_row(self, protocol: str, name: str) -> CostRow | None:
+        """The row of input ``name`` (a message type, ``request`` or ``tick``), if any."""
+        return self.inputs.get(f"{protocol}.{name}", self.inputs.get(name))
+
+    def record_row(self, protocol: str, name: str) -> CostRow | None:
+        return self.records.get(f"{protocol}.{name}", self.records.get(name))
+
+    def scaled(self, factor: float) -> CostConfig:
+        """Every CPU cost times ``factor`` (fsync and bandwidth unchanged):
+        a faster or slower machine, or a what-if."""
+        cpu = {
+            name: getattr(self, name) * factor
+            for name in _NUMBERS
+            if name not in ("fsync", "bandwidth")
+        }
+
+        def scale(rows: dict[str, CostRow]) -> dict[str, CostRow]:
+            return {
+                key: attrs.evolve(
+                    row,
+                    base=row.base * factor,
+                    per_byte=row.per_byte * factor,
+                    per_entry=row.per_entry * factor,
+                )
+                for key, row in rows.items()
+            }
+
+        return attrs.evolve(self, inputs=scale(self.inputs), records=scale(self.records), **cpu)

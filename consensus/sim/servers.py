@@ -1,0 +1,662 @@
+"""Simulated nodes as servers: CPU, disk and link time, when costs are on.
+
+Theory of operation
+-------------------
+``consensus.costs`` says what a node pays; this module makes the simulator
+charge it.  With costs off the simulator never builds a ``Servers`` and
+every node handles each input the instant it arrives.  With costs on, each
+node is a single server with a queue, shaped like the real runtime's
+``NodeRunner``:
+
+* An input (a peer message, a client request, a due timer) that finds its
+  node idle starts a *batch* at once; one that finds it busy waits in the
+  node's queue.  When the node becomes free it takes everything waiting
+  (at most ``max_batch`` inputs, peer messages first) as the next batch.
+* A batch is handled as ``NodeRunner._run_batch`` handles one: each peer
+  message through ``replica.step``, the client requests together through
+  ``ReplicaHost.accept_many`` (which packs them when ``pack_proposals`` > 1),
+  a ``tick`` if the replica's deadline has passed, their ``Outputs`` merged
+  (``Outputs.extend``) and carried out by ``ReplicaHost.handle`` once: one
+  storage sync for the whole batch (group commit).
+* The batch's service time ``S`` is its CPU time (``CostConfig``: per
+  batch, per input by type, size and entries, per record, per message
+  sent, per command applied, per client answered) plus one ``fsync`` per
+  storage sync it made.  The node is busy from the batch's start ``t``
+  until ``t + S``.
+
+Outputs are computed at ``t`` and *released* at ``t + S`` (a ``DONE``
+event): the host persists at ``t``, but what it sends and the answers to
+clients are held in the node's outbox until the batch ends, so nothing
+leaves before the fsync that covers it has finished (persist-before-send
+holds, and a client sees its answer when the batch that produced it ends).
+If the node crashes during the batch, the held outputs are dropped (the
+``DONE`` belongs to the old incarnation); what was persisted stays, which
+the contract allows.  Why compute at ``t`` rather than at ``t + S``: the
+replica sees the time its inputs were taken, as in the runtime, and no
+other input reaches the node before ``t + S`` (it is busy), so nothing can
+observe the replica's state early.
+
+A released message leaves through the node's link: with ``bandwidth`` B
+set, the link sends one message at a time, each taking ``size / B``
+seconds after the previous one is out; then it travels for the network's
+delay (FIFO per link, as in ``NetworkModel``).
+
+Events, beside the simulator's ARRIVE, TIMEOUT and CALL:
+
+* ``INPUT(dst, src, payload)`` (kind 5): a peer message arrives; dropped if
+  ``dst`` is down or the link is cut at arrival, else queued.
+* ``DONE(node, incarnation, held)`` (kind 6): the node's batch ends (or, with
+  ``held`` None, the node is free again and inputs wait): release what the
+  batch held, then start the next batch if inputs wait or a tick is due.
+* ``TIMER(node, incarnation)`` (kind 7): the replica's deadline, lazy as in
+  the simulator; a busy node ticks in its next batch instead.
+
+Invariant: a node has at most one pending ``DONE`` (``wake``), and while it
+is busy (``free_at > now`` or ``wake``) no batch starts except from that
+``DONE``.  Whatever arrives while a node is busy gets a ``DONE`` at
+``free_at`` if none is pending, so nothing waits for an unrelated event.
+
+The ``Simulator``'s harness calls (``propose``, ``snapshot``, a test
+calling ``host.handle``) bypass the queue: their outputs leave at once,
+through the link, as if the node were idle.
+
+Statistics (``node_stats``, ``node_bins``), per node and per
+``stats_interval`` of virtual time (a batch counts in the interval it
+started in, a message sent in the one it left in): CPU and fsync seconds,
+batches, inputs, the queue's area (the integral of its length over time,
+split exactly at interval boundaries: divided by the interval, the mean
+queue length), the longest queue a batch found, fsyncs, records, bytes
+and link seconds sent.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import deque
+from typing import TYPE_CHECKING, Any, Callable
+
+from consensus.commands import Batch, PackedBatch, Request
+from consensus.replica import Outputs
+
+if TYPE_CHECKING:
+    from consensus.sim.simulator import Simulator, _Node
+
+__all__ = ["Servers"]
+
+_INPUT, _DONE, _TIMER = 5, 6, 7
+_INF = float("inf")
+
+# What is counted per node and interval, in this order (queue_max: the largest).
+STAT_FIELDS = (
+    "cpu_s",
+    "fsync_s",
+    "batches",
+    "inputs",
+    "queue_area",
+    "fsyncs",
+    "records",
+    "bytes_sent",
+    "link_s",
+    "queue_max",
+)
+_CPU, _FSYNC, _BATCHES, _INPUTS, _AREA, _FSYNCS, _RECORDS, _BYTES, _LINK, _QMAX = range(10)
+
+
+class _Server:
+    """One node's queue, held outputs and statistics (these survive crashes)."""
+
+    __slots__ = (
+        "messages",
+        "requests",
+        "free_at",
+        "wake",
+        "outbox",
+        "replies",
+        "collecting",
+        "link_free",
+        "bins",
+    )
+
+    def __init__(self) -> None:
+        self.messages: deque[tuple[int, Any, float]] = deque()
+        self.requests: deque[tuple[Request, Any, float]] = deque()
+        self.free_at = 0.0
+        self.wake = False  # a DONE event is pending at free_at
+        self.outbox: list[tuple[int, Any, int, Any]] = []
+        self.replies: list[tuple[Any, Any]] = []
+        self.collecting = False  # inside a batch: outputs are held
+        self.link_free = 0.0
+        #: interval number -> counts in STAT_FIELDS order
+        self.bins: dict[int, list[float]] = {}
+
+    def reset(self, now: float) -> None:
+        """A crash: the queue and held outputs are lost."""
+        self.messages.clear()
+        self.requests.clear()
+        self.outbox = []
+        self.replies = []
+        self.collecting = False
+        self.wake = False
+        self.free_at = now
+
+
+class Servers:
+    """The cost model at work in one simulator (see the theory of operation)."""
+
+    def __init__(self, sim: Simulator, stats_interval: float) -> None:
+        self.sim = sim
+        config = sim.config
+        costs = config.costs
+        self.costs = costs
+        self.max_batch = config.max_batch
+        self.interval = stats_interval
+        self._per_interval = 1.0 / stats_interval
+        self.delivered = 0
+        protocol = sim.spec.name
+        default = (costs.message, costs.message_per_byte, 0.0, "")
+        self._default = default
+        # message class -> (base, per_byte, per_entry, entries field)
+        self._rows: dict[type, tuple[float, float, float, str]] = {}
+        for cls in sim.spec.messages:
+            row = costs.input_row(protocol, cls.__name__)
+            self._rows[cls] = (
+                default if row is None else (row.base, row.per_byte, row.per_entry, row.entries)
+            )
+        request = costs.input_row(protocol, "request")
+        self.request_cost = costs.request if request is None else request.base
+        tick = costs.input_row(protocol, "tick")
+        self.tick_cost = costs.tick if tick is None else tick.base
+        self._records: dict[type, tuple[float, float, float, str]] = {}
+        record_default = (costs.record, 0.0, 0.0, "")
+        for cls in sim.spec.records:
+            row = costs.record_row(protocol, cls.__name__)
+            self._records[cls] = (
+                record_default
+                if row is None
+                else (row.base, row.per_byte, row.per_entry, row.entries)
+            )
+        self._record_default = record_default
+        self._record_bytes = any(r[1] for r in self._records.values())
+        #: Whether message sizes are needed (a per-byte cost or a bandwidth).
+        self.sized = bool(
+            costs.message_per_byte
+            or costs.send_per_byte
+            or costs.bandwidth
+            or any(r[1] for r in self._rows.values())
+        )
+        self.bandwidth = costs.bandwidth
+        self.on_wire = config.wire == "bytes"
+        # Objects carry their size with them when sizes are needed.
+        self.pairs = self.sized and not self.on_wire
+        self.encode_sends = self.on_wire or config.count_bytes or self.sized
+        self.servers = [_Server() for _ in sim.node_ids]
+
+    # -- a node's host ----------------------------------------------------------------
+
+    def attach(self, node: _Node) -> tuple[Callable[[int, Any], None], Callable[[Any, Any], None]]:
+        """The ``send`` and ``reply`` of a (re)started node's host."""
+        src = node.id
+        server = self.servers[src]
+        server.reset(self.sim.now)
+        transmit = self._transmit
+        on_reply = self.sim._on_reply
+        outbox_of = server  # outbox and replies are replaced per batch: read them each time
+
+        if self.encode_sends:
+            encode = self.sim._codec.encode
+            on_wire, pairs = self.on_wire, self.pairs
+            host_of = self.sim._nodes_host
+            last: list[Any] = [None, b""]  # a broadcast encodes its message once
+
+            def send(dst: int, message: Any) -> None:
+                if message is last[0]:
+                    data = last[1]
+                else:
+                    data = encode(message)
+                    last[0], last[1] = message, data
+                size = len(data)
+                host = host_of(src)
+                if host is not None:
+                    host.sent_bytes[type(message).__name__] += size
+                payload = data if on_wire else ((message, size) if pairs else message)
+                if outbox_of.collecting:
+                    outbox_of.outbox.append((dst, payload, size, message))
+                else:
+                    transmit(src, dst, payload, size, message)
+
+        else:
+
+            def send(dst: int, message: Any) -> None:
+                if outbox_of.collecting:
+                    outbox_of.outbox.append((dst, message, 0, message))
+                else:
+                    transmit(src, dst, message, 0, message)
+
+        def reply(waiter: Any, answer: Any) -> None:
+            if outbox_of.collecting:
+                outbox_of.replies.append((waiter, answer))
+            else:
+                on_reply(waiter, answer)
+
+        return send, reply
+
+    def crashed(self, node_id: int) -> None:
+        self.servers[node_id].reset(self.sim.now)
+
+    # -- the link -----------------------------------------------------------------------
+
+    def _transmit(self, src: int, dst: int, payload: Any, size: int, message: Any) -> None:
+        sim = self.sim
+        t = sim.now
+        server = self.servers[src]
+        row = self._row(server, t)
+        if self.bandwidth:
+            start = server.link_free if server.link_free > t else t
+            took = size / self.bandwidth
+            t = start + took
+            server.link_free = t
+            row[_LINK] += took
+        row[_BYTES] += size
+        net = sim.network
+        heap, seq = sim._heap, sim._seq
+        if net.clean and not net.blocked:
+            arrival = t + net._sample(src, dst)
+            if net.fifo:
+                link = net.link_last[src]
+                if arrival < link[dst]:
+                    arrival = link[dst]
+                link[dst] = arrival
+            heapq.heappush(heap, (arrival, next(seq), _INPUT, dst, src, payload))
+            return
+        for arrival in net.arrivals(src, dst, message, t):
+            heapq.heappush(heap, (arrival, next(seq), _INPUT, dst, src, payload))
+
+    # -- events -------------------------------------------------------------------------
+
+    def message(self, dst: int, src: int, payload: Any, now: float) -> None:
+        """INPUT: a peer message arrives at ``dst``."""
+        node = self.sim._nodes[dst]
+        if node.host is None:
+            return
+        blocked = self.sim.network.blocked
+        if blocked and (src, dst) in blocked:
+            return
+        server = self.servers[dst]
+        server.messages.append((src, payload, now))
+        if server.wake or server.free_at > now:
+            if not server.wake:
+                self._wake_at(node, server)
+            return
+        self._serve(node, server, now)
+
+    def request(self, node: _Node, request: Request, waiter: Any, now: float) -> None:
+        """A client request reaches ``node`` (which is up)."""
+        server = self.servers[node.id]
+        server.requests.append((request, waiter, now))
+        if server.wake or server.free_at > now:
+            if not server.wake:
+                self._wake_at(node, server)
+            return
+        self._serve(node, server, now)
+
+    def timer(self, node_id: int, incarnation: int, now: float) -> None:
+        """TIMER: the replica's deadline (lazy: see the simulator)."""
+        node = self.sim._nodes[node_id]
+        if incarnation != node.incarnation or now != node.timer_at:
+            return  # stale: superseded by an earlier timer, or a crash
+        node.timer_at = _INF
+        host = node.host
+        if host is None:
+            return
+        server = self.servers[node_id]
+        if server.wake or server.free_at > now:
+            if not server.wake:
+                self._wake_at(node, server)  # tick in the next batch
+            return
+        deadline = host.replica.next_deadline()
+        if deadline is not None and deadline <= now:
+            self._serve(node, server, now)
+        else:
+            self.arm(node, deadline)
+
+    def done(self, node_id: int, incarnation: int, held: Any, now: float) -> None:
+        """DONE: a batch ends (its outputs leave), or a busy node is free again."""
+        node = self.sim._nodes[node_id]
+        if incarnation != node.incarnation or node.host is None:
+            return  # the node crashed meanwhile: what the batch held is lost
+        server = self.servers[node_id]
+        server.wake = False
+        if held is not None:
+            outbox, replies = held
+            transmit, src = self._transmit, node_id
+            for dst, payload, size, message in outbox:
+                transmit(src, dst, payload, size, message)
+            on_reply = self.sim._on_reply
+            for waiter, answer in replies:
+                on_reply(waiter, answer)
+            if node.host is None:
+                return  # an answer's callback crashed the node
+        if server.messages or server.requests:
+            self._serve(node, server, now)
+            return
+        deadline = node.host.replica.next_deadline()
+        if deadline is not None and deadline <= now:
+            self._serve(node, server, now)
+        else:
+            self.arm(node, deadline)
+
+    def _wake_at(self, node: _Node, server: _Server) -> None:
+        server.wake = True
+        heapq.heappush(
+            self.sim._heap,
+            (server.free_at, next(self.sim._seq), _DONE, node.id, node.incarnation, None),
+        )
+
+    def rearm(self, node: _Node) -> None:
+        """The host's ``wake``: re-arm after a harness call (``propose``, ``snapshot``)."""
+        if node.host is not None:
+            self.arm(node, node.host.replica.next_deadline())
+
+    def arm(self, node: _Node, deadline: float | None) -> None:
+        """Re-arm the node's lazy timer for ``deadline`` (not before the node is free)."""
+        if deadline is None:
+            return
+        free_at = self.servers[node.id].free_at
+        if deadline < free_at:
+            deadline = free_at
+        if deadline < self.sim.now:
+            deadline = self.sim.now
+        if deadline < node.timer_at:
+            node.timer_at = deadline
+            heapq.heappush(
+                self.sim._heap,
+                (deadline, next(self.sim._seq), _TIMER, node.id, node.incarnation, None),
+            )
+
+    # -- a batch ------------------------------------------------------------------------
+
+    def _serve(self, node: _Node, server: _Server, now: float) -> None:
+        """Take the waiting inputs as one batch at ``now`` (see the theory of operation)."""
+        host = node.host
+        assert host is not None
+        replica = host.replica
+        messages, requests = server.messages, server.requests
+        queued = len(messages) + len(requests)
+        budget = self.max_batch
+        cost = self.costs.batch
+        waited: list[float] = []  # arrival times of inputs that waited
+        taken = 0
+        out: Outputs | None = None
+        merged = False
+        rows, default = self._rows, self._default
+        decode = self.sim._codec.decode if self.on_wire else None
+        pairs = self.pairs
+        server.collecting = True
+        while messages and budget:
+            src, payload, arrived = messages.popleft()
+            if arrived != now:
+                waited.append(arrived)
+            if decode is not None:
+                size = len(payload)
+                message = decode(payload)
+            elif pairs:
+                message, size = payload
+            else:
+                message, size = payload, 0
+            base, per_byte, per_entry, field = rows.get(type(message), default)
+            cost += base + per_byte * size
+            if per_entry:
+                cost += per_entry * _count(getattr(message, field, 0))
+            result = replica.step(now, src, message)
+            if out is None:
+                out = result
+            else:
+                if not merged:
+                    out, merged = _merged(out), True
+                out.extend(result)
+            budget -= 1
+            taken += 1
+        self.delivered += taken
+        if requests and budget:
+            take = min(budget, len(requests))
+            items = []
+            for _ in range(take):
+                request, waiter, arrived = requests.popleft()
+                if arrived != now:
+                    waited.append(arrived)
+                items.append((request, waiter))
+            cost += self.request_cost * take
+            taken += take
+            result = host.accept(now, *items[0]) if take == 1 else host.accept_many(now, items)
+            if out is None:
+                out = result
+            else:
+                if not merged:
+                    out, merged = _merged(out), True
+                out.extend(result)
+        deadline = replica.next_deadline()
+        if deadline is not None and deadline <= now:
+            cost += self.tick_cost
+            result = replica.tick(now)
+            if out is None:
+                out = result
+            else:
+                if not merged:
+                    out, merged = _merged(out), True
+                out.extend(result)
+        if out is None:  # woken with nothing to do
+            server.collecting = False
+            self.arm(node, deadline)
+            return
+        costs = self.costs
+        stats = host.storage.stats
+        syncs, records = stats.syncs, stats.records_written
+        if out.persist or out.compact is not None:
+            cost += self._records_cost(out)
+        if costs.apply and out.committed:
+            cost += costs.apply * _commands(out.committed)
+        host.handle(now, out)
+        server.collecting = False
+        outbox, replies = server.outbox, server.replies
+        if outbox:
+            cost += costs.send * len(outbox)
+            if costs.send_per_byte:
+                cost += costs.send_per_byte * sum(item[2] for item in outbox)
+        if replies:
+            cost += costs.reply * len(replies)
+        fsyncs = stats.syncs - syncs
+        disk = costs.fsync * fsyncs
+        end = now + cost + disk
+        server.free_at = end
+        row = self._row(server, now)
+        row[_CPU] += cost
+        row[_FSYNC] += disk
+        row[_BATCHES] += 1
+        row[_INPUTS] += taken
+        row[_FSYNCS] += fsyncs
+        row[_RECORDS] += stats.records_written - records
+        if queued > row[_QMAX]:
+            row[_QMAX] = queued
+        if waited:
+            self._waited(server, waited, now)
+        if outbox or replies:
+            server.outbox, server.replies = [], []
+            if end > now:
+                server.wake = True
+                heapq.heappush(
+                    self.sim._heap,
+                    (end, next(self.sim._seq), _DONE, node.id, node.incarnation, (outbox, replies)),
+                )
+                return
+            self.done_now(node, outbox, replies)
+            return
+        if messages or requests:  # more than max_batch were waiting
+            self._wake_at(node, server)
+            return
+        self.arm(node, replica.next_deadline())
+
+    def done_now(self, node: _Node, outbox: list[Any], replies: list[Any]) -> None:
+        # A batch that cost nothing: release at once (no DONE event).
+        transmit, src = self._transmit, node.id
+        for dst, payload, size, message in outbox:
+            transmit(src, dst, payload, size, message)
+        on_reply = self.sim._on_reply
+        for waiter, answer in replies:
+            on_reply(waiter, answer)
+        host = node.host
+        if host is None:
+            return
+        server = self.servers[node.id]
+        if server.messages or server.requests:
+            self._wake_at(node, server)  # at free_at, which is now: after this event
+            return
+        self.arm(node, host.replica.next_deadline())
+
+    def _records_cost(self, out: Outputs) -> float:
+        cost = 0.0
+        records, default = self._records, self._record_default
+        encode = self.sim._codec.encode if self._record_bytes else None
+        for group in (out.compact or (), out.persist):
+            for record in group:
+                base, per_byte, per_entry, field = records.get(type(record), default)
+                cost += base
+                if per_byte and encode is not None:
+                    cost += per_byte * len(encode(record))
+                if per_entry:
+                    cost += per_entry * _count(getattr(record, field, 0))
+        return cost
+
+    # -- statistics -----------------------------------------------------------------------
+
+    def _row(self, server: _Server, t: float) -> list[float]:
+        # The counts of the interval holding time t.
+        b = int(t * self._per_interval)
+        row = server.bins.get(b)
+        if row is None:
+            row = server.bins[b] = [0.0] * len(STAT_FIELDS)
+        return row
+
+    @staticmethod
+    def _bin(server: _Server, b: int) -> list[float]:
+        row = server.bins.get(b)
+        if row is None:
+            row = server.bins[b] = [0.0] * len(STAT_FIELDS)
+        return row
+
+    def _waited(self, server: _Server, arrivals: list[float], now: float) -> None:
+        # Each input's wait [arrived, now) adds to the queue's area, interval by interval.
+        per, width = self._per_interval, self.interval
+        last = int(now * per)
+        row = self._bin(server, last)
+        for arrived in arrivals:
+            first = int(arrived * per)
+            if first == last:
+                row[_AREA] += now - arrived
+                continue
+            self._bin(server, first)[_AREA] += (first + 1) * width - arrived
+            for b in range(first + 1, last):
+                self._bin(server, b)[_AREA] += width
+            row[_AREA] += now - last * width
+
+    def node_bins(self) -> list[dict[str, Any]]:
+        """Counts per node and ``stats_interval`` (see the theory of operation), one
+        row per interval with anything counted; inputs still queued count up to now."""
+        now = self.sim.now
+        rows = []
+        for node_id, server in enumerate(self.servers):
+            queued = [t for _, _, t in server.messages] + [t for _, _, t in server.requests]
+            bins = {b: list(row) for b, row in server.bins.items()}
+            if queued:
+                # Count the waits so far without changing the live counts.
+                live, server.bins = server.bins, bins
+                try:
+                    self._waited(server, queued, now)
+                finally:
+                    server.bins = live
+            for b in sorted(bins):
+                if not any(bins[b]):
+                    continue
+                row: dict[str, Any] = {"node": node_id, "time": b * self.interval}
+                row.update(zip(STAT_FIELDS, bins[b], strict=True))
+                rows.append(row)
+        return rows
+
+    def node_stats(self) -> list[dict[str, Any]]:
+        """Totals per node since the start (``queue_max``: the longest queue)."""
+        totals = {n: dict.fromkeys(STAT_FIELDS, 0.0) for n in range(len(self.servers))}
+        for row in self.node_bins():
+            total = totals[row["node"]]
+            for name in STAT_FIELDS:
+                if name == "queue_max":
+                    total[name] = max(total[name], row[name])
+                else:
+                    total[name] += row[name]
+        return [{"node": n, **totals[n]} for n in sorted(totals)]
+
+    # -- the event loop -------------------------------------------------------------------
+
+    def run(self, end: float, stop: Callable[[], bool] | None) -> bool:
+        """``Simulator._run`` with costs on: the same loop over this module's events."""
+        sim = self.sim
+        heap, pop, push = sim._heap, heapq.heappop, heapq.heappush
+        message, done, timer = self.message, self.done, self.timer
+        arrive, client_timer = sim._arrive, sim._client_timer
+        processed = 0
+        try:
+            while heap:
+                event = pop(heap)
+                time, key, kind, a, b, c = event
+                if time > end:
+                    push(heap, event)  # not yet: put it back (same key, same order)
+                    break
+                sim.now = time
+                processed += 1
+                if kind == 5:  # _INPUT(dst=a, src=b, payload=c)
+                    message(a, b, c, time)
+                elif kind == 6:  # _DONE(node=a, incarnation=b, held=c)
+                    done(a, b, c, time)
+                elif kind == 7:  # _TIMER(node=a, incarnation=b)
+                    timer(a, b, time)
+                elif kind == 3:  # _ARRIVE(client=a, attempt=b, generation=c)
+                    arrive(a, b, c)
+                elif kind == 4:  # _TIMEOUT(client=a)
+                    client_timer(a, time, key)
+                else:  # _CALL(fn=a, args=b)
+                    a(*b)
+                if stop is not None and stop():
+                    return True
+            if sim.now < end != _INF:
+                sim.now = end
+            return stop is not None and stop()
+        finally:
+            sim.events_processed += processed
+            sim.messages_delivered += self.delivered
+            self.delivered = 0
+
+
+def _merged(first: Outputs) -> Outputs:
+    # A fresh Outputs to merge into: a replica's own Outputs is never mutated.
+    merged = Outputs()
+    merged.extend(first)
+    return merged
+
+
+def _count(value: Any) -> int:
+    # An entry count: an integer field as it is, a sequence by its length.
+    return value if type(value) is int else len(value)
+
+
+def _commands(committed: list[Any]) -> int:
+    """Client commands in committed entries (a packed entry of k requests counts k)."""
+    n = 0
+    for entry in committed:
+        payload = entry.payload
+        kind = type(payload)
+        if kind is Request:
+            command = payload.command
+            n += command.count if type(command) is PackedBatch else 1
+        elif kind is Batch:
+            for request in payload.requests:
+                command = request.command
+                n += command.count if type(command) is PackedBatch else 1
+    return n
