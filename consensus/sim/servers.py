@@ -73,6 +73,7 @@ from __future__ import annotations
 
 import heapq
 from collections import deque
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any, Callable
 
 from consensus.commands import Batch, PackedBatch, Request
@@ -84,6 +85,7 @@ if TYPE_CHECKING:
 __all__ = ["Servers"]
 
 _INPUT, _DONE, _TIMER = 5, 6, 7
+_size = itemgetter(2)  # of an outbox item (dst, payload, size, message)
 _INF = float("inf")
 
 # What is counted per node and interval, in this order (queue_max: the largest).
@@ -115,6 +117,8 @@ class _Server:
         "collecting",
         "link_free",
         "bins",
+        "row_bin",
+        "row",
     )
 
     def __init__(self) -> None:
@@ -128,6 +132,9 @@ class _Server:
         self.link_free = 0.0
         #: interval number -> counts in STAT_FIELDS order
         self.bins: dict[int, list[float]] = {}
+        # The latest interval's counts, cached (most batches fall in the same one).
+        self.row_bin = -1
+        self.row: list[float] = []
 
     def reset(self, now: float) -> None:
         """A crash: the queue and held outputs are lost."""
@@ -177,6 +184,8 @@ class Servers:
             )
         self._record_default = record_default
         self._record_bytes = any(r[1] for r in self._records.values())
+        # Whether persisting costs anything but its fsync (else skip the records loop).
+        self._record_costs = any(any(r[:3]) for r in (record_default, *self._records.values()))
         #: Whether message sizes are needed (a per-byte cost or a bandwidth).
         self.sized = bool(
             costs.message_per_byte
@@ -189,7 +198,16 @@ class Servers:
         # Objects carry their size with them when sizes are needed.
         self.pairs = self.sized and not self.on_wire
         self.encode_sends = self.on_wire or config.count_bytes or self.sized
+        self._decode = sim._codec.decode if self.on_wire else None
+        self._apply = costs.apply
+        self._send = costs.send
+        self._send_per_byte = costs.send_per_byte
+        self._reply = costs.reply
+        self._fsync = costs.fsync
         self.servers = [_Server() for _ in sim.node_ids]
+        self._nodes = sim._nodes
+        self._blocked = sim.network.blocked  # mutated in place, never replaced
+        self._heap, self._seq = sim._heap, sim._seq
 
     # -- a node's host ----------------------------------------------------------------
 
@@ -246,48 +264,66 @@ class Servers:
     # -- the link -----------------------------------------------------------------------
 
     def _transmit(self, src: int, dst: int, payload: Any, size: int, message: Any) -> None:
+        # One message, outside a batch (a harness call, a restart).
+        self._release(src, [(dst, payload, size, message)], self.sim.now)
+
+    def _release(self, src: int, outbox: list[tuple[int, Any, int, Any]], now: float) -> None:
+        """Send what a batch held, in order, through ``src``'s link."""
         sim = self.sim
-        t = sim.now
-        server = self.servers[src]
-        row = self._row(server, t)
-        if self.bandwidth:
-            start = server.link_free if server.link_free > t else t
-            took = size / self.bandwidth
-            t = start + took
-            server.link_free = t
-            row[_LINK] += took
-        row[_BYTES] += size
         net = sim.network
-        heap, seq = sim._heap, sim._seq
-        if net.clean and not net.blocked:
-            arrival = t + net._sample(src, dst)
-            if net.fifo:
-                link = net.link_last[src]
-                if arrival < link[dst]:
-                    arrival = link[dst]
-                link[dst] = arrival
-            heapq.heappush(heap, (arrival, next(seq), _INPUT, dst, src, payload))
-            return
-        for arrival in net.arrivals(src, dst, message, t):
-            heapq.heappush(heap, (arrival, next(seq), _INPUT, dst, src, payload))
+        heap, seq, push = sim._heap, sim._seq, heapq.heappush
+        bandwidth = self.bandwidth
+        server = self.servers[src]
+        link_free = server.link_free
+        link_time = 0.0
+        sent = 0
+        clean = net.clean and not net.blocked
+        sample, fifo, last = net._sample, net.fifo, net.link_last[src]
+        for dst, payload, size, message in outbox:
+            t = now
+            if bandwidth:
+                took = size / bandwidth
+                t = (link_free if link_free > t else t) + took
+                link_free = t
+                link_time += took
+            sent += size
+            if clean:
+                arrival = t + sample(src, dst)
+                if fifo:
+                    if arrival < last[dst]:
+                        arrival = last[dst]
+                    last[dst] = arrival
+                push(heap, (arrival, next(seq), _INPUT, dst, src, payload))
+            else:
+                for arrival in net.arrivals(src, dst, message, t):
+                    push(heap, (arrival, next(seq), _INPUT, dst, src, payload))
+        server.link_free = link_free
+        if sent:
+            row = self._row(server, now)
+            row[_BYTES] += sent
+            row[_LINK] += link_time
 
     # -- events -------------------------------------------------------------------------
 
     def message(self, dst: int, src: int, payload: Any, now: float) -> None:
         """INPUT: a peer message arrives at ``dst``."""
-        node = self.sim._nodes[dst]
+        node = self._nodes[dst]
         if node.host is None:
             return
-        blocked = self.sim.network.blocked
+        blocked = self._blocked
         if blocked and (src, dst) in blocked:
             return
         server = self.servers[dst]
-        server.messages.append((src, payload, now))
         if server.wake or server.free_at > now:
+            server.messages.append((src, payload, now))
             if not server.wake:
                 self._wake_at(node, server)
             return
-        self._serve(node, server, now)
+        if server.messages or server.requests:  # left over from a batch (max_batch)
+            server.messages.append((src, payload, now))
+            self._serve(node, server, now)
+            return
+        self._serve_message(node, server, src, payload, now)
 
     def request(self, node: _Node, request: Request, waiter: Any, now: float) -> None:
         """A client request reaches ``node`` (which is up)."""
@@ -301,7 +337,7 @@ class Servers:
 
     def timer(self, node_id: int, incarnation: int, now: float) -> None:
         """TIMER: the replica's deadline (lazy: see the simulator)."""
-        node = self.sim._nodes[node_id]
+        node = self._nodes[node_id]
         if incarnation != node.incarnation or now != node.timer_at:
             return  # stale: superseded by an earlier timer, or a crash
         node.timer_at = _INF
@@ -321,16 +357,15 @@ class Servers:
 
     def done(self, node_id: int, incarnation: int, held: Any, now: float) -> None:
         """DONE: a batch ends (its outputs leave), or a busy node is free again."""
-        node = self.sim._nodes[node_id]
+        node = self._nodes[node_id]
         if incarnation != node.incarnation or node.host is None:
             return  # the node crashed meanwhile: what the batch held is lost
         server = self.servers[node_id]
         server.wake = False
         if held is not None:
             outbox, replies = held
-            transmit, src = self._transmit, node_id
-            for dst, payload, size, message in outbox:
-                transmit(src, dst, payload, size, message)
+            if outbox:
+                self._release(node_id, outbox, now)
             on_reply = self.sim._on_reply
             for waiter, answer in replies:
                 on_reply(waiter, answer)
@@ -389,7 +424,7 @@ class Servers:
         out: Outputs | None = None
         merged = False
         rows, default = self._rows, self._default
-        decode = self.sim._codec.decode if self.on_wire else None
+        decode = self._decode
         pairs = self.pairs
         server.collecting = True
         while messages and budget:
@@ -442,33 +477,78 @@ class Servers:
                 out = result
             else:
                 if not merged:
-                    out, merged = _merged(out), True
+                    out = _merged(out)
                 out.extend(result)
         if out is None:  # woken with nothing to do
             server.collecting = False
             self.arm(node, deadline)
             return
-        costs = self.costs
+        self._close(node, server, out, cost, now, taken, queued)
+        if waited:
+            self._waited(server, waited, now)
+
+    def _serve_message(
+        self, node: _Node, server: _Server, src: int, payload: Any, now: float
+    ) -> None:
+        # _serve for the commonest batch: one message at an idle node, nothing queued.
+        host = node.host
+        replica = host.replica  # type: ignore[union-attr]
+        decode = self._decode
+        if decode is not None:
+            size = len(payload)
+            message = decode(payload)
+        elif self.pairs:
+            message, size = payload
+        else:
+            message, size = payload, 0
+        base, per_byte, per_entry, field = self._rows.get(type(message), self._default)
+        cost = self.costs.batch + base + per_byte * size
+        if per_entry:
+            cost += per_entry * _count(getattr(message, field, 0))
+        self.delivered += 1
+        server.collecting = True
+        out = replica.step(now, src, message)
+        deadline = replica.next_deadline()
+        if deadline is not None and deadline <= now:
+            cost += self.tick_cost
+            out = _merged(out)
+            out.extend(replica.tick(now))
+        self._close(node, server, out, cost, now, 1, 1)
+
+    def _close(
+        self,
+        node: _Node,
+        server: _Server,
+        out: Outputs,
+        cost: float,
+        now: float,
+        taken: int,
+        queued: int,
+    ) -> None:
+        # Carry out a batch's merged outputs, charge them, hold what leaves at its end.
+        host = node.host
+        assert host is not None
         stats = host.storage.stats
         syncs, records = stats.syncs, stats.records_written
-        if out.persist or out.compact is not None:
+        if self._record_costs and (out.persist or out.compact is not None):
             cost += self._records_cost(out)
-        if costs.apply and out.committed:
-            cost += costs.apply * _commands(out.committed)
+        if self._apply and out.committed:
+            cost += self._apply * _commands(out.committed)
         host.handle(now, out)
         server.collecting = False
         outbox, replies = server.outbox, server.replies
         if outbox:
-            cost += costs.send * len(outbox)
-            if costs.send_per_byte:
-                cost += costs.send_per_byte * sum(item[2] for item in outbox)
+            cost += self._send * len(outbox)
+            if self._send_per_byte:
+                cost += self._send_per_byte * sum(map(_size, outbox))
         if replies:
-            cost += costs.reply * len(replies)
+            cost += self._reply * len(replies)
         fsyncs = stats.syncs - syncs
-        disk = costs.fsync * fsyncs
+        disk = self._fsync * fsyncs
         end = now + cost + disk
         server.free_at = end
-        row = self._row(server, now)
+        b = int(now * self._per_interval)
+        row = server.row if b == server.row_bin else self._bin(server, b)
         row[_CPU] += cost
         row[_FSYNC] += disk
         row[_BATCHES] += 1
@@ -477,29 +557,26 @@ class Servers:
         row[_RECORDS] += stats.records_written - records
         if queued > row[_QMAX]:
             row[_QMAX] = queued
-        if waited:
-            self._waited(server, waited, now)
         if outbox or replies:
             server.outbox, server.replies = [], []
             if end > now:
                 server.wake = True
                 heapq.heappush(
-                    self.sim._heap,
-                    (end, next(self.sim._seq), _DONE, node.id, node.incarnation, (outbox, replies)),
+                    self._heap,
+                    (end, next(self._seq), _DONE, node.id, node.incarnation, (outbox, replies)),
                 )
                 return
             self.done_now(node, outbox, replies)
             return
-        if messages or requests:  # more than max_batch were waiting
+        if server.messages or server.requests:  # more than max_batch were waiting
             self._wake_at(node, server)
             return
-        self.arm(node, replica.next_deadline())
+        self.arm(node, host.replica.next_deadline())
 
     def done_now(self, node: _Node, outbox: list[Any], replies: list[Any]) -> None:
         # A batch that cost nothing: release at once (no DONE event).
-        transmit, src = self._transmit, node.id
-        for dst, payload, size, message in outbox:
-            transmit(src, dst, payload, size, message)
+        if outbox:
+            self._release(node.id, outbox, self.sim.now)
         on_reply = self.sim._on_reply
         for waiter, answer in replies:
             on_reply(waiter, answer)
@@ -531,16 +608,15 @@ class Servers:
     def _row(self, server: _Server, t: float) -> list[float]:
         # The counts of the interval holding time t.
         b = int(t * self._per_interval)
-        row = server.bins.get(b)
-        if row is None:
-            row = server.bins[b] = [0.0] * len(STAT_FIELDS)
-        return row
+        return server.row if b == server.row_bin else self._bin(server, b)
 
     @staticmethod
     def _bin(server: _Server, b: int) -> list[float]:
         row = server.bins.get(b)
         if row is None:
             row = server.bins[b] = [0.0] * len(STAT_FIELDS)
+        if b >= server.row_bin:
+            server.row_bin, server.row = b, row
         return row
 
     def _waited(self, server: _Server, arrivals: list[float], now: float) -> None:

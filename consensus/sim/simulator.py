@@ -178,9 +178,9 @@ class Simulator:
             from consensus.codec import Codec
 
             self._codec = Codec.for_protocol(self.spec)
+        self._nodes = [_Node(i, self._make_storage(i)) for i in self.node_ids]
         #: The cost model at work, or None with costs off.
         self._servers = Servers(self, stats_interval) if costs else None
-        self._nodes = [_Node(i, self._make_storage(i)) for i in self.node_ids]
         for node in self._nodes:
             self._start(node)
 
