@@ -12,10 +12,11 @@ simulator always did.  With costs on, each node is a server with a queue
   ``batch`` overhead, plus per input (a peer message by type, a client
   ``request``, a timer ``tick``) ``base + per_byte x its encoded size +
   per_entry x its entry count`` (``CostRow``), plus per output: each record
-  persisted (``records`` rows, or ``record``), each message sent (``send``,
-  ``send_per_byte``), each command applied (``apply``; a packed entry of k
-  requests is k commands), each client answered (``reply``).  Inputs that
-  arrive while the node is busy wait in its queue.
+  persisted (``records`` rows, or ``record``), each message sent (``sends``
+  rows, or ``send`` + ``send_per_byte`` x size), each command applied
+  (``apply``; a packed entry of k requests is k commands), each client
+  answered (``reply``).  Inputs that arrive while the node is busy wait in
+  its queue.
 * **Disk.**  A batch that persists anything ends with one fsync of
   ``fsync`` seconds (group commit: every record of the batch, and so
   everything that arrived while the previous fsync ran, goes into one).
@@ -30,9 +31,12 @@ simulator always did.  With costs on, each node is a server with a queue
 Rows are looked up by ``"<protocol>.<Type>"`` first, then ``"<Type>"``;
 ``inputs`` also takes ``"<protocol>.request"`` and ``"<protocol>.tick"``
 (the protocol's own cost of a client request or a tick; the plain
-``request`` and ``tick`` are the fallbacks).  ``entries`` names the field
-counted by ``per_entry``: its length, or its value when it is an integer
-(``Accepted.count``).
+``request`` and ``tick`` are the fallbacks).  ``entries`` names what
+``per_entry`` counts: a field (its length, or its value when it is an
+integer, as ``Accepted.count``), or ``"requests"``: the client requests the
+message or record carries as objects (in its entries, payloads or accepted
+values, a ``Batch`` counting its requests), which is what decoding and
+encoding pay for; a packed entry (``PackedBatch``, opaque bytes) counts one.
 
 Every number is in seconds (``bandwidth``: bytes per second).  The numbers
 are deterministic inputs: a run is still a function of (config, seed).
@@ -55,7 +59,8 @@ __all__ = ["CostConfig", "CostRow"]
 class CostRow:
     """CPU seconds of one kind of input or record:
     ``base + per_byte * size + per_entry * entries``, where ``entries`` names
-    the field whose length (or integer value) is the entry count."""
+    what is counted: a field (its length, or its integer value) or
+    ``"requests"`` (see the module's docstring)."""
 
     base: float = attrs.field(default=0.0, validator=non_negative)
     per_byte: float = attrs.field(default=0.0, validator=non_negative)
@@ -94,6 +99,10 @@ def _record_rows(value: Any) -> dict[str, CostRow]:
     return _rows("records", value)
 
 
+def _send_rows(value: Any) -> dict[str, CostRow]:
+    return _rows("sends", value)
+
+
 _NUMBERS = (
     "batch",
     "message",
@@ -129,6 +138,7 @@ class CostConfig:
     bandwidth: float = attrs.field(default=0.0, validator=non_negative)
     inputs: dict[str, CostRow] = attrs.field(factory=dict, converter=_input_rows, hash=False)
     records: dict[str, CostRow] = attrs.field(factory=dict, converter=_record_rows, hash=False)
+    sends: dict[str, CostRow] = attrs.field(factory=dict, converter=_send_rows, hash=False)
     #: Where the numbers come from (``bench calibrate`` writes the machine and date).
     note: str = ""
 
@@ -137,7 +147,7 @@ class CostConfig:
         """Whether any cost is set (otherwise nodes handle inputs instantly)."""
         return any(getattr(self, name) for name in _NUMBERS) or any(
             row.base or row.per_byte or row.per_entry
-            for row in (*self.inputs.values(), *self.records.values())
+            for row in (*self.inputs.values(), *self.records.values(), *self.sends.values())
         )
 
     def input_row(self, protocol: str, name: str) -> CostRow | None:
@@ -146,6 +156,9 @@ class CostConfig:
 
     def record_row(self, protocol: str, name: str) -> CostRow | None:
         return self.records.get(f"{protocol}.{name}", self.records.get(name))
+
+    def send_row(self, protocol: str, name: str) -> CostRow | None:
+        return self.sends.get(f"{protocol}.{name}", self.sends.get(name))
 
     def scaled(self, factor: float) -> CostConfig:
         """Every CPU cost times ``factor`` (fsync and bandwidth unchanged):
@@ -167,4 +180,10 @@ class CostConfig:
                 for key, row in rows.items()
             }
 
-        return attrs.evolve(self, inputs=scale(self.inputs), records=scale(self.records), **cpu)
+        return attrs.evolve(
+            self,
+            inputs=scale(self.inputs),
+            records=scale(self.records),
+            sends=scale(self.sends),
+            **cpu,
+        )

@@ -61,12 +61,13 @@ calling ``host.handle``) bypass the queue: their outputs leave at once,
 through the link, as if the node were idle.
 
 Statistics (``node_stats``, ``node_bins``), per node and per
-``stats_interval`` of virtual time (a batch counts in the interval it
-started in, a message sent in the one it left in): CPU and fsync seconds,
-batches, inputs, the queue's area (the integral of its length over time,
-split exactly at interval boundaries: divided by the interval, the mean
-queue length), the longest queue a batch found, fsyncs, records, bytes
-and link seconds sent.
+``stats_interval`` of virtual time: CPU and fsync seconds (split at
+interval boundaries, so a long batch counts in every interval it spans),
+batches, inputs, fsyncs and records (in the interval the batch started
+in), the queue's area (the integral of its length over time, split
+exactly at interval boundaries: divided by the interval, the mean queue
+length), the longest queue a batch found, bytes and link seconds sent (in
+the interval the message left in).
 """
 
 from __future__ import annotations
@@ -76,13 +77,17 @@ from collections import deque
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any, Callable
 
+import attrs
+
 from consensus.commands import Batch, PackedBatch, Request
+from consensus.costs import CostRow
 from consensus.replica import Outputs
+from consensus.schema import ConfigError
 
 if TYPE_CHECKING:
     from consensus.sim.simulator import Simulator, _Node
 
-__all__ = ["Servers"]
+__all__ = ["Servers", "entry_counter", "requests_carried"]
 
 _INPUT, _DONE, _TIMER = 5, 6, 7
 _size = itemgetter(2)  # of an outbox item (dst, payload, size, message)
@@ -160,38 +165,36 @@ class Servers:
         self._per_interval = 1.0 / stats_interval
         self.delivered = 0
         protocol = sim.spec.name
-        default = (costs.message, costs.message_per_byte, 0.0, "")
+        # class -> (base, per_byte, per_entry, entry counter): what a message received,
+        # a record persisted or a message sent costs (see consensus.costs).
+        default: Row = (costs.message, costs.message_per_byte, 0.0, _none)
         self._default = default
-        # message class -> (base, per_byte, per_entry, entries field)
-        self._rows: dict[type, tuple[float, float, float, str]] = {}
-        for cls in sim.spec.messages:
-            row = costs.input_row(protocol, cls.__name__)
-            self._rows[cls] = (
-                default if row is None else (row.base, row.per_byte, row.per_entry, row.entries)
-            )
+        self._rows = _compile(sim.spec.messages, default, lambda n: costs.input_row(protocol, n))
         request = costs.input_row(protocol, "request")
         self.request_cost = costs.request if request is None else request.base
         tick = costs.input_row(protocol, "tick")
         self.tick_cost = costs.tick if tick is None else tick.base
-        self._records: dict[type, tuple[float, float, float, str]] = {}
-        record_default = (costs.record, 0.0, 0.0, "")
-        for cls in sim.spec.records:
-            row = costs.record_row(protocol, cls.__name__)
-            self._records[cls] = (
-                record_default
-                if row is None
-                else (row.base, row.per_byte, row.per_entry, row.entries)
-            )
+        record_default: Row = (costs.record, 0.0, 0.0, _none)
         self._record_default = record_default
+        self._records = _compile(
+            sim.spec.records, record_default, lambda n: costs.record_row(protocol, n)
+        )
         self._record_bytes = any(r[1] for r in self._records.values())
         # Whether persisting costs anything but its fsync (else skip the records loop).
         self._record_costs = any(any(r[:3]) for r in (record_default, *self._records.values()))
+        send_default: Row = (costs.send, costs.send_per_byte, 0.0, _none)
+        self._send_default = send_default
+        self._sends = _compile(
+            sim.spec.messages, send_default, lambda n: costs.send_row(protocol, n)
+        )
+        # Without rows of their own, a batch's sends cost send + send_per_byte x bytes.
+        self._send_rows = any(row != send_default for row in self._sends.values())
         #: Whether message sizes are needed (a per-byte cost or a bandwidth).
         self.sized = bool(
             costs.message_per_byte
             or costs.send_per_byte
             or costs.bandwidth
-            or any(r[1] for r in self._rows.values())
+            or any(r[1] for r in (*self._rows.values(), *self._sends.values()))
         )
         self.bandwidth = costs.bandwidth
         self.on_wire = config.wire == "bytes"
@@ -438,10 +441,10 @@ class Servers:
                 message, size = payload
             else:
                 message, size = payload, 0
-            base, per_byte, per_entry, field = rows.get(type(message), default)
+            base, per_byte, per_entry, count = rows.get(type(message), default)
             cost += base + per_byte * size
             if per_entry:
-                cost += per_entry * _count(getattr(message, field, 0))
+                cost += per_entry * count(message)
             result = replica.step(now, src, message)
             if out is None:
                 out = result
@@ -501,10 +504,10 @@ class Servers:
             message, size = payload
         else:
             message, size = payload, 0
-        base, per_byte, per_entry, field = self._rows.get(type(message), self._default)
+        base, per_byte, per_entry, count = self._rows.get(type(message), self._default)
         cost = self.costs.batch + base + per_byte * size
         if per_entry:
-            cost += per_entry * _count(getattr(message, field, 0))
+            cost += per_entry * count(message)
         self.delivered += 1
         server.collecting = True
         out = replica.step(now, src, message)
@@ -538,9 +541,12 @@ class Servers:
         server.collecting = False
         outbox, replies = server.outbox, server.replies
         if outbox:
-            cost += self._send * len(outbox)
-            if self._send_per_byte:
-                cost += self._send_per_byte * sum(map(_size, outbox))
+            if self._send_rows:
+                cost += self._sends_cost(outbox)
+            else:
+                cost += self._send * len(outbox)
+                if self._send_per_byte:
+                    cost += self._send_per_byte * sum(map(_size, outbox))
         if replies:
             cost += self._reply * len(replies)
         fsyncs = stats.syncs - syncs
@@ -549,8 +555,12 @@ class Servers:
         server.free_at = end
         b = int(now * self._per_interval)
         row = server.row if b == server.row_bin else self._bin(server, b)
-        row[_CPU] += cost
-        row[_FSYNC] += disk
+        if end < (b + 1) * self.interval:
+            row[_CPU] += cost
+            row[_FSYNC] += disk
+        else:  # a batch that runs into the next interval: split its time
+            self._spread(server, _CPU, now, now + cost)
+            self._spread(server, _FSYNC, now + cost, end)
         row[_BATCHES] += 1
         row[_INPUTS] += taken
         row[_FSYNCS] += fsyncs
@@ -589,18 +599,29 @@ class Servers:
             return
         self.arm(node, host.replica.next_deadline())
 
+    def _sends_cost(self, outbox: list[tuple[int, Any, int, Any]]) -> float:
+        # Each copy of a broadcast pays its row (its frame is written once per peer).
+        cost = 0.0
+        rows, default = self._sends, self._send_default
+        for _, _, size, message in outbox:
+            base, per_byte, per_entry, count = rows.get(type(message), default)
+            cost += base + per_byte * size
+            if per_entry:
+                cost += per_entry * count(message)
+        return cost
+
     def _records_cost(self, out: Outputs) -> float:
         cost = 0.0
         records, default = self._records, self._record_default
         encode = self.sim._codec.encode if self._record_bytes else None
         for group in (out.compact or (), out.persist):
             for record in group:
-                base, per_byte, per_entry, field = records.get(type(record), default)
+                base, per_byte, per_entry, count = records.get(type(record), default)
                 cost += base
                 if per_byte and encode is not None:
                     cost += per_byte * len(encode(record))
                 if per_entry:
-                    cost += per_entry * _count(getattr(record, field, 0))
+                    cost += per_entry * count(record)
         return cost
 
     # -- statistics -----------------------------------------------------------------------
@@ -618,6 +639,18 @@ class Servers:
         if b >= server.row_bin:
             server.row_bin, server.row = b, row
         return row
+
+    def _spread(self, server: _Server, field: int, start: float, end: float) -> None:
+        # Add the time from start to end to field, interval by interval.
+        per, width = self._per_interval, self.interval
+        first, last = int(start * per), int(end * per)
+        if first == last:
+            self._bin(server, first)[field] += end - start
+            return
+        self._bin(server, first)[field] += (first + 1) * width - start
+        for b in range(first + 1, last):
+            self._bin(server, b)[field] += width
+        self._bin(server, last)[field] += end - last * width
 
     def _waited(self, server: _Server, arrivals: list[float], now: float) -> None:
         # Each input's wait [arrived, now) adds to the queue's area, interval by interval.
@@ -717,9 +750,69 @@ def _merged(first: Outputs) -> Outputs:
     return merged
 
 
-def _count(value: Any) -> int:
-    # An entry count: an integer field as it is, a sequence by its length.
-    return value if type(value) is int else len(value)
+Row = tuple[float, float, float, Callable[[Any], int]]
+
+
+def _none(message: Any) -> int:
+    return 0  # the entry counter of a row without a per-entry cost
+
+
+def _compile(
+    classes: tuple[type, ...], default: Row, lookup: Callable[[str], CostRow | None]
+) -> dict[type, Row]:
+    """Each class's cost row as a tuple, with its entry counter (see consensus.costs)."""
+    rows: dict[type, Row] = {}
+    for cls in classes:
+        row = lookup(cls.__name__)
+        if row is None:
+            rows[cls] = default
+        else:
+            count = entry_counter(cls, row.entries) if row.per_entry else _none
+            rows[cls] = (row.base, row.per_byte, row.per_entry, count)
+    return rows
+
+
+def entry_counter(cls: type, entries: str) -> Callable[[Any], int]:
+    """What ``per_entry`` counts in a ``cls``: a field's length (or integer value),
+    or with ``"requests"`` the client requests it carries as objects."""
+    names = set(attrs.fields_dict(cls)) if attrs.has(cls) else set()
+    if entries != "requests":
+        if names and entries not in names:
+            raise ConfigError(f"costs: {cls.__name__} has no field {entries!r} to count")
+
+        def field(message: Any) -> int:
+            value = getattr(message, entries)
+            return value if type(value) is int else len(value)
+
+        return field
+    fields = [name for name in ("entries", "payloads", "accepted", "payload") if name in names]
+
+    def requests(message: Any) -> int:
+        n = 0
+        for name in fields:
+            value = getattr(message, name)
+            if type(value) is tuple:  # entries, payloads, pvalues
+                for item in value:
+                    n += _requests_of(getattr(item, "payload", item))
+            elif value is not None:  # one payload, or one pvalue
+                n += _requests_of(getattr(value, "payload", value))
+        return n
+
+    return requests
+
+
+def requests_carried(message: Any) -> int:
+    """The client requests ``message`` (or a record) carries as objects."""
+    return entry_counter(type(message), "requests")(message)
+
+
+def _requests_of(payload: Any) -> int:
+    kind = type(payload)
+    if kind is Request:
+        return 1
+    if kind is Batch:
+        return len(payload.requests)
+    return 0
 
 
 def _commands(committed: list[Any]) -> int:
