@@ -1,4 +1,4 @@
-"""The command line: ``python -m bench run|sweep|chaos|speed|peers ...``.
+"""The command line: ``python -m bench run|sweep|chaos|speed|calibrate|peers ...``.
 
 Exit status: 0 on success, 1 when chaos runs find a violation, 2 on a
 configuration error (nothing written), 3 when a run was lost on a Dask cluster
@@ -36,6 +36,7 @@ COLUMNS = [
     ("bytes_per_op", "bytes/op", "{:,.0f}"),
     ("leader_changes", "leader changes", "{}"),
     ("unknown", "unknown", "{}"),
+    ("busiest_util", "busiest node", "busiest"),
 ]
 
 
@@ -54,6 +55,14 @@ def _safety(protocol: str) -> str:
     return "safe" if safe else "[bold red]UNSAFE[/]"
 
 
+def _busiest(row: dict) -> str:
+    # "n1 97%": the node busiest over the measured window and the share of time it was busy.
+    util = row.get("busiest_util", math.nan)
+    if not isinstance(util, float) or math.isnan(util):
+        return "-"
+    return f"n{row['busiest_node']} {util:.0%}"
+
+
 def summary_table(summary: pd.DataFrame, title: str = "") -> Table:
     """The summary, one row per protocol; ``safety`` marks the unsafe baselines."""
     unsafe = [p for p in dict.fromkeys(summary["protocol"]) if not get_protocol(p).safe]
@@ -65,7 +74,10 @@ def summary_table(summary: pd.DataFrame, title: str = "") -> Table:
     for _, header, _ in COLUMNS[1:]:
         table.add_column(header, justify="right")
     for row in summary.to_dict("records"):
-        cells = [_fmt(fmt, row[key]) for key, _, fmt in COLUMNS]
+        cells = [
+            _busiest(row) if fmt == "busiest" else _fmt(fmt, row.get(key, math.nan))
+            for key, _, fmt in COLUMNS
+        ]
         table.add_row(cells[0], _safety(row["protocol"]), *cells[1:])
     return table
 
@@ -100,10 +112,10 @@ def _cmd_run(args: argparse.Namespace, console: Console) -> int:
         results = run(config, progress=progress)
     c = config.cluster
     w = config.workload
-    title = (
-        f"{c.nodes} nodes, {w.mode}-loop {w.clients} clients, {w.duration:g}s"
-        f" (warm-up {w.warmup:g}s), seed {c.seed}"
-    )
+    load = f"{w.mode}-loop {w.clients} clients" if w.mode == "closed" else f"open loop {w.rate:g}/s"
+    title = f"{c.nodes} nodes, {load}, {w.duration:g}s (warm-up {w.warmup:g}s), seed {c.seed}"
+    if not config.real:
+        title += ", costs " + (c.costs.note or "set") if c.costs.enabled else ", costs off"
     if config.real:
         title += (
             f", real processes over TCP (fsync {config.tcp.fsync}, window {config.tcp.window},"
@@ -114,7 +126,7 @@ def _cmd_run(args: argparse.Namespace, console: Console) -> int:
         out = results.save(args.out)
         console.print(
             f"results written to {out}/ (ops, summary, messages, throughput, faults,"
-            " counters .parquet)"
+            " counters, nodes, queues .parquet)"
         )
     return 0
 
@@ -238,6 +250,25 @@ def _cmd_speed(args: argparse.Namespace, console: Console) -> int:
             f"Runs at once: {jobs} simulations (seeds 1..{jobs}), one process each, as"
             " `sweep --jobs` and `chaos --jobs` run them: messages of all runs per wall second."
         )
+    return 0
+
+
+def _cmd_calibrate(args: argparse.Namespace, console: Console) -> int:
+    from bench.calibrate import PROTOCOLS, calibrate, to_toml, write
+
+    err = Console(stderr=True)
+    with err.status("calibrating...") as status:
+        table = calibrate(
+            tuple(args.protocol or PROTOCOLS),
+            seconds=args.seconds,
+            start=args.start,
+            progress=lambda what: status.update(f"calibrating: {what}"),
+        )
+    if args.out:
+        path = write(table, args.out)
+        console.print(f"[costs] table written to {path}")
+    else:
+        console.print(to_toml(table), markup=False, highlight=False, end="")
     return 0
 
 
@@ -453,6 +484,20 @@ def build_parser() -> argparse.ArgumentParser:
             help="real 3-process clusters side by side with PySyncObj (pip install .[peers])",
         )
     )
+    calibrate = sub.add_parser(
+        "calibrate", help="measure this machine's costs of each protocol's work: a [costs] table"
+    )
+    calibrate.add_argument("--out", type=Path, help="write the table here (default: print it)")
+    calibrate.add_argument("--protocol", action="append", help="protocol to time (repeatable)")
+    calibrate.add_argument(
+        "--seconds", type=float, default=1.0, help="simulated seconds per timed run"
+    )
+    calibrate.add_argument(
+        "--start",
+        default="default",
+        help="costs the timed runs simulate with, so they batch as under load (a preset or"
+        " a file; default: the shipped table)",
+    )
     speed = sub.add_parser("speed", help="measure simulated messages per wall-clock second")
     speed.add_argument("--protocol", action="append", help="protocol to measure (repeatable)")
     speed.add_argument(
@@ -482,6 +527,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_chaos(args, console)
         if args.command == "sweep":
             return _cmd_sweep(args, console)
+        if args.command == "calibrate":
+            return _cmd_calibrate(args, console)
         if args.command == "peers":
             from bench.peers.cli import peers_command
 
