@@ -24,9 +24,18 @@ writes the ``[costs]`` table the simulator charges (``consensus.costs``):
    the framing and Trio calls the transport makes (half of a round trip's
    CPU time is charged to sending a frame, half to receiving one); and the
    driver's loop (a Trio event set and waited for, a checkpoint) per batch.
-4. **fsync**: the median latency of appending a record and fsyncing it
-   through the write-ahead log, in the system's temporary directory (where
-   ``bench run --tcp`` keeps its nodes' logs).
+4. **fsync**: the mean latency of appending a record and fsyncing it
+   through the write-ahead log, one after the other, in the system's
+   temporary directory (where ``bench run --tcp`` keeps its nodes' logs).
+   The mean, not the median: a node's rate of fsyncs is one over it.
+5. **The rest of the runtime, end to end**: a real one-node cluster
+   (``bench.tcprun``, no fsync, requests packed as by default) under a
+   closed loop for a few seconds.  Its node process's CPU time per
+   operation, less what the table so far charges per operation for the same
+   run simulated, is what the runtime's client path costs beyond the parts
+   timed above (connections, Trio tasks and wake-ups, system calls): it is
+   added to every protocol's ``request`` cost.  The load generator's CPU
+   time per operation is ``client`` (a client host's cost per operation).
 
 Fitting: per input type, ``seconds = base + per_byte * size + per_entry *
 entries`` by least squares over the timed calls, after dropping the slowest
@@ -348,8 +357,8 @@ def _runtime_costs(rounds: int = 2000) -> dict[str, float]:
     return {"request": request, "reply": reply, "frame": frame_cost, "loop": loop}
 
 
-def measure_fsync(directory: str | None = None, rounds: int = 200) -> float:
-    """Step 4: the median seconds of one small append + fsync through the WAL."""
+def measure_fsync(directory: str | None = None, rounds: int = 300) -> float:
+    """Step 4: the mean seconds of one small append + fsync through the WAL."""
     from consensus.wal import WriteAheadLog
 
     with tempfile.TemporaryDirectory(dir=directory, prefix="calibrate-") as tmp:
@@ -361,7 +370,30 @@ def measure_fsync(directory: str | None = None, rounds: int = 200) -> float:
             wal.sync()
             times.append(time.perf_counter() - started)
         wal.close()
-    return statistics.median(times)
+    return statistics.fmean(times)
+
+
+def _end_to_end(table: dict[str, Any], seconds: float = 3.0) -> dict[str, float]:
+    """Step 5: a real one-node cluster's CPU per operation, node and client, and
+    what the table charges per operation for the same run simulated."""
+    from bench.runner import run
+
+    config = {
+        "protocols": ["raft"],
+        "cluster": {"nodes": 1, "seed": 1, "pack_proposals": 256},
+        "costs": {"preset": "off", **{k: v for k, v in table.items() if k != "note"}},
+        "workload": {"clients": 64, "duration": seconds + 1.0, "warmup": 1.0},
+        "tcp": {"processes": 1, "fsync": "never", "pack_proposals": 256},
+        "drain": 0.5,
+    }
+    per_op = {}
+    for label, tcp in (("real", True), ("simulated", False)):
+        results = run({**config, "network": {"kind": "tcp"}} if tcp else config)
+        summary, nodes = results.summary.iloc[0], results.nodes.iloc[0]
+        ops = summary["completed_per_s"] * seconds
+        per_op[f"{label}_node"] = nodes["cpu_util"] * seconds / ops
+        per_op[f"{label}_client"] = summary["client_cpu"] * seconds / ops
+    return per_op
 
 
 def calibrate(
@@ -369,12 +401,16 @@ def calibrate(
     *,
     seconds: float = 1.0,
     start: str = "default",
+    end_to_end: bool = True,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Measure this machine; returns the ``[costs]`` table (plain data, see ``to_toml``).
 
     ``start``: the cost preset (or path) the probe runs use, so that they
-    batch as a loaded cluster does; ``seconds``: simulated seconds per run.
+    batch as a loaded cluster does; ``seconds``: simulated seconds per run;
+    ``end_to_end``: run step 5 (real processes, a few seconds).  The table's
+    ``end_to_end`` entry (not a cost; ``to_toml`` writes it as a comment)
+    keeps step 5's measurements.
     """
     say = progress or (lambda _: None)
     seed_costs = structure(CostConfig, cost_preset(start), path="costs")
@@ -441,7 +477,7 @@ def calibrate(
         values = [row["base"] for key, row in rows.items() if not key.endswith(skip)]
         return statistics.median(values) if values else 0.0
 
-    return {
+    table: dict[str, Any] = {
         "note": (
             f"measured by python -m bench calibrate on {platform.node() or 'this machine'},"
             f" {date.today().isoformat()}, Python {platform.python_version()}"
@@ -458,10 +494,22 @@ def calibrate(
         "record": median(records),
         "fsync": fsync,
         "bandwidth": 0.0,
+        "client": 0.0,
         "inputs": inputs,
         "sends": sends,
         "records": records,
     }
+    if end_to_end:
+        say("the runtime end to end: a real one-node cluster")
+        measured = _end_to_end(table)
+        extra = max(measured["real_node"] - measured["simulated_node"], 0.0)
+        table["request"] += extra
+        for key, row in inputs.items():
+            if key.endswith(".request"):
+                row["base"] += extra
+        table["client"] = measured["real_client"]
+        table["end_to_end"] = measured
+    return table
 
 
 def _fitted(samples: _Samples, sizes: bool = True) -> dict[str, Any]:
@@ -502,6 +550,7 @@ COMMENTS = {
     "record": "per record persisted (types without a row below)",
     "fsync": "seconds per fsync through the write-ahead log (the node waits)",
     "bandwidth": "bytes/s a node sends; 0: unlimited (loopback). 1.25e8 is 1 Gbit/s",
+    "client": "per operation, on a client's host (the load generator's CPU)",
 }
 
 
@@ -519,6 +568,13 @@ def to_toml(table: dict[str, Any]) -> str:
     for key, comment in COMMENTS.items():
         line = f"{key} = {_number(float(table[key]))}"
         lines.append(f"{line:<32}# {comment}" if comment else line)
+    measured = table.get("end_to_end")
+    if measured:
+        lines += [
+            "# A real one-node cluster, CPU seconds per operation: node"
+            f" {measured['real_node']:.3e} (simulated before the runtime's share was added:"
+            f" {measured['simulated_node']:.3e}), load generator {measured['real_client']:.3e}.",
+        ]
     lines += ["", "# Per peer message type: decoding + the replica's step + receiving the frame."]
     lines.append("[costs.inputs]")
     for key in sorted(table["inputs"]):

@@ -1,4 +1,4 @@
-"""The command line: ``python -m bench run|sweep|chaos|speed|calibrate|peers ...``.
+"""The command line: ``python -m bench run|sweep|chaos|speed|calibrate|elections|peers ...``.
 
 Exit status: 0 on success, 1 when chaos runs find a violation, 2 on a
 configuration error (nothing written), 3 when a run was lost on a Dask cluster
@@ -262,6 +262,7 @@ def _cmd_calibrate(args: argparse.Namespace, console: Console) -> int:
             tuple(args.protocol or PROTOCOLS),
             seconds=args.seconds,
             start=args.start,
+            end_to_end=not args.no_real,
             progress=lambda what: status.update(f"calibrating: {what}"),
         )
     if args.out:
@@ -269,6 +270,55 @@ def _cmd_calibrate(args: argparse.Namespace, console: Console) -> int:
         console.print(f"[costs] table written to {path}")
     else:
         console.print(to_toml(table), markup=False, highlight=False, end="")
+    return 0
+
+
+def _cmd_elections(args: argparse.Namespace, console: Console) -> int:
+    from bench.elections import RANGES, election_study, summarize
+
+    ranges = args.range or list(RANGES)
+    with Console(stderr=True).status(f"{args.trials} leader crashes per range..."):
+        study = election_study(
+            ranges,
+            args.trials,
+            args.seed,
+            delay=(args.delay_ms * 0.8 / 1000, args.delay_ms * 1.2 / 1000),
+            fsync=args.fsync_ms / 1000,
+            jobs=args.jobs,
+        )
+    summary = summarize(study)
+    table = Table(
+        title=f"Raft leader crashes (paper figure 16): 5 nodes, one-way delay {args.delay_ms:g} ms"
+        f" +-20%, disk write {args.fsync_ms:g} ms, {args.trials} trials per range, seed {args.seed}"
+    )
+    shown = [
+        ("range", "timeouts ms", "{}"),
+        ("trials", "crashes staged", "{}"),
+        ("median_ms", "median ms", "{:,.0f}"),
+        ("mean_ms", "mean ms", "{:,.0f}"),
+        ("max_ms", "worst ms", "{:,.0f}"),
+        ("elections", "elections", "{:.1f}"),
+        ("paper_median_ms", "paper median", "{:,.0f}"),
+        ("paper_mean_ms", "paper mean", "{:,.0f}"),
+        ("paper_max_ms", "paper worst", "{:,.0f}"),
+        ("paper_note", "paper says", "{}"),
+    ]
+    for _, header, _ in shown:
+        table.add_column(header, justify="right")
+    for row in summary.to_dict("records"):
+        cells = []
+        for key, _, fmt in shown:
+            value = row[key]
+            if isinstance(value, float) and math.isinf(value):
+                cells.append(f"> {args.limit:g} s" if key != "elections" else "-")
+            else:
+                cells.append(_fmt(fmt, value))
+        table.add_row(*cells)
+    console.print(table)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        study.to_parquet(args.out, index=False)
+        console.print(f"one row per trial written to {args.out}")
     return 0
 
 
@@ -498,6 +548,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="costs the timed runs simulate with, so they batch as under load (a preset or"
         " a file; default: the shipped table)",
     )
+    calibrate.add_argument(
+        "--no-real",
+        action="store_true",
+        help="skip the end-to-end step (a real one-node cluster for a few seconds)",
+    )
+    elections = sub.add_parser(
+        "elections", help="Raft's election study (paper figure 16) with a modelled disk write"
+    )
+    elections.add_argument("--trials", type=int, default=100, help="leader crashes per range")
+    elections.add_argument("--seed", type=int, default=1)
+    elections.add_argument(
+        "--range", action="append", help="election timeouts in ms, e.g. 150-300 (repeatable)"
+    )
+    elections.add_argument("--delay-ms", type=float, default=5.0, help="mean one-way delay")
+    elections.add_argument("--fsync-ms", type=float, default=5.0, help="the disk write")
+    elections.add_argument("--limit", type=float, default=10.0, help=argparse.SUPPRESS)
+    elections.add_argument("--out", type=Path, help="write one row per trial (parquet)")
+    _add_jobs(elections, "trials")
     speed = sub.add_parser("speed", help="measure simulated messages per wall-clock second")
     speed.add_argument("--protocol", action="append", help="protocol to measure (repeatable)")
     speed.add_argument(
@@ -529,6 +597,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_sweep(args, console)
         if args.command == "calibrate":
             return _cmd_calibrate(args, console)
+        if args.command == "elections":
+            return _cmd_elections(args, console)
         if args.command == "peers":
             from bench.peers.cli import peers_command
 

@@ -117,6 +117,18 @@ def _completed(ops: pd.DataFrame, start: float, end: float) -> int:
     return int(((done >= start) & (done < end)).sum())
 
 
+def _client_cpu(sim: Any, config: RunConfig, ops: pd.DataFrame) -> float:
+    """CPU seconds the clients' hosts spent in the measured window: measured for a
+    real run's load generators; for a simulated one, ``costs.client`` per answer
+    (successful answers only, so a little less than charged), NaN when free."""
+    if hasattr(sim, "load_cpu"):
+        return float(sim.load_cpu)
+    cost = config.cluster.costs.client
+    if not cost:
+        return math.nan
+    return cost * _completed(ops, config.workload.warmup, config.workload.duration)
+
+
 def _failover(ops: pd.DataFrame, faults: list[dict[str, Any]]) -> float:
     crash = next(
         (f["time"] for f in faults if f["action"] == "crash" and f.get("target") == "leader"), None
@@ -247,8 +259,7 @@ def collect(config: RunConfig, runs: list[tuple[str, Any, list[dict[str, Any]], 
                 "leader_changes": node_counters.get("leader_changes", 0),
                 **_busiest(nodes),
                 "max_queue": max((row["queue_max"] for row in nodes), default=0),
-                # CPU cores the load generators used (real runs; simulated clients cost nothing).
-                "client_cpu": getattr(sim, "load_cpu", math.nan) / window,
+                "client_cpu": _client_cpu(sim, config, ops) / window,
                 "sim_msgs": sim.messages_delivered,
                 "wall_s": wall,
                 "sim_msgs_per_wall_s": sim.messages_delivered / wall if wall else math.nan,

@@ -27,6 +27,12 @@ simulator always did.  With costs on, each node is a server with a queue
   the ones before it, ``size / bandwidth`` seconds after it started, and
   then travels for the network's delay (a 1 MB snapshot at 1 Gbit/s takes
   8 ms on the wire).
+* **Clients.**  ``client`` is the CPU a client's host spends per operation
+  (sending the request, handling the answer; 0: clients cost nothing, as
+  when they run on machines of their own).  Clients share ``client_hosts``
+  hosts in turn (0: each its own): an answer waits until its host has
+  handled the ones before it, and the operation completes then.  This is
+  what a load generator process is (``[tcp] processes`` of them over TCP).
 
 Rows are looked up by ``"<protocol>.<Type>"`` first, then ``"<Type>"``;
 ``inputs`` also takes ``"<protocol>.request"`` and ``"<protocol>.tick"``
@@ -116,6 +122,7 @@ _NUMBERS = (
     "record",
     "fsync",
     "bandwidth",
+    "client",
 )
 
 
@@ -136,6 +143,8 @@ class CostConfig:
     record: float = attrs.field(default=0.0, validator=non_negative)
     fsync: float = attrs.field(default=0.0, validator=non_negative)
     bandwidth: float = attrs.field(default=0.0, validator=non_negative)
+    client: float = attrs.field(default=0.0, validator=non_negative)
+    client_hosts: int = attrs.field(default=0, validator=non_negative)
     inputs: dict[str, CostRow] = attrs.field(factory=dict, converter=_input_rows, hash=False)
     records: dict[str, CostRow] = attrs.field(factory=dict, converter=_record_rows, hash=False)
     sends: dict[str, CostRow] = attrs.field(factory=dict, converter=_send_rows, hash=False)
@@ -166,7 +175,7 @@ class CostConfig:
         cpu = {
             name: getattr(self, name) * factor
             for name in _NUMBERS
-            if name not in ("fsync", "bandwidth")
+            if name not in ("fsync", "bandwidth")  # a client's CPU scales too
         }
 
         def scale(rows: dict[str, CostRow]) -> dict[str, CostRow]:

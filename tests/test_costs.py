@@ -68,7 +68,7 @@ def test_a_leader_needing_s_per_command_levels_off_at_one_over_s_and_its_queue_g
     queue = {
         row["time"]: row["queue_area"] / 0.5
         for row in sim.node_intervals()
-        if row["node"] == leader and row["time"] >= 4.0
+        if row["node"] == leader and 4.0 <= row["time"] < 9.0
     }
     lengths = list(queue.values())
     assert len(lengths) >= 9
@@ -231,3 +231,17 @@ def test_all_zero_costs_are_off_and_a_bad_cost_names_its_key():
         structure(ClusterConfig, {"costs": {"inputs": {"x": {"per_entry": 1e-6}}}})
     with pytest.raises(ConfigError, match="costs.fsync"):
         structure(ClusterConfig, {"costs": {"fsync": -1.0}})
+
+
+def test_clients_sharing_one_host_complete_at_most_one_operation_per_client_cost():
+    c = 0.001  # a load generator's CPU per operation; the nodes cost nothing
+    for hosts, expected in ((1, 1 / c), (2, 2 / c)):
+        sim = simulator(
+            "raft",
+            network={"delay": {"kind": "constant", "value": 0.0001}},
+            costs={"client": c, "client_hosts": hosts},
+        )
+        sim.run_for(1.0)
+        Workload(sim, WorkloadConfig(clients=32, duration=3.0, warmup=0.0)).start()
+        sim.run_for(2.0)
+        assert completed_per_second(sim, 2.0, 3.0) == pytest.approx(expected, rel=0.02)

@@ -208,6 +208,9 @@ class Servers:
         self._reply = costs.reply
         self._fsync = costs.fsync
         self.servers = [_Server() for _ in sim.node_ids]
+        # Client hosts (costs.client): when each is free; CPU seconds they spent.
+        self._client_free: dict[int, float] = {}
+        self.client_cpu = 0.0
         self._nodes = sim._nodes
         self._blocked = sim.network.blocked  # mutated in place, never replaced
         self._heap, self._seq = sim._heap, sim._seq
@@ -260,6 +263,17 @@ class Servers:
                 on_reply(waiter, answer)
 
         return send, reply
+
+    def client_host(self, client_id: int, arrives: float) -> float:
+        """When the host of client ``client_id`` has handled an answer that reaches
+        it at ``arrives`` (``CostConfig.client``, ``client_hosts``)."""
+        hosts = self.costs.client_hosts
+        host = client_id % hosts if hosts else client_id
+        free = self._client_free.get(host, 0.0)
+        done = (free if free > arrives else arrives) + self.costs.client
+        self._client_free[host] = done
+        self.client_cpu += self.costs.client
+        return done
 
     def crashed(self, node_id: int) -> None:
         self.servers[node_id].reset(self.sim.now)

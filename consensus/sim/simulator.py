@@ -181,6 +181,7 @@ class Simulator:
         self._nodes = [_Node(i, self._make_storage(i)) for i in self.node_ids]
         #: The cost model at work, or None with costs off.
         self._servers = Servers(self, stats_interval) if costs else None
+        self._client_cost = config.costs.client
         for node in self._nodes:
             self._start(node)
 
@@ -640,7 +641,11 @@ class Simulator:
             return
         client, attempt, generation = waiter
         delay = self.network.client_delay
-        if delay:
+        if self._client_cost:  # the client's host handles the answer (costs on)
+            assert self._servers is not None
+            when = self._servers.client_host(client.client_id, self.now + delay)
+            self._push(when, _CALL, self._answer, (client, attempt, generation, reply))
+        elif delay:
             args = (client, attempt, generation, reply)
             self._push(self.now + delay, _CALL, self._answer, args)
         else:
