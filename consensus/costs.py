@@ -9,7 +9,9 @@ simulator always did.  With costs on, each node is a server with a queue
 
 * **CPU.**  A node handles its waiting inputs as one batch, as the real
   runtime's ``NodeRunner`` does, and is busy for the batch's CPU time: a
-  ``batch`` overhead, plus per input (a peer message by type, a client
+  ``batch`` overhead (plus ``wakeup`` when the node was idle: a process
+  sleeping in its event loop pays to wake up; a busy one does not), plus
+  per input (a peer message by type, a client
   ``request``, a timer ``tick``) ``base + per_byte x its encoded size +
   per_entry x its entry count`` (``CostRow``), plus per output: each record
   persisted (``records`` rows, or ``record``), each message sent (``sends``
@@ -33,6 +35,11 @@ simulator always did.  With costs on, each node is a server with a queue
   hosts in turn (0: each its own): an answer waits until its host has
   handled the ones before it, and the operation completes then.  This is
   what a load generator process is (``[tcp] processes`` of them over TCP).
+* **One machine.**  ``cores`` > 0: every node and client host shares that
+  many CPUs, as a cluster on loopback shares one machine's: a batch or a
+  client's answer that needs CPU waits for the first core to come free
+  (first come, first served; an fsync holds no core).  0 (the default):
+  each node and client host has a CPU of its own, as in a deployment.
 
 Rows are looked up by ``"<protocol>.<Type>"`` first, then ``"<Type>"``;
 ``inputs`` also takes ``"<protocol>.request"`` and ``"<protocol>.tick"``
@@ -111,6 +118,7 @@ def _send_rows(value: Any) -> dict[str, CostRow]:
 
 _NUMBERS = (
     "batch",
+    "wakeup",
     "message",
     "message_per_byte",
     "request",
@@ -132,6 +140,7 @@ class CostConfig:
     (see the theory of operation).  All zero (the default): costs off."""
 
     batch: float = attrs.field(default=0.0, validator=non_negative)
+    wakeup: float = attrs.field(default=0.0, validator=non_negative)
     message: float = attrs.field(default=0.0, validator=non_negative)
     message_per_byte: float = attrs.field(default=0.0, validator=non_negative)
     request: float = attrs.field(default=0.0, validator=non_negative)
@@ -145,6 +154,7 @@ class CostConfig:
     bandwidth: float = attrs.field(default=0.0, validator=non_negative)
     client: float = attrs.field(default=0.0, validator=non_negative)
     client_hosts: int = attrs.field(default=0, validator=non_negative)
+    cores: int = attrs.field(default=0, validator=non_negative)
     inputs: dict[str, CostRow] = attrs.field(factory=dict, converter=_input_rows, hash=False)
     records: dict[str, CostRow] = attrs.field(factory=dict, converter=_record_rows, hash=False)
     sends: dict[str, CostRow] = attrs.field(factory=dict, converter=_send_rows, hash=False)

@@ -50,6 +50,11 @@ Events, beside the simulator's ARRIVE, TIMEOUT and CALL:
   batch held, then start the next batch if inputs wait or a tick is due.
 * ``TIMER(node, incarnation)`` (kind 7): the replica's deadline, lazy as in
   the simulator; a busy node ticks in its next batch instead.
+* ``EARLY(node, incarnation, outbox)`` (kind 8): a batch that writes to
+  disk sends its ``eager`` messages (``Outputs.eager``: a leader's
+  replication, which promises nothing about its own records) when its CPU
+  work is done, before its fsync, as ``NodeRunner`` does: the leader's own
+  write overlaps the round trip.  Its other outputs wait for the fsync.
 
 Invariant: a node has at most one pending ``DONE`` (``wake``), and while it
 is busy (``free_at > now`` or ``wake``) no batch starts except from that
@@ -60,9 +65,15 @@ The ``Simulator``'s harness calls (``propose``, ``snapshot``, a test
 calling ``host.handle``) bypass the queue: their outputs leave at once,
 through the link, as if the node were idle.
 
+With ``costs.cores`` the nodes and client hosts share one machine's cores:
+a batch takes the first core to come free (a heap of the cores' free
+times) and runs from then; its node is busy from the batch's start, so
+what waits for a core waits in the node's queue too.
+
 Statistics (``node_stats``, ``node_bins``), per node and per
-``stats_interval`` of virtual time: CPU and fsync seconds (split at
-interval boundaries, so a long batch counts in every interval it spans),
+``stats_interval`` of virtual time: CPU, fsync and core-waiting seconds
+(split at interval boundaries, so a long batch counts in every interval
+it spans),
 batches, inputs, fsyncs and records (in the interval the batch started
 in), the queue's area (the integral of its length over time, split
 exactly at interval boundaries: divided by the interval, the mean queue
@@ -89,7 +100,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Servers", "entry_counter", "requests_carried"]
 
-_INPUT, _DONE, _TIMER = 5, 6, 7
+_INPUT, _DONE, _TIMER, _EARLY = 5, 6, 7, 8
 _size = itemgetter(2)  # of an outbox item (dst, payload, size, message)
 _INF = float("inf")
 
@@ -105,8 +116,9 @@ STAT_FIELDS = (
     "bytes_sent",
     "link_s",
     "queue_max",
+    "core_wait_s",
 )
-_CPU, _FSYNC, _BATCHES, _INPUTS, _AREA, _FSYNCS, _RECORDS, _BYTES, _LINK, _QMAX = range(10)
+_CPU, _FSYNC, _BATCHES, _INPUTS, _AREA, _FSYNCS, _RECORDS, _BYTES, _LINK, _QMAX, _WAIT = range(11)
 
 
 class _Server:
@@ -202,6 +214,7 @@ class Servers:
         self.pairs = self.sized and not self.on_wire
         self.encode_sends = self.on_wire or config.count_bytes or self.sized
         self._decode = sim._codec.decode if self.on_wire else None
+        self._batch, self._wakeup = costs.batch, costs.wakeup
         self._apply = costs.apply
         self._send = costs.send
         self._send_per_byte = costs.send_per_byte
@@ -211,6 +224,8 @@ class Servers:
         # Client hosts (costs.client): when each is free; CPU seconds they spent.
         self._client_free: dict[int, float] = {}
         self.client_cpu = 0.0
+        # One machine's cores (costs.cores): when each is next free, a heap; empty: no limit.
+        self._core_free: list[float] = [0.0] * costs.cores
         self._nodes = sim._nodes
         self._blocked = sim.network.blocked  # mutated in place, never replaced
         self._heap, self._seq = sim._heap, sim._seq
@@ -270,9 +285,16 @@ class Servers:
         hosts = self.costs.client_hosts
         host = client_id % hosts if hosts else client_id
         free = self._client_free.get(host, 0.0)
-        done = (free if free > arrives else arrives) + self.costs.client
+        start = free if free > arrives else arrives
+        cost = self.costs.client
+        if self._core_free:  # one machine's cores (costs.cores)
+            core = heapq.heappop(self._core_free)
+            if core > start:
+                start = core
+            heapq.heappush(self._core_free, start + cost)
+        done = start + cost
         self._client_free[host] = done
-        self.client_cpu += self.costs.client
+        self.client_cpu += cost
         return done
 
     def crashed(self, node_id: int) -> None:
@@ -338,7 +360,7 @@ class Servers:
             return
         if server.messages or server.requests:  # left over from a batch (max_batch)
             server.messages.append((src, payload, now))
-            self._serve(node, server, now)
+            self._serve(node, server, now, True)
             return
         self._serve_message(node, server, src, payload, now)
 
@@ -350,7 +372,7 @@ class Servers:
             if not server.wake:
                 self._wake_at(node, server)
             return
-        self._serve(node, server, now)
+        self._serve(node, server, now, True)
 
     def timer(self, node_id: int, incarnation: int, now: float) -> None:
         """TIMER: the replica's deadline (lazy: see the simulator)."""
@@ -368,7 +390,7 @@ class Servers:
             return
         deadline = host.replica.next_deadline()
         if deadline is not None and deadline <= now:
-            self._serve(node, server, now)
+            self._serve(node, server, now, True)
         else:
             self.arm(node, deadline)
 
@@ -427,15 +449,16 @@ class Servers:
 
     # -- a batch ------------------------------------------------------------------------
 
-    def _serve(self, node: _Node, server: _Server, now: float) -> None:
-        """Take the waiting inputs as one batch at ``now`` (see the theory of operation)."""
+    def _serve(self, node: _Node, server: _Server, now: float, woke: bool = False) -> None:
+        """Take the waiting inputs as one batch at ``now`` (see the theory of operation);
+        ``woke``: the node was idle (it pays ``costs.wakeup`` first)."""
         host = node.host
         assert host is not None
         replica = host.replica
         messages, requests = server.messages, server.requests
         queued = len(messages) + len(requests)
         budget = self.max_batch
-        cost = self.costs.batch
+        cost = self._batch + self._wakeup if woke else self._batch
         waited: list[float] = []  # arrival times of inputs that waited
         taken = 0
         out: Outputs | None = None
@@ -519,7 +542,7 @@ class Servers:
         else:
             message, size = payload, 0
         base, per_byte, per_entry, count = self._rows.get(type(message), self._default)
-        cost = self.costs.batch + base + per_byte * size
+        cost = self._batch + self._wakeup + base + per_byte * size
         if per_entry:
             cost += per_entry * count(message)
         self.delivered += 1
@@ -547,7 +570,19 @@ class Servers:
         assert host is not None
         stats = host.storage.stats
         syncs, records = stats.syncs, stats.records_written
-        if self._record_costs and (out.persist or out.compact is not None):
+        writes = out.persist or out.compact is not None
+        early: list[tuple[int, Any, int, Any]] = []
+        early_cpu = 0.0
+        if out.eager and writes:
+            # As the runtime does: eager messages go out before the node's own disk
+            # write, which overlaps their round trip (the replica contract's step 0).
+            out = _merged(out)
+            host.send_now(out.eager)
+            out.eager = None
+            early, server.outbox = server.outbox, []
+            cost += self._outbox_cost(early)
+            early_cpu = cost
+        if self._record_costs and writes:
             cost += self._records_cost(out)
         if self._apply and out.committed:
             cost += self._apply * _commands(out.committed)
@@ -555,32 +590,43 @@ class Servers:
         server.collecting = False
         outbox, replies = server.outbox, server.replies
         if outbox:
-            if self._send_rows:
-                cost += self._sends_cost(outbox)
-            else:
-                cost += self._send * len(outbox)
-                if self._send_per_byte:
-                    cost += self._send_per_byte * sum(map(_size, outbox))
+            cost += self._outbox_cost(outbox)
         if replies:
             cost += self._reply * len(replies)
         fsyncs = stats.syncs - syncs
         disk = self._fsync * fsyncs
-        end = now + cost + disk
+        start = now
+        if self._core_free and cost:  # one machine's cores: wait for the first free one
+            start = heapq.heappop(self._core_free)
+            if start < now:
+                start = now
+            heapq.heappush(self._core_free, start + cost)
+        end = start + cost + disk
         server.free_at = end
         b = int(now * self._per_interval)
         row = server.row if b == server.row_bin else self._bin(server, b)
         if end < (b + 1) * self.interval:
             row[_CPU] += cost
             row[_FSYNC] += disk
+            row[_WAIT] += start - now
         else:  # a batch that runs into the next interval: split its time
-            self._spread(server, _CPU, now, now + cost)
-            self._spread(server, _FSYNC, now + cost, end)
+            self._spread(server, _WAIT, now, start)
+            self._spread(server, _CPU, start, start + cost)
+            self._spread(server, _FSYNC, start + cost, end)
         row[_BATCHES] += 1
         row[_INPUTS] += taken
         row[_FSYNCS] += fsyncs
         row[_RECORDS] += stats.records_written - records
         if queued > row[_QMAX]:
             row[_QMAX] = queued
+        if early:
+            if end > start + early_cpu:
+                heapq.heappush(
+                    self._heap,
+                    (start + early_cpu, next(self._seq), _EARLY, node.id, node.incarnation, early),
+                )
+            else:
+                outbox[:0] = early
         if outbox or replies:
             server.outbox, server.replies = [], []
             if end > now:
@@ -612,6 +658,20 @@ class Servers:
             self._wake_at(node, server)  # at free_at, which is now: after this event
             return
         self.arm(node, host.replica.next_deadline())
+
+    def _outbox_cost(self, outbox: list[tuple[int, Any, int, Any]]) -> float:
+        if self._send_rows:
+            return self._sends_cost(outbox)
+        cost = self._send * len(outbox)
+        if self._send_per_byte:
+            cost += self._send_per_byte * sum(map(_size, outbox))
+        return cost
+
+    def early(self, node_id: int, incarnation: int, outbox: Any, now: float) -> None:
+        """EARLY: a batch's eager messages leave, before its disk write ends."""
+        node = self._nodes[node_id]
+        if incarnation == node.incarnation and node.host is not None:
+            self._release(node_id, outbox, now)
 
     def _sends_cost(self, outbox: list[tuple[int, Any, int, Any]]) -> float:
         # Each copy of a broadcast pays its row (its frame is written once per peer).
@@ -722,7 +782,7 @@ class Servers:
         """``Simulator._run`` with costs on: the same loop over this module's events."""
         sim = self.sim
         heap, pop, push = sim._heap, heapq.heappop, heapq.heappush
-        message, done, timer = self.message, self.done, self.timer
+        message, done, timer, early = self.message, self.done, self.timer, self.early
         arrive, client_timer = sim._arrive, sim._client_timer
         processed = 0
         try:
@@ -740,6 +800,8 @@ class Servers:
                     done(a, b, c, time)
                 elif kind == 7:  # _TIMER(node=a, incarnation=b)
                     timer(a, b, time)
+                elif kind == 8:  # _EARLY(node=a, incarnation=b, outbox=c)
+                    early(a, b, c, time)
                 elif kind == 3:  # _ARRIVE(client=a, attempt=b, generation=c)
                     arrive(a, b, c)
                 elif kind == 4:  # _TIMEOUT(client=a)
