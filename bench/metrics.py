@@ -19,10 +19,11 @@
 * ``counters``: one row per protocol, node and protocol counter;
 * ``nodes``: one row per protocol and node: how loaded it was over the
   measured window (costs on, ``consensus.costs``): CPU and busy
-  utilisation (busy: CPU plus waiting for fsyncs, the fraction of time the
-  node could not take new input), fsyncs, batches and records per second,
-  inputs per batch, mean and longest queue, bytes sent and link
-  utilisation; over TCP, each node process's CPU utilisation and fsyncs;
+  utilisation (busy: CPU plus waiting for fsyncs and, with ``costs.cores``,
+  for a core: the fraction of time the node could not take new input),
+  fsyncs, batches and records per second, inputs per batch, mean and
+  longest queue, bytes sent and link utilisation; over TCP, each node
+  process's CPU utilisation and fsyncs;
 * ``queues``: one row per protocol, node and time interval (costs on):
   mean and longest queue, CPU and busy utilisation, fsyncs per second.
 
@@ -164,7 +165,7 @@ def _node_load(
                 "queue_mean": row["queue_area"] / width,
                 "queue_max": int(row["queue_max"]),
                 "cpu_util": row["cpu_s"] / width,
-                "busy_util": (row["cpu_s"] + row["fsync_s"]) / width,
+                "busy_util": (row["cpu_s"] + row["fsync_s"] + row["core_wait_s"]) / width,
                 "fsyncs_per_s": row["fsyncs"] / width,
                 "batches": int(row["batches"]),
             }
@@ -179,7 +180,10 @@ def _node_load(
                     "protocol": protocol,
                     "node": node,
                     "cpu_util": t.get("cpu_s", 0.0) / window,
-                    "busy_util": (t.get("cpu_s", 0.0) + t.get("fsync_s", 0.0)) / window,
+                    "busy_util": (
+                        t.get("cpu_s", 0.0) + t.get("fsync_s", 0.0) + t.get("core_wait_s", 0.0)
+                    )
+                    / window,
                     "fsyncs_per_s": t.get("fsyncs", 0.0) / window,
                     "batches_per_s": batches / window,
                     "inputs_per_batch": t.get("inputs", 0.0) / batches if batches else math.nan,
@@ -260,6 +264,8 @@ def collect(config: RunConfig, runs: list[tuple[str, Any, list[dict[str, Any]], 
                 **_busiest(nodes),
                 "max_queue": max((row["queue_max"] for row in nodes), default=0),
                 "client_cpu": _client_cpu(sim, config, ops) / window,
+                # Real runs: cores the whole machine used in the window (NaN simulated).
+                "host_cpu": getattr(sim, "host_cpu", math.nan) / window,
                 "sim_msgs": sim.messages_delivered,
                 "wall_s": wall,
                 "sim_msgs_per_wall_s": sim.messages_delivered / wall if wall else math.nan,

@@ -80,6 +80,9 @@ class TcpRun:
     cpu: dict[int, float] = attrs.Factory(dict)
     #: CPU seconds of all load-generator processes in the measured window.
     load_cpu: float = 0.0
+    #: CPU seconds the whole machine spent in the measured window (every process,
+    #: the kernel, and whatever else runs there: a shared machine shows here).
+    host_cpu: float = float("nan")
     #: Node statuses at the start of the measured window (for rates).
     statuses_before: list[dict[str, Any]] = attrs.Factory(list)
 
@@ -165,6 +168,15 @@ def _cpu_seconds(pid: int) -> float:
     except OSError:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _host_busy() -> float:
+    """CPU seconds the whole machine has been busy so far (/proc/stat; NaN elsewhere)."""
+    try:
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except OSError:
+        return float("nan")
+    return (sum(fields[:8]) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
 
 
 def cluster_statuses(path: Path, timeout: float = 2.0) -> list[dict[str, Any]]:
@@ -320,8 +332,8 @@ def run_tcp_one(
 
             pids = {n: cluster.pid(n) for n in range(config.cluster.nodes)}
             load_pids: list[int] = []
-            # At warm-up and at duration: node CPU, load CPU (for Results.nodes).
-            marks: list[tuple[dict[int, float], float]] = []
+            # At warm-up and at duration: node CPU, load CPU, the machine's CPU.
+            marks: list[tuple[dict[int, float], float, float]] = []
             statuses_before: list[dict[str, Any]] = []
 
             def tick(elapsed: float) -> None:
@@ -331,6 +343,7 @@ def run_tcp_one(
                         (
                             {n: _cpu_seconds(pid) for n, pid in pids.items()},
                             sum(_cpu_seconds(pid) for pid in load_pids),
+                            _host_busy(),
                         )
                     )
                     if len(marks) == 1:
@@ -359,9 +372,11 @@ def run_tcp_one(
         wall = time.perf_counter() - started
     cpu: dict[int, float] = {}
     load_cpu = 0.0
+    host_cpu = float("nan")
     if len(marks) == 2:
         cpu = {n: marks[1][0][n] - marks[0][0][n] for n in marks[0][0]}
         load_cpu = marks[1][1] - marks[0][1]
+        host_cpu = marks[1][2] - marks[0][2]
     run = TcpRun(
         protocol=protocol,
         node_ids=tuple(range(config.cluster.nodes)),
@@ -370,6 +385,7 @@ def run_tcp_one(
         workdir=str(keep or ""),
         cpu=cpu,
         load_cpu=load_cpu,
+        host_cpu=host_cpu,
         statuses_before=statuses_before,
     )
     return run, faults.log, wall
