@@ -21,9 +21,12 @@ writes the ``[costs]`` table the simulator charges (``consensus.costs``):
 3. **The runtime around it** (``consensus.runtime``): a client request's
    ``Submit`` decoded and its ``Reply`` built and encoded through the
    runtime codec; frames exchanged over a real loopback TCP connection with
-   the framing and Trio calls the transport makes (half of a round trip's
-   CPU time is charged to sending a frame, half to receiving one); and the
-   driver's loop (a Trio event set and waited for, a checkpoint) per batch.
+   the framing and Trio calls the transport makes, within one process (a
+   quarter of a round trip's CPU time is charged to sending a frame, a
+   quarter to receiving one); the driver's loop (a Trio event set and
+   waited for, a checkpoint) per batch; and the wake-up of an idle node:
+   the CPU time of a round trip with another process (which sleeps in
+   between) beyond its two frames.
 4. **fsync**: the mean latency of appending a record and fsyncing it
    through the write-ahead log, one after the other, in the system's
    temporary directory (where ``bench run --tcp`` keeps its nodes' logs).
@@ -354,7 +357,75 @@ def _runtime_costs(rounds: int = 2000) -> dict[str, float]:
         return (perf() - started) / (2 * rounds)
 
     loop = trio.run(driver_loop)
-    return {"request": request, "reply": reply, "frame": frame_cost, "loop": loop}
+    wakeup = max(_cross_process_round_trip(rounds) - 2 * frame_cost, 0.0)
+    return {
+        "request": request,
+        "reply": reply,
+        "frame": frame_cost,
+        "loop": loop,
+        "wakeup": wakeup,
+    }
+
+
+_ECHO = """
+import sys, trio
+from consensus.runtime.tcp import FramedStream
+from consensus.runtime.wire import Reply, runtime_codec
+codec = runtime_codec()
+payload = codec.encode_frame(Reply(client_id=1, seq=1, ok=True, result="x" * 16))
+async def main():
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    print(listeners[0].socket.getsockname()[1], flush=True)
+    async def echo(stream):
+        framed = FramedStream(stream, 1 << 20)
+        while True:
+            frames = await framed.receive_frames()
+            if not frames:
+                return
+            for body in frames:
+                codec.decode(body)
+            await framed.send(payload)
+    await trio.serve_listeners(echo, listeners)
+trio.run(main)
+"""
+
+
+def _cross_process_round_trip(rounds: int) -> float:
+    """CPU seconds one process spends per round trip with a peer process: a frame
+    sent, one received, and waking up in between (it sleeps while the peer works)."""
+    import subprocess
+    import sys
+
+    import trio
+
+    from consensus.runtime.tcp import FramedStream
+    from consensus.runtime.wire import Reply, runtime_codec
+
+    codec = runtime_codec()
+    payload = codec.encode_frame(Reply(client_id=1, seq=1, ok=True, result="x" * 16))
+    echo = subprocess.Popen(
+        [sys.executable, "-c", _ECHO], stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True
+    )
+    try:
+        assert echo.stdout is not None
+        port = int(echo.stdout.readline())
+
+        async def ping() -> float:
+            stream = await trio.open_tcp_stream("127.0.0.1", port)
+            framed = FramedStream(stream, 1 << 20)
+            started = time.process_time()
+            for _ in range(rounds):
+                await framed.send(payload)
+                for body in await framed.receive_frames():
+                    codec.decode(body)
+            took = time.process_time() - started
+            await stream.aclose()
+            return took / rounds
+
+        return trio.run(ping)
+    finally:
+        echo.kill()
+        echo.wait()
 
 
 def measure_fsync(directory: str | None = None, rounds: int = 300) -> float:
@@ -483,6 +554,7 @@ def calibrate(
             f" {date.today().isoformat()}, Python {platform.python_version()}"
         ),
         "batch": runtime["loop"],
+        "wakeup": runtime["wakeup"],
         "message": median(inputs, (".request", ".tick")),
         "message_per_byte": 0.0,
         "request": (statistics.median(requests) if requests else 0.0) + runtime["request"],
@@ -539,6 +611,7 @@ def _row(row: dict[str, Any]) -> str:
 
 COMMENTS = {
     "batch": "per batch of inputs: the driver's loop (a Trio wake-up and checkpoint)",
+    "wakeup": "per batch of a node that was idle: its process waking up from epoll",
     "message": "per peer message of a type without a row below",
     "message_per_byte": "",
     "request": "per client request (rows below): Submit decoding + the replica's accept",

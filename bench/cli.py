@@ -1,4 +1,4 @@
-"""The command line: ``python -m bench run|sweep|chaos|speed|calibrate|elections|peers ...``.
+"""The command line: ``python -m bench run|sweep|chaos|speed|calibrate|validate|elections|peers``.
 
 Exit status: 0 on success, 1 when chaos runs find a violation, 2 on a
 configuration error (nothing written), 3 when a run was lost on a Dask cluster
@@ -205,7 +205,7 @@ def _cmd_speed(args: argparse.Namespace, console: Console) -> int:
     protocols = args.protocol or ["sequencer", "raft", "multipaxos", "paxos"]
     table = Table(
         title=f"simulation speed: {args.clients} closed-loop clients, {args.seconds:g} simulated"
-        f" s, wire={args.wire}, best of {args.repeat}"
+        f" s, wire={args.wire}, costs {args.costs}, best of {args.repeat}"
     )
     headers = ["protocol", "nodes", "sim msgs", "msgs / wall s", "ops / wall s", "µs / op"]
     if jobs > 1:
@@ -221,6 +221,7 @@ def _cmd_speed(args: argparse.Namespace, console: Console) -> int:
                 seconds=args.seconds,
                 wire=args.wire,
                 repeat=args.repeat,
+                costs=args.costs,
             )
             if row is None:
                 continue
@@ -235,7 +236,7 @@ def _cmd_speed(args: argparse.Namespace, console: Console) -> int:
             if jobs > 1:
                 together = measure_parallel(
                     protocol, jobs=jobs, nodes=nodes, clients=args.clients,
-                    seconds=args.seconds, wire=args.wire,
+                    seconds=args.seconds, wire=args.wire, costs=args.costs,
                 )  # fmt: skip
                 assert together is not None
                 cells.append(f"{together['msgs_per_s']:,.0f}")
@@ -270,6 +271,42 @@ def _cmd_calibrate(args: argparse.Namespace, console: Console) -> int:
         console.print(f"[costs] table written to {path}")
     else:
         console.print(to_toml(table), markup=False, highlight=False, end="")
+    return 0
+
+
+def _cmd_validate(args: argparse.Namespace, console: Console) -> int:
+    from importlib.resources import files
+
+    from bench.validate import compare, peaks
+
+    config = args.config or str(files("bench") / "configs" / "validate.toml")
+    clients = [int(c) for c in args.clients.split(",")]
+    with Console(stderr=True).status("validating...") as status:
+        rows = compare(config, clients, progress=lambda what: status.update(f"running {what}"))
+    table = Table(title=f"simulated (sim) and real over TCP (tcp): {config}")
+    shown = [
+        ("mode", "{}"),
+        ("protocol", "{}"),
+        ("clients", "{}"),
+        ("completed_per_s", "{:,.0f}"),
+        ("p50_ms", "{:.2f}"),
+        ("p99_ms", "{:.2f}"),
+        ("busiest_cpu", "{:.0%}"),
+        ("client_cpu", "{:.2f}"),
+        ("host_cpu", "{:.2f}"),
+        ("other_cpu", "{:.2f}"),
+    ]
+    for column, _ in shown:
+        table.add_column(column, justify="right")
+    for row in rows.sort_values(["protocol", "clients", "mode"]).to_dict("records"):
+        table.add_row(*(_fmt(fmt, row[column]) for column, fmt in shown))
+    console.print(table)
+    best = peaks(rows)
+    console.print(best.round(3).to_string(index=False))
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        rows.to_parquet(args.out, index=False)
+        console.print(f"rows written to {args.out}")
     return 0
 
 
@@ -553,6 +590,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="skip the end-to-end step (a real one-node cluster for a few seconds)",
     )
+    validate = sub.add_parser(
+        "validate", help="one config simulated with calibrated costs and run over TCP, side by side"
+    )
+    validate.add_argument("config", nargs="?", help="run config (default: configs/validate.toml)")
+    validate.add_argument(
+        "--clients", default="16,64,256,1024", help="closed-loop client counts (comma-separated)"
+    )
+    validate.add_argument("--out", type=Path, help="write the rows (parquet)")
     elections = sub.add_parser(
         "elections", help="Raft's election study (paper figure 16) with a modelled disk write"
     )
@@ -575,6 +620,11 @@ def build_parser() -> argparse.ArgumentParser:
     speed.add_argument("--clients", type=int, default=32)
     speed.add_argument("--seconds", type=float, default=5.0, help="simulated seconds")
     speed.add_argument("--wire", choices=("objects", "bytes"), default="objects")
+    speed.add_argument(
+        "--costs",
+        default="off",
+        help="the nodes' costs: off (default), default (the measured table) or a file",
+    )
     speed.add_argument(
         "-j",
         "--jobs",
@@ -599,6 +649,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_calibrate(args, console)
         if args.command == "elections":
             return _cmd_elections(args, console)
+        if args.command == "validate":
+            return _cmd_validate(args, console)
         if args.command == "peers":
             from bench.peers.cli import peers_command
 
