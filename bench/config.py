@@ -37,6 +37,7 @@ from consensus.schema import ConfigError, in_range, load_toml, one_of, structure
 
 __all__ = [
     "COST_PRESETS",
+    "DEFAULT_CLIENTS",
     "DEFAULT_PROTOCOLS",
     "TCP_FAULTS",
     "RunConfig",
@@ -46,6 +47,9 @@ __all__ = [
 ]
 
 DEFAULT_PROTOCOLS = ("raft", "multipaxos", "paxos")
+
+#: Closed-loop clients of the built-in comparison (``RunConfig()``).
+DEFAULT_CLIENTS = 256
 
 #: Named cost tables: ``default`` (measured, shipped) and ``off`` (all zero).
 COST_PRESETS = ("default", "off")
@@ -137,7 +141,11 @@ class RunConfig:
 
     Unlike a bare ``ClusterConfig``, a run's cluster pays the measured costs
     of ``bench/configs/costs-default.toml`` unless its ``[costs]`` table says
-    otherwise (see the module's docstring).
+    otherwise (see the module's docstring).  The built-in comparison
+    (``load_run_config(None)``, ``python -m bench run`` without a file)
+    offers ``DEFAULT_CLIENTS`` closed-loop clients, more than a leader can
+    serve, so each protocol shows its peak and its busiest node; otherwise
+    the workload starts from ``WorkloadConfig``'s defaults (8 clients).
 
     With ``[cluster.network] kind = "tcp"`` (or a top-level ``[network]``
     table, or ``python -m bench run --tcp``) each protocol runs as real node
@@ -227,7 +235,9 @@ class RunConfig:
 def load_run_config(source: str | Path | dict[str, Any] | RunConfig | None = None) -> RunConfig:
     """A ``RunConfig`` from a TOML path, a mapping, an object, or the defaults."""
     if source is None:
-        return RunConfig()
+        # The built-in comparison offers more than a 3-node leader can serve, so
+        # each protocol runs at its peak.
+        return RunConfig(workload=WorkloadConfig(clients=DEFAULT_CLIENTS))
     if isinstance(source, RunConfig):
         return source
     data = dict(source) if isinstance(source, dict) else load_toml(source)
