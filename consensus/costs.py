@@ -32,9 +32,11 @@ simulator always did.  With costs on, each node is a server with a queue
 * **Clients.**  ``client`` is the CPU a client's host spends per operation
   (sending the request, handling the answer; 0: clients cost nothing, as
   when they run on machines of their own).  Clients share ``client_hosts``
-  hosts in turn (0: each its own): an answer waits until its host has
-  handled the ones before it, and the operation completes then.  This is
-  what a load generator process is (``[tcp] processes`` of them over TCP).
+  hosts in turn (0: each its own).  A host handles answers in batches, as a
+  client library does a frame of replies: those that arrived while it was
+  busy are handled together, and their operations complete (their clients'
+  next requests leave) when the batch ends.  This is what a load generator
+  process is (``[tcp] processes`` of them over TCP).
 * **One machine.**  ``cores`` > 0: every node and client host shares that
   many CPUs, as a cluster on loopback shares one machine's: a batch or a
   client's answer that needs CPU waits for the first core to come free

@@ -66,9 +66,10 @@ calling ``host.handle``) bypass the queue: their outputs leave at once,
 through the link, as if the node were idle.
 
 With ``costs.cores`` the nodes and client hosts share one machine's cores:
-a batch takes the first core to come free (a heap of the cores' free
-times) and runs from then; its node is busy from the batch's start, so
-what waits for a core waits in the node's queue too.
+a batch runs on the core its node ran on last if that is free (a process
+keeps its CPU while it has work), else on the first core to come free,
+from then; its node is busy from the batch's start, so what waits for a
+core waits in the node's queue too.  A client host's answers likewise.
 
 Statistics (``node_stats``, ``node_bins``), per node and per
 ``stats_interval`` of virtual time: CPU, fsync and core-waiting seconds
@@ -100,7 +101,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Servers", "entry_counter", "requests_carried"]
 
-_INPUT, _DONE, _TIMER, _EARLY = 5, 6, 7, 8
+_CALL, _INPUT, _DONE, _TIMER, _EARLY = 2, 5, 6, 7, 8
 _size = itemgetter(2)  # of an outbox item (dst, payload, size, message)
 _INF = float("inf")
 
@@ -136,6 +137,7 @@ class _Server:
         "bins",
         "row_bin",
         "row",
+        "core",
     )
 
     def __init__(self) -> None:
@@ -152,6 +154,7 @@ class _Server:
         # The latest interval's counts, cached (most batches fall in the same one).
         self.row_bin = -1
         self.row: list[float] = []
+        self.core = -1  # the core this node ran on last (costs.cores)
 
     def reset(self, now: float) -> None:
         """A crash: the queue and held outputs are lost."""
@@ -221,11 +224,13 @@ class Servers:
         self._reply = costs.reply
         self._fsync = costs.fsync
         self.servers = [_Server() for _ in sim.node_ids]
-        # Client hosts (costs.client): when each is free; CPU seconds they spent.
-        self._client_free: dict[int, float] = {}
+        # Client hosts (costs.client): answers waiting, hosts busy; CPU seconds spent.
+        self._client_queue: dict[int, list[tuple[float, tuple[Any, ...]]]] = {}
+        self._client_busy: set[int] = set()
         self.client_cpu = 0.0
-        # One machine's cores (costs.cores): when each is next free, a heap; empty: no limit.
+        # One machine's cores (costs.cores): when each is next free; empty: no limit.
         self._core_free: list[float] = [0.0] * costs.cores
+        self._client_core: dict[int, int] = {}  # the core each client host ran on last
         self._nodes = sim._nodes
         self._blocked = sim.network.blocked  # mutated in place, never replaced
         self._heap, self._seq = sim._heap, sim._seq
@@ -279,23 +284,66 @@ class Servers:
 
         return send, reply
 
-    def client_host(self, client_id: int, arrives: float) -> float:
-        """When the host of client ``client_id`` has handled an answer that reaches
-        it at ``arrives`` (``CostConfig.client``, ``client_hosts``)."""
+    def _take_core(self, last: int, start: float, cost: float) -> tuple[int, float]:
+        """A core for ``cost`` seconds of CPU from ``start`` on: the one its owner ran
+        on last if free by then (busy work stays on its core), else the first free."""
+        free = self._core_free
+        if last < 0 or free[last] > start:
+            last = min(range(len(free)), key=free.__getitem__)
+            if free[last] > start:
+                start = free[last]
+        free[last] = start + cost
+        return last, start
+
+    def client_answer(self, client_id: int, args: tuple[Any, ...], arrives: float) -> None:
+        """An answer for client ``client_id`` reaches its host at ``arrives``; the
+        simulator's ``_answer(*args)`` runs once the host has handled it.
+
+        A host handles answers in batches, as a load generator's client library
+        does a frame of replies: everything that arrived while it was busy is
+        handled together, ``costs.client`` each, and completes (its client's next
+        request leaves) when the batch ends."""
         hosts = self.costs.client_hosts
         host = client_id % hosts if hosts else client_id
-        free = self._client_free.get(host, 0.0)
-        start = free if free > arrives else arrives
-        cost = self.costs.client
+        queue = self._client_queue.setdefault(host, [])
+        queue.append((arrives, args))
+        if host not in self._client_busy:
+            self._client_busy.add(host)
+            heapq.heappush(
+                self._heap, (arrives, next(self._seq), _CALL, self._client_batch, (host,), None)
+            )
+
+    def _client_batch(self, host: int) -> None:
+        # A client host takes every answer that has arrived as one batch.
+        now = self.sim.now
+        queue = self._client_queue[host]
+        ready = [args for arrives, args in queue if arrives <= now]
+        self._client_queue[host] = [item for item in queue if item[0] > now]
+        if not ready:  # the first answer is still on its way
+            first = min(arrives for arrives, _ in queue)
+            heapq.heappush(
+                self._heap, (first, next(self._seq), _CALL, self._client_batch, (host,), None)
+            )
+            return
+        cost = self.costs.client * len(ready)
+        start = now
         if self._core_free:  # one machine's cores (costs.cores)
-            core = heapq.heappop(self._core_free)
-            if core > start:
-                start = core
-            heapq.heappush(self._core_free, start + cost)
-        done = start + cost
-        self._client_free[host] = done
+            core, start = self._take_core(self._client_core.get(host, -1), now, cost)
+            self._client_core[host] = core
         self.client_cpu += cost
-        return done
+        heapq.heappush(
+            self._heap,
+            (start + cost, next(self._seq), _CALL, self._client_done, (host, ready), None),
+        )
+
+    def _client_done(self, host: int, answers: list[tuple[Any, ...]]) -> None:
+        answer = self.sim._answer
+        for args in answers:
+            answer(*args)
+        if self._client_queue.get(host):
+            self._client_batch(host)  # what arrived meanwhile: the next batch, now
+        else:
+            self._client_busy.discard(host)
 
     def crashed(self, node_id: int) -> None:
         self.servers[node_id].reset(self.sim.now)
@@ -597,10 +645,7 @@ class Servers:
         disk = self._fsync * fsyncs
         start = now
         if self._core_free and cost:  # one machine's cores: wait for the first free one
-            start = heapq.heappop(self._core_free)
-            if start < now:
-                start = now
-            heapq.heappush(self._core_free, start + cost)
+            server.core, start = self._take_core(server.core, now, cost)
         end = start + cost + disk
         server.free_at = end
         b = int(now * self._per_interval)

@@ -643,8 +643,8 @@ class Simulator:
         delay = self.network.client_delay
         if self._client_cost:  # the client's host handles the answer (costs on)
             assert self._servers is not None
-            when = self._servers.client_host(client.client_id, self.now + delay)
-            self._push(when, _CALL, self._answer, (client, attempt, generation, reply))
+            args = (client, attempt, generation, reply)
+            self._servers.client_answer(client.client_id, args, self.now + delay)
         elif delay:
             args = (client, attempt, generation, reply)
             self._push(self.now + delay, _CALL, self._answer, args)
