@@ -218,6 +218,8 @@ class Servers:
         self.encode_sends = self.on_wire or config.count_bytes or self.sized
         self._decode = sim._codec.decode if self.on_wire else None
         self._batch, self._wakeup = costs.batch, costs.wakeup
+        self._packing = config.pack_proposals > 1
+        self._client = costs.client
         self._apply = costs.apply
         self._send = costs.send
         self._send_per_byte = costs.send_per_byte
@@ -304,6 +306,14 @@ class Servers:
         handled together, ``costs.client`` each, and completes (its client's next
         request leaves) when the batch ends."""
         hosts = self.costs.client_hosts
+        if not hosts and not self._core_free:
+            # A host per client, with a core of its own: one answer at a time, at once.
+            heapq.heappush(
+                self._heap,
+                (arrives + self._client, next(self._seq), _CALL, self.sim._answer, args, None),
+            )
+            self.client_cpu += self._client
+            return
         host = client_id % hosts if hosts else client_id
         queue = self._client_queue.setdefault(host, [])
         queue.append((arrives, args))
@@ -533,7 +543,7 @@ class Servers:
             result = replica.step(now, src, message)
             if out is None:
                 out = result
-            else:
+            elif result:  # most acknowledgements change nothing: skip the merge
                 if not merged:
                     out, merged = _merged(out), True
                 out.extend(result)
@@ -550,13 +560,17 @@ class Servers:
                 items.append((request, waiter))
             cost += self.request_cost * take
             taken += take
-            result = host.accept(now, *items[0]) if take == 1 else host.accept_many(now, items)
-            if out is None:
-                out = result
-            else:
-                if not merged:
-                    out, merged = _merged(out), True
-                out.extend(result)
+            if self._packing and take > 1:
+                results = [host.accept_many(now, items)]
+            else:  # accept_many without packing, without its merging of every result
+                results = [host.accept(now, request, waiter) for request, waiter in items]
+            for result in results:
+                if out is None:
+                    out = result
+                elif result:
+                    if not merged:
+                        out, merged = _merged(out), True
+                    out.extend(result)
         deadline = replica.next_deadline()
         if deadline is not None and deadline <= now:
             cost += self.tick_cost
