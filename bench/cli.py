@@ -36,7 +36,7 @@ COLUMNS = [
     ("bytes_per_op", "bytes/op", "{:,.0f}"),
     ("leader_changes", "leader changes", "{}"),
     ("unknown", "unknown", "{}"),
-    ("busiest_util", "busiest node", "busiest"),
+    ("busiest_cpu", "busiest node (CPU)", "busiest"),
 ]
 
 
@@ -56,8 +56,8 @@ def _safety(protocol: str) -> str:
 
 
 def _busiest(row: dict) -> str:
-    # "n1 97%": the node busiest over the measured window and the share of time it was busy.
-    util = row.get("busiest_util", math.nan)
+    # "n1 97%": the busiest node over the measured window and its CPU utilisation.
+    util = row.get("busiest_cpu", math.nan)
     if not isinstance(util, float) or math.isnan(util):
         return "-"
     return f"n{row['busiest_node']} {util:.0%}"

@@ -65,7 +65,7 @@ def test_node_load_tables_and_the_busiest_node_in_the_summary(tmp_path):
     }
     results = run(config)
     (row,) = results.summary.to_dict("records")
-    assert row["busiest_util"] == pytest.approx(1.0, abs=0.01)
+    assert row["busiest_cpu"] == pytest.approx(1.0, abs=0.01)
     assert row["completed_per_s"] == pytest.approx(1000, rel=0.05)  # served: 1/S
     assert row["throughput"] > 1200  # the rest of what was offered completes in the drain
     leader = row["busiest_node"]
