@@ -20,6 +20,14 @@ NOTEBOOKS = sorted((Path(__file__).parent.parent / "notebooks").glob("*.ipynb"))
 #: notebook -> the values CI runs it with.
 CI_PARAMETERS: dict[str, dict[str, Any]] = {
     "why_consensus.ipynb": {"DURATION": 6.0},
+    "saturation.ipynb": {
+        "RATES": [5000, 40000],
+        "NODES": [3],
+        "PACKS": [0],
+        "DURATION": 0.8,
+        "JOBS": 1,
+        "ELECTION_TRIALS": 3,
+    },
 }
 
 
