@@ -75,7 +75,7 @@ from consensus.commands import Put, Request
 from consensus.config import ClusterConfig, Delay, NetworkConfig
 from consensus.costs import CostConfig
 from consensus.schema import structure
-from consensus.sim.servers import entry_counter
+from consensus.sim.costrows import entry_counter
 from consensus.sim.simulator import Simulator
 from consensus.wal import DurableStorage
 

@@ -65,21 +65,12 @@ The ``Simulator``'s harness calls (``propose``, ``snapshot``, a test
 calling ``host.handle``) bypass the queue: their outputs leave at once,
 through the link, as if the node were idle.
 
-With ``costs.cores`` the nodes and client hosts share one machine's cores:
-a batch runs on the core its node ran on last if that is free (a process
-keeps its CPU while it has work), else on the first core to come free,
-from then; its node is busy from the batch's start, so what waits for a
-core waits in the node's queue too.  A client host's answers likewise.
-
-Statistics (``node_stats``, ``node_bins``), per node and per
-``stats_interval`` of virtual time: CPU, fsync and core-waiting seconds
-(split at interval boundaries, so a long batch counts in every interval
-it spans),
-batches, inputs, fsyncs and records (in the interval the batch started
-in), the queue's area (the integral of its length over time, split
-exactly at interval boundaries: divided by the interval, the mean queue
-length), the longest queue a batch found, bytes and link seconds sent (in
-the interval the message left in).
+With ``costs.cores`` the nodes and client hosts share one machine's cores,
+and with ``costs.client`` the clients' answers wait for their hosts
+(``consensus.sim.clienthosts``); cost rows are compiled per class
+(``consensus.sim.costrows``); what each node did is counted per interval
+of virtual time (``consensus.sim.nodestats``; ``node_stats``,
+``node_bins``).
 """
 
 from __future__ import annotations
@@ -89,37 +80,33 @@ from collections import deque
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any, Callable
 
-import attrs
-
-from consensus.commands import Batch, PackedBatch, Request
-from consensus.costs import CostRow
+from consensus.commands import Request
 from consensus.replica import Outputs
-from consensus.schema import ConfigError
+from consensus.sim.clienthosts import ClientHosts, Cores
+from consensus.sim.costrows import Row, commands_in, compile_rows, no_entries
+from consensus.sim.nodestats import (
+    BATCHES,
+    BYTES,
+    CPU,
+    FSYNC,
+    FSYNCS,
+    INPUTS,
+    LINK,
+    QMAX,
+    RECORDS,
+    STAT_FIELDS,
+    WAIT,
+    NodeStats,
+)
 
 if TYPE_CHECKING:
     from consensus.sim.simulator import Simulator, _Node
 
-__all__ = ["Servers", "entry_counter", "requests_carried"]
+__all__ = ["Servers"]
 
 _CALL, _INPUT, _DONE, _TIMER, _EARLY = 2, 5, 6, 7, 8
 _size = itemgetter(2)  # of an outbox item (dst, payload, size, message)
 _INF = float("inf")
-
-# What is counted per node and interval, in this order (queue_max: the largest).
-STAT_FIELDS = (
-    "cpu_s",
-    "fsync_s",
-    "batches",
-    "inputs",
-    "queue_area",
-    "fsyncs",
-    "records",
-    "bytes_sent",
-    "link_s",
-    "queue_max",
-    "core_wait_s",
-)
-_CPU, _FSYNC, _BATCHES, _INPUTS, _AREA, _FSYNCS, _RECORDS, _BYTES, _LINK, _QMAX, _WAIT = range(11)
 
 
 class _Server:
@@ -134,13 +121,11 @@ class _Server:
         "replies",
         "collecting",
         "link_free",
-        "bins",
-        "row_bin",
-        "row",
+        "stats",
         "core",
     )
 
-    def __init__(self) -> None:
+    def __init__(self, interval: float) -> None:
         self.messages: deque[tuple[int, Any, float]] = deque()
         self.requests: deque[tuple[Request, Any, float]] = deque()
         self.free_at = 0.0
@@ -149,11 +134,7 @@ class _Server:
         self.replies: list[tuple[Any, Any]] = []
         self.collecting = False  # inside a batch: outputs are held
         self.link_free = 0.0
-        #: interval number -> counts in STAT_FIELDS order
-        self.bins: dict[int, list[float]] = {}
-        # The latest interval's counts, cached (most batches fall in the same one).
-        self.row_bin = -1
-        self.row: list[float] = []
+        self.stats = NodeStats(interval)
         self.core = -1  # the core this node ran on last (costs.cores)
 
     def reset(self, now: float) -> None:
@@ -177,29 +158,30 @@ class Servers:
         self.costs = costs
         self.max_batch = config.max_batch
         self.interval = stats_interval
-        self._per_interval = 1.0 / stats_interval
         self.delivered = 0
         protocol = sim.spec.name
         # class -> (base, per_byte, per_entry, entry counter): what a message received,
         # a record persisted or a message sent costs (see consensus.costs).
-        default: Row = (costs.message, costs.message_per_byte, 0.0, _none)
+        default: Row = (costs.message, costs.message_per_byte, 0.0, no_entries)
         self._default = default
-        self._rows = _compile(sim.spec.messages, default, lambda n: costs.input_row(protocol, n))
+        self._rows = compile_rows(
+            sim.spec.messages, default, lambda n: costs.input_row(protocol, n)
+        )
         request = costs.input_row(protocol, "request")
         self.request_cost = costs.request if request is None else request.base
         tick = costs.input_row(protocol, "tick")
         self.tick_cost = costs.tick if tick is None else tick.base
-        record_default: Row = (costs.record, 0.0, 0.0, _none)
+        record_default: Row = (costs.record, 0.0, 0.0, no_entries)
         self._record_default = record_default
-        self._records = _compile(
+        self._records = compile_rows(
             sim.spec.records, record_default, lambda n: costs.record_row(protocol, n)
         )
         self._record_bytes = any(r[1] for r in self._records.values())
         # Whether persisting costs anything but its fsync (else skip the records loop).
         self._record_costs = any(any(r[:3]) for r in (record_default, *self._records.values()))
-        send_default: Row = (costs.send, costs.send_per_byte, 0.0, _none)
+        send_default: Row = (costs.send, costs.send_per_byte, 0.0, no_entries)
         self._send_default = send_default
-        self._sends = _compile(
+        self._sends = compile_rows(
             sim.spec.messages, send_default, lambda n: costs.send_row(protocol, n)
         )
         # Without rows of their own, a batch's sends cost send + send_per_byte x bytes.
@@ -219,20 +201,16 @@ class Servers:
         self._decode = sim._codec.decode if self.on_wire else None
         self._batch, self._wakeup = costs.batch, costs.wakeup
         self._packing = config.pack_proposals > 1
-        self._client = costs.client
         self._apply = costs.apply
         self._send = costs.send
         self._send_per_byte = costs.send_per_byte
         self._reply = costs.reply
         self._fsync = costs.fsync
-        self.servers = [_Server() for _ in sim.node_ids]
-        # Client hosts (costs.client): answers waiting, hosts busy; CPU seconds spent.
-        self._client_queue: dict[int, list[tuple[float, tuple[Any, ...]]]] = {}
-        self._client_busy: set[int] = set()
-        self.client_cpu = 0.0
-        # One machine's cores (costs.cores): when each is next free; empty: no limit.
-        self._core_free: list[float] = [0.0] * costs.cores
-        self._client_core: dict[int, int] = {}  # the core each client host ran on last
+        self.servers = [_Server(stats_interval) for _ in sim.node_ids]
+        self.cores = Cores(costs.cores)
+        self._core_free = self.cores.free  # empty: no limit (consensus.sim.clienthosts)
+        self.clients = ClientHosts(sim, costs, self.cores)
+        self.client_answer = self.clients.answer
         self._nodes = sim._nodes
         self._blocked = sim.network.blocked  # mutated in place, never replaced
         self._heap, self._seq = sim._heap, sim._seq
@@ -286,75 +264,6 @@ class Servers:
 
         return send, reply
 
-    def _take_core(self, last: int, start: float, cost: float) -> tuple[int, float]:
-        """A core for ``cost`` seconds of CPU from ``start`` on: the one its owner ran
-        on last if free by then (busy work stays on its core), else the first free."""
-        free = self._core_free
-        if last < 0 or free[last] > start:
-            last = min(range(len(free)), key=free.__getitem__)
-            if free[last] > start:
-                start = free[last]
-        free[last] = start + cost
-        return last, start
-
-    def client_answer(self, client_id: int, args: tuple[Any, ...], arrives: float) -> None:
-        """An answer for client ``client_id`` reaches its host at ``arrives``; the
-        simulator's ``_answer(*args)`` runs once the host has handled it.
-
-        A host handles answers in batches, as a load generator's client library
-        does a frame of replies: everything that arrived while it was busy is
-        handled together, ``costs.client`` each, and completes (its client's next
-        request leaves) when the batch ends."""
-        hosts = self.costs.client_hosts
-        if not hosts and not self._core_free:
-            # A host per client, with a core of its own: one answer at a time, at once.
-            heapq.heappush(
-                self._heap,
-                (arrives + self._client, next(self._seq), _CALL, self.sim._answer, args, None),
-            )
-            self.client_cpu += self._client
-            return
-        host = client_id % hosts if hosts else client_id
-        queue = self._client_queue.setdefault(host, [])
-        queue.append((arrives, args))
-        if host not in self._client_busy:
-            self._client_busy.add(host)
-            heapq.heappush(
-                self._heap, (arrives, next(self._seq), _CALL, self._client_batch, (host,), None)
-            )
-
-    def _client_batch(self, host: int) -> None:
-        # A client host takes every answer that has arrived as one batch.
-        now = self.sim.now
-        queue = self._client_queue[host]
-        ready = [args for arrives, args in queue if arrives <= now]
-        self._client_queue[host] = [item for item in queue if item[0] > now]
-        if not ready:  # the first answer is still on its way
-            first = min(arrives for arrives, _ in queue)
-            heapq.heappush(
-                self._heap, (first, next(self._seq), _CALL, self._client_batch, (host,), None)
-            )
-            return
-        cost = self.costs.client * len(ready)
-        start = now
-        if self._core_free:  # one machine's cores (costs.cores)
-            core, start = self._take_core(self._client_core.get(host, -1), now, cost)
-            self._client_core[host] = core
-        self.client_cpu += cost
-        heapq.heappush(
-            self._heap,
-            (start + cost, next(self._seq), _CALL, self._client_done, (host, ready), None),
-        )
-
-    def _client_done(self, host: int, answers: list[tuple[Any, ...]]) -> None:
-        answer = self.sim._answer
-        for args in answers:
-            answer(*args)
-        if self._client_queue.get(host):
-            self._client_batch(host)  # what arrived meanwhile: the next batch, now
-        else:
-            self._client_busy.discard(host)
-
     def crashed(self, node_id: int) -> None:
         self.servers[node_id].reset(self.sim.now)
 
@@ -396,9 +305,9 @@ class Servers:
                     push(heap, (arrival, next(seq), _INPUT, dst, src, payload))
         server.link_free = link_free
         if sent:
-            row = self._row(server, now)
-            row[_BYTES] += sent
-            row[_LINK] += link_time
+            row = server.stats.row_at(now)
+            row[BYTES] += sent
+            row[LINK] += link_time
 
     # -- events -------------------------------------------------------------------------
 
@@ -587,7 +496,7 @@ class Servers:
             return
         self._close(node, server, out, cost, now, taken, queued)
         if waited:
-            self._waited(server, waited, now)
+            server.stats.waited(waited, now)
 
     def _serve_message(
         self, node: _Node, server: _Server, src: int, payload: Any, now: float
@@ -647,7 +556,7 @@ class Servers:
         if self._record_costs and writes:
             cost += self._records_cost(out)
         if self._apply and out.committed:
-            cost += self._apply * _commands(out.committed)
+            cost += self._apply * commands_in(out.committed)
         host.handle(now, out)
         server.collecting = False
         outbox, replies = server.outbox, server.replies
@@ -659,25 +568,26 @@ class Servers:
         disk = self._fsync * fsyncs
         start = now
         if self._core_free and cost:  # one machine's cores: wait for the first free one
-            server.core, start = self._take_core(server.core, now, cost)
+            server.core, start = self.cores.take(server.core, now, cost)
         end = start + cost + disk
         server.free_at = end
-        b = int(now * self._per_interval)
-        row = server.row if b == server.row_bin else self._bin(server, b)
-        if end < (b + 1) * self.interval:
-            row[_CPU] += cost
-            row[_FSYNC] += disk
-            row[_WAIT] += start - now
+        counts = server.stats
+        b = int(now * counts.per)
+        row = counts.row if b == counts.row_bin else counts.bin(b)
+        if end < (b + 1) * counts.interval:
+            row[CPU] += cost
+            row[FSYNC] += disk
+            row[WAIT] += start - now
         else:  # a batch that runs into the next interval: split its time
-            self._spread(server, _WAIT, now, start)
-            self._spread(server, _CPU, start, start + cost)
-            self._spread(server, _FSYNC, start + cost, end)
-        row[_BATCHES] += 1
-        row[_INPUTS] += taken
-        row[_FSYNCS] += fsyncs
-        row[_RECORDS] += stats.records_written - records
-        if queued > row[_QMAX]:
-            row[_QMAX] = queued
+            counts.spread(WAIT, now, start)
+            counts.spread(CPU, start, start + cost)
+            counts.spread(FSYNC, start + cost, end)
+        row[BATCHES] += 1
+        row[INPUTS] += taken
+        row[FSYNCS] += fsyncs
+        row[RECORDS] += stats.records_written - records
+        if queued > row[QMAX]:
+            row[QMAX] = queued
         if early:
             if end > start + early_cpu:
                 heapq.heappush(
@@ -759,68 +669,19 @@ class Servers:
 
     # -- statistics -----------------------------------------------------------------------
 
-    def _row(self, server: _Server, t: float) -> list[float]:
-        # The counts of the interval holding time t.
-        b = int(t * self._per_interval)
-        return server.row if b == server.row_bin else self._bin(server, b)
-
-    @staticmethod
-    def _bin(server: _Server, b: int) -> list[float]:
-        row = server.bins.get(b)
-        if row is None:
-            row = server.bins[b] = [0.0] * len(STAT_FIELDS)
-        if b >= server.row_bin:
-            server.row_bin, server.row = b, row
-        return row
-
-    def _spread(self, server: _Server, field: int, start: float, end: float) -> None:
-        # Add the time from start to end to field, interval by interval.
-        per, width = self._per_interval, self.interval
-        first, last = int(start * per), int(end * per)
-        if first == last:
-            self._bin(server, first)[field] += end - start
-            return
-        self._bin(server, first)[field] += (first + 1) * width - start
-        for b in range(first + 1, last):
-            self._bin(server, b)[field] += width
-        self._bin(server, last)[field] += end - last * width
-
-    def _waited(self, server: _Server, arrivals: list[float], now: float) -> None:
-        # Each input's wait [arrived, now) adds to the queue's area, interval by interval.
-        per, width = self._per_interval, self.interval
-        last = int(now * per)
-        row = self._bin(server, last)
-        for arrived in arrivals:
-            first = int(arrived * per)
-            if first == last:
-                row[_AREA] += now - arrived
-                continue
-            self._bin(server, first)[_AREA] += (first + 1) * width - arrived
-            for b in range(first + 1, last):
-                self._bin(server, b)[_AREA] += width
-            row[_AREA] += now - last * width
+    @property
+    def client_cpu(self) -> float:
+        """CPU seconds the clients' hosts spent (``costs.client``)."""
+        return self.clients.cpu
 
     def node_bins(self) -> list[dict[str, Any]]:
-        """Counts per node and ``stats_interval`` (see the theory of operation), one
+        """Counts per node and ``stats_interval`` (``consensus.sim.nodestats``), one
         row per interval with anything counted; inputs still queued count up to now."""
         now = self.sim.now
         rows = []
         for node_id, server in enumerate(self.servers):
             queued = [t for _, _, t in server.messages] + [t for _, _, t in server.requests]
-            bins = {b: list(row) for b, row in server.bins.items()}
-            if queued:
-                # Count the waits so far without changing the live counts.
-                live, server.bins = server.bins, bins
-                try:
-                    self._waited(server, queued, now)
-                finally:
-                    server.bins = live
-            for b in sorted(bins):
-                if not any(bins[b]):
-                    continue
-                row: dict[str, Any] = {"node": node_id, "time": b * self.interval}
-                row.update(zip(STAT_FIELDS, bins[b], strict=True))
-                rows.append(row)
+            rows.extend(server.stats.rows(node_id, queued, now))
         return rows
 
     def node_stats(self) -> list[dict[str, Any]]:
@@ -883,84 +744,3 @@ def _merged(first: Outputs) -> Outputs:
     merged = Outputs()
     merged.extend(first)
     return merged
-
-
-Row = tuple[float, float, float, Callable[[Any], int]]
-
-
-def _none(message: Any) -> int:
-    return 0  # the entry counter of a row without a per-entry cost
-
-
-def _compile(
-    classes: tuple[type, ...], default: Row, lookup: Callable[[str], CostRow | None]
-) -> dict[type, Row]:
-    """Each class's cost row as a tuple, with its entry counter (see consensus.costs)."""
-    rows: dict[type, Row] = {}
-    for cls in classes:
-        row = lookup(cls.__name__)
-        if row is None:
-            rows[cls] = default
-        else:
-            count = entry_counter(cls, row.entries) if row.per_entry else _none
-            rows[cls] = (row.base, row.per_byte, row.per_entry, count)
-    return rows
-
-
-def entry_counter(cls: type, entries: str) -> Callable[[Any], int]:
-    """What ``per_entry`` counts in a ``cls``: a field's length (or integer value),
-    or with ``"requests"`` the client requests it carries as objects."""
-    names = set(attrs.fields_dict(cls)) if attrs.has(cls) else set()
-    if entries != "requests":
-        if names and entries not in names:
-            raise ConfigError(f"costs: {cls.__name__} has no field {entries!r} to count")
-
-        def field(message: Any) -> int:
-            value = getattr(message, entries)
-            return value if type(value) is int else len(value)
-
-        return field
-    fields = [name for name in ("entries", "payloads", "accepted", "payload") if name in names]
-
-    def requests(message: Any) -> int:
-        n = 0
-        for name in fields:
-            value = getattr(message, name)
-            if type(value) is tuple:  # entries, payloads, pvalues
-                for item in value:
-                    n += _requests_of(getattr(item, "payload", item))
-            elif value is not None:  # one payload, or one pvalue
-                n += _requests_of(getattr(value, "payload", value))
-        return n
-
-    return requests
-
-
-def requests_carried(message: Any) -> int:
-    """The client requests ``message`` (or a record) carries as objects."""
-    return entry_counter(type(message), "requests")(message)
-
-
-def _requests_of(payload: Any) -> int:
-    kind = type(payload)
-    if kind is Request:
-        return 1
-    if kind is Batch:
-        return len(payload.requests)
-    return 0
-
-
-def _commands(committed: list[Any]) -> int:
-    """Client commands in committed entries (a packed entry of k requests counts k)."""
-    n = 0
-    for entry in committed:
-        payload = entry.payload
-        kind = type(payload)
-        if kind is Request:
-            command = payload.command
-            n += command.count if type(command) is PackedBatch else 1
-        elif kind is Batch:
-            for request in payload.requests:
-                command = request.command
-                n += command.count if type(command) is PackedBatch else 1
-    return n
