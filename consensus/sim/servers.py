@@ -548,8 +548,8 @@ class Servers:
             # As the runtime does: eager messages go out before the node's own disk
             # write, which overlaps their round trip (the replica contract's step 0).
             out = _merged(out)
-            host.send_now(out.eager)
-            out.eager = None
+            eager, out.eager = out.eager, None
+            host.send_now(eager or [])
             early, server.outbox = server.outbox, []
             cost += self._outbox_cost(early)
             early_cpu = cost
