@@ -127,3 +127,57 @@ def test_cli_calibrate_prints_or_writes_the_table(tmp_path, capsys):
     args = ["calibrate", "--protocol", "raft", "--seconds", "0.1", "--no-real", "--out", str(out)]
     assert main(args) == 0
     assert "[costs]" in out.read_text() and str(out) in capsys.readouterr().out
+
+
+def test_validate_peaks_compare_each_modes_best_point():
+    import pandas as pd
+
+    from bench.validate import compare, peaks
+
+    rows = pd.DataFrame(
+        [
+            {
+                "mode": "sim",
+                "protocol": "raft",
+                "clients": 16,
+                "completed_per_s": 100.0,
+                "p50_ms": 1.0,
+            },
+            {
+                "mode": "sim",
+                "protocol": "raft",
+                "clients": 64,
+                "completed_per_s": 300.0,
+                "p50_ms": 2.0,
+            },
+            {
+                "mode": "tcp",
+                "protocol": "raft",
+                "clients": 16,
+                "completed_per_s": 200.0,
+                "p50_ms": 1.5,
+            },
+            {
+                "mode": "tcp",
+                "protocol": "raft",
+                "clients": 64,
+                "completed_per_s": 150.0,
+                "p50_ms": 4.0,
+            },
+        ]
+    )
+    (row,) = peaks(rows).to_dict("records")
+    assert (row["sim_peak"], row["sim_clients"], row["tcp_peak"], row["tcp_clients"]) == (
+        300.0,
+        64,
+        200.0,
+        16,
+    )
+    assert row["peak_ratio"] == 1.5 and row["p50_ratio"] == 2.0 / 1.5
+    simulated = compare(
+        {**SMALL, "workload": {"clients": 4, "duration": 0.6, "warmup": 0.2}},
+        [2, 8],
+        modes=("sim",),
+    )
+    assert list(simulated["clients"]) == [2, 8] and (simulated["mode"] == "sim").all()
+    assert simulated["completed_per_s"].iloc[1] > simulated["completed_per_s"].iloc[0]
