@@ -257,3 +257,40 @@ def test_clients_sharing_one_host_complete_at_most_one_operation_per_client_cost
         Workload(sim, WorkloadConfig(clients=32, duration=3.0, warmup=0.0)).start()
         sim.run_for(2.0)
         assert completed_per_second(sim, 2.0, 3.0) == pytest.approx(expected, rel=0.02)
+
+
+def test_per_entry_costs_count_the_client_requests_a_message_carries():
+    from consensus.commands import Batch, Noop, PackedBatch, Request
+    from consensus.sim.costrows import entry_counter, requests_carried
+    from protocols.multipaxos.messages import Accept as SlotsAccept
+    from protocols.paxos.messages import Accept, Promise
+    from protocols.paxos_common.acceptor import PValue
+    from protocols.raft.messages import AppendEntries, Entry
+
+    r = Request(client_id=1, seq=1, command=Put(key="a", value="b"))
+    packed = Request(client_id=2, seq=1, command=PackedBatch(data=b"...", count=100))
+    entries = (Entry(term=1, payload=r), Entry(term=1, payload=Noop()))
+    entries += (Entry(term=1, payload=Batch(requests=(r, r))), Entry(term=1, payload=packed))
+    append = AppendEntries(term=1, prev_log_index=0, prev_log_term=0, entries=entries)
+    assert requests_carried(append) == 4  # a packed entry is opaque bytes: one
+    assert entry_counter(AppendEntries, "entries")(append) == 4  # a field's length
+    ballot = sim_ballot()
+    assert (
+        requests_carried(Accept(slot=1, ballot=ballot, payload=Batch(requests=(r,) * 3), done=0))
+        == 3
+    )
+    slots = SlotsAccept(ballot=ballot, slot=1, payloads=(r, Noop(), r), commit_index=0)
+    assert requests_carried(slots) == 2
+    promise = Promise(
+        slot=1, ballot=ballot, accepted=PValue(slot=1, ballot=ballot, payload=r), done=0
+    )
+    assert requests_carried(promise) == 1
+    assert requests_carried(Promise(slot=1, ballot=ballot, accepted=None, done=0)) == 0
+    with pytest.raises(ConfigError, match="no field 'nope'"):
+        entry_counter(AppendEntries, "nope")
+
+
+def sim_ballot():
+    from protocols.paxos_common.ballot import ZERO
+
+    return ZERO
