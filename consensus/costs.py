@@ -32,10 +32,11 @@ simulator always did.  With costs on, each node is a server with a queue
 * **Clients.**  ``client`` is the CPU a client's host spends per operation
   (sending the request, handling the answer; 0: clients cost nothing, as
   when they run on machines of their own).  Clients share ``client_hosts``
-  hosts in turn (0: each its own).  A host handles answers in batches, as a
-  client library does a frame of replies: those that arrived while it was
-  busy are handled together, and their operations complete (their clients'
-  next requests leave) when the batch ends.  This is what a load generator
+  hosts in turn (0: each its own, and each request reaches its node
+  ``client`` seconds after it was issued).  A shared host handles answers
+  in batches, as a client library does a frame of replies: those that
+  arrived while it was busy are handled together, and their operations
+  complete (their clients' next requests leave) when the batch ends.  This is what a load generator
   process is (``[tcp] processes`` of them over TCP).
 * **One machine.**  ``cores`` > 0: every node and client host shares that
   many CPUs, as a cluster on loopback shares one machine's: a batch or a

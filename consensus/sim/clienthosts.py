@@ -15,8 +15,9 @@ host has handled it, ``client`` CPU seconds each.  Clients share
 batches, as a load generator's client library does a frame of replies:
 every answer that arrived while it was busy is handled together, and their
 operations complete (their clients' next requests leave) when the batch
-ends.  A host per client with a CPU of its own takes one answer at a time:
-one event, no batch.
+ends.  A host per client with a CPU of its own has one operation at a
+time, so the simulator charges its cost as the request leaves (it arrives
+``client`` seconds later) and this class is not involved.
 
 Both sit beside ``consensus.sim.servers``, which owns the nodes' side.
 """
@@ -75,13 +76,6 @@ class ClientHosts:
         """An answer for client ``client_id`` reaches its host at ``arrives``; the
         simulator's ``_answer(*args)`` runs once the host has handled it."""
         hosts = self.hosts
-        if not hosts and not self.cores.free:
-            self.cpu += self.cost
-            heapq.heappush(
-                self._heap,
-                (arrives + self.cost, next(self._seq), _CALL, self.sim._answer, args, None),
-            )
-            return
         host = client_id % hosts if hosts else client_id
         self._queue.setdefault(host, []).append((arrives, args))
         if host not in self._busy:

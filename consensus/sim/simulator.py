@@ -181,7 +181,13 @@ class Simulator:
         self._nodes = [_Node(i, self._make_storage(i)) for i in self.node_ids]
         #: The cost model at work, or None with costs off.
         self._servers = Servers(self, stats_interval) if costs else None
-        self._client_cost = config.costs.client
+        # A client's CPU per operation (costs on): with a host and a core of its own
+        # it has one operation at a time, so it is paid as the request leaves (no
+        # event); hosts shared by clients queue their answers (consensus.sim.clienthosts).
+        costs_config = config.costs
+        own_host = not costs_config.client_hosts and not costs_config.cores
+        self._client_send = costs_config.client if own_host else 0.0
+        self._client_cost = 0.0 if own_host else costs_config.client
         for node in self._nodes:
             self._start(node)
 
@@ -594,7 +600,7 @@ class Simulator:
 
     def _send_attempt(self, client: SimClient, attempt: Attempt, delay: float) -> None:
         now, heap, seq, generation = self.now, self._heap, self._seq, attempt.generation
-        arrive = now + delay + self.network.client_delay
+        arrive = now + delay + self.network.client_delay + self._client_send
         heapq.heappush(heap, (arrive, next(seq), _ARRIVE, client, attempt, generation))
         # The timeout's key is reserved now, its event pushed lazily (see the theory
         # of operation): usually the client already has an earlier one pending.
