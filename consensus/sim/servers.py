@@ -179,6 +179,11 @@ class Servers:
         self._record_bytes = any(r[1] for r in self._records.values())
         # Whether persisting costs anything but its fsync (else skip the records loop).
         self._record_costs = any(any(r[:3]) for r in (record_default, *self._records.values()))
+        # Every record type costs the same fixed amount: no loop over the records.
+        flat = {r[:3] for r in (record_default, *self._records.values())}
+        self._record_flat = (
+            next(iter(flat))[0] if len(flat) == 1 and not any(next(iter(flat))[1:]) else 0.0
+        )
         send_default: Row = (costs.send, costs.send_per_byte, 0.0, no_entries)
         self._send_default = send_default
         self._sends = compile_rows(
@@ -461,18 +466,24 @@ class Servers:
         self.delivered += taken
         if requests and budget:
             take = min(budget, len(requests))
-            items = []
-            for _ in range(take):
-                request, waiter, arrived = requests.popleft()
-                if arrived != now:
-                    waited.append(arrived)
-                items.append((request, waiter))
             cost += self.request_cost * take
             taken += take
             if self._packing and take > 1:
+                items = []
+                for _ in range(take):
+                    request, waiter, arrived = requests.popleft()
+                    if arrived != now:
+                        waited.append(arrived)
+                    items.append((request, waiter))
                 results = [host.accept_many(now, items)]
             else:  # accept_many without packing, without its merging of every result
-                results = [host.accept(now, request, waiter) for request, waiter in items]
+                accept = host.accept
+                results = []
+                for _ in range(take):
+                    request, waiter, arrived = requests.popleft()
+                    if arrived != now:
+                        waited.append(arrived)
+                    results.append(accept(now, request, waiter))
             for result in results:
                 if out is None:
                     out = result
@@ -554,7 +565,10 @@ class Servers:
             cost += self._outbox_cost(early)
             early_cpu = cost
         if self._record_costs and writes:
-            cost += self._records_cost(out)
+            if self._record_flat:  # one cost per record, whatever its type
+                cost += self._record_flat * (len(out.persist) + len(out.compact or ()))
+            else:
+                cost += self._records_cost(out)
         if self._apply and out.committed:
             cost += self._apply * commands_in(out.committed)
         host.handle(now, out)
