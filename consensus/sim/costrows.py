@@ -82,7 +82,7 @@ def entry_counter(cls: type, entries: str) -> Callable[[Any], int]:
         return one
     if fields == ["entries"]:
 
-        def entries(value: Any) -> int:
+        def entries_of(value: Any) -> int:
             n = 0
             for entry in value.entries:
                 payload = entry.payload
@@ -93,7 +93,7 @@ def entry_counter(cls: type, entries: str) -> Callable[[Any], int]:
                     n += len(payload.requests)
             return n
 
-        return entries
+        return entries_of
 
     def requests(value: Any) -> int:
         n = 0
