@@ -1,4 +1,4 @@
-"""The command line: ``python -m bench run|sweep|chaos|speed|peers ...``.
+"""The command line: ``python -m bench run|sweep|chaos|speed|calibrate|validate|elections|peers``.
 
 Exit status: 0 on success, 1 when chaos runs find a violation, 2 on a
 configuration error (nothing written), 3 when a run was lost on a Dask cluster
@@ -36,6 +36,7 @@ COLUMNS = [
     ("bytes_per_op", "bytes/op", "{:,.0f}"),
     ("leader_changes", "leader changes", "{}"),
     ("unknown", "unknown", "{}"),
+    ("busiest_cpu", "busiest node (CPU)", "busiest"),
 ]
 
 
@@ -54,6 +55,14 @@ def _safety(protocol: str) -> str:
     return "safe" if safe else "[bold red]UNSAFE[/]"
 
 
+def _busiest(row: dict) -> str:
+    # "n1 97%": the busiest node over the measured window and its CPU utilisation.
+    util = row.get("busiest_cpu", math.nan)
+    if not isinstance(util, float) or math.isnan(util):
+        return "-"
+    return f"n{row['busiest_node']} {util:.0%}"
+
+
 def summary_table(summary: pd.DataFrame, title: str = "") -> Table:
     """The summary, one row per protocol; ``safety`` marks the unsafe baselines."""
     unsafe = [p for p in dict.fromkeys(summary["protocol"]) if not get_protocol(p).safe]
@@ -65,7 +74,10 @@ def summary_table(summary: pd.DataFrame, title: str = "") -> Table:
     for _, header, _ in COLUMNS[1:]:
         table.add_column(header, justify="right")
     for row in summary.to_dict("records"):
-        cells = [_fmt(fmt, row[key]) for key, _, fmt in COLUMNS]
+        cells = [
+            _busiest(row) if fmt == "busiest" else _fmt(fmt, row.get(key, math.nan))
+            for key, _, fmt in COLUMNS
+        ]
         table.add_row(cells[0], _safety(row["protocol"]), *cells[1:])
     return table
 
@@ -100,10 +112,10 @@ def _cmd_run(args: argparse.Namespace, console: Console) -> int:
         results = run(config, progress=progress)
     c = config.cluster
     w = config.workload
-    title = (
-        f"{c.nodes} nodes, {w.mode}-loop {w.clients} clients, {w.duration:g}s"
-        f" (warm-up {w.warmup:g}s), seed {c.seed}"
-    )
+    load = f"{w.mode}-loop {w.clients} clients" if w.mode == "closed" else f"open loop {w.rate:g}/s"
+    title = f"{c.nodes} nodes, {load}, {w.duration:g}s (warm-up {w.warmup:g}s), seed {c.seed}"
+    if not config.real:
+        title += ", costs " + (c.costs.note or "set") if c.costs.enabled else ", costs off"
     if config.real:
         title += (
             f", real processes over TCP (fsync {config.tcp.fsync}, window {config.tcp.window},"
@@ -114,7 +126,7 @@ def _cmd_run(args: argparse.Namespace, console: Console) -> int:
         out = results.save(args.out)
         console.print(
             f"results written to {out}/ (ops, summary, messages, throughput, faults,"
-            " counters .parquet)"
+            " counters, nodes, queues .parquet)"
         )
     return 0
 
@@ -193,7 +205,7 @@ def _cmd_speed(args: argparse.Namespace, console: Console) -> int:
     protocols = args.protocol or ["sequencer", "raft", "multipaxos", "paxos"]
     table = Table(
         title=f"simulation speed: {args.clients} closed-loop clients, {args.seconds:g} simulated"
-        f" s, wire={args.wire}, best of {args.repeat}"
+        f" s, wire={args.wire}, costs {args.costs}, best of {args.repeat}"
     )
     headers = ["protocol", "nodes", "sim msgs", "msgs / wall s", "ops / wall s", "µs / op"]
     if jobs > 1:
@@ -209,6 +221,7 @@ def _cmd_speed(args: argparse.Namespace, console: Console) -> int:
                 seconds=args.seconds,
                 wire=args.wire,
                 repeat=args.repeat,
+                costs=args.costs,
             )
             if row is None:
                 continue
@@ -223,7 +236,7 @@ def _cmd_speed(args: argparse.Namespace, console: Console) -> int:
             if jobs > 1:
                 together = measure_parallel(
                     protocol, jobs=jobs, nodes=nodes, clients=args.clients,
-                    seconds=args.seconds, wire=args.wire,
+                    seconds=args.seconds, wire=args.wire, costs=args.costs,
                 )  # fmt: skip
                 assert together is not None
                 cells.append(f"{together['msgs_per_s']:,.0f}")
@@ -238,6 +251,111 @@ def _cmd_speed(args: argparse.Namespace, console: Console) -> int:
             f"Runs at once: {jobs} simulations (seeds 1..{jobs}), one process each, as"
             " `sweep --jobs` and `chaos --jobs` run them: messages of all runs per wall second."
         )
+    return 0
+
+
+def _cmd_calibrate(args: argparse.Namespace, console: Console) -> int:
+    from bench.calibrate import PROTOCOLS, calibrate, to_toml, write
+
+    err = Console(stderr=True)
+    with err.status("calibrating...") as status:
+        table = calibrate(
+            tuple(args.protocol or PROTOCOLS),
+            seconds=args.seconds,
+            start=args.start,
+            end_to_end=not args.no_real,
+            progress=lambda what: status.update(f"calibrating: {what}"),
+        )
+    if args.out:
+        path = write(table, args.out)
+        console.print(f"[costs] table written to {path}")
+    else:
+        console.print(to_toml(table), markup=False, highlight=False, end="")
+    return 0
+
+
+def _cmd_validate(args: argparse.Namespace, console: Console) -> int:
+    from importlib.resources import files
+
+    from bench.validate import compare, peaks
+
+    config = args.config or str(files("bench") / "configs" / "validate.toml")
+    clients = [int(c) for c in args.clients.split(",")]
+    with Console(stderr=True).status("validating...") as status:
+        rows = compare(config, clients, progress=lambda what: status.update(f"running {what}"))
+    table = Table(title=f"simulated (sim) and real over TCP (tcp): {config}")
+    shown = [
+        ("mode", "{}"),
+        ("protocol", "{}"),
+        ("clients", "{}"),
+        ("completed_per_s", "{:,.0f}"),
+        ("p50_ms", "{:.2f}"),
+        ("p99_ms", "{:.2f}"),
+        ("busiest_cpu", "{:.0%}"),
+        ("client_cpu", "{:.2f}"),
+        ("host_cpu", "{:.2f}"),
+        ("other_cpu", "{:.2f}"),
+    ]
+    for column, _ in shown:
+        table.add_column(column, justify="right")
+    for row in rows.sort_values(["protocol", "clients", "mode"]).to_dict("records"):
+        table.add_row(*(_fmt(fmt, row[column]) for column, fmt in shown))
+    console.print(table)
+    best = peaks(rows)
+    console.print(best.round(3).to_string(index=False))
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        rows.to_parquet(args.out, index=False)
+        console.print(f"rows written to {args.out}")
+    return 0
+
+
+def _cmd_elections(args: argparse.Namespace, console: Console) -> int:
+    from bench.elections import RANGES, election_study, summarize
+
+    ranges = args.range or list(RANGES)
+    with Console(stderr=True).status(f"{args.trials} leader crashes per range..."):
+        study = election_study(
+            ranges,
+            args.trials,
+            args.seed,
+            delay=(args.delay_ms * 0.8 / 1000, args.delay_ms * 1.2 / 1000),
+            fsync=args.fsync_ms / 1000,
+            jobs=args.jobs,
+        )
+    summary = summarize(study)
+    table = Table(
+        title=f"Raft leader crashes (paper figure 16): 5 nodes, one-way delay {args.delay_ms:g} ms"
+        f" +-20%, disk write {args.fsync_ms:g} ms, {args.trials} trials per range, seed {args.seed}"
+    )
+    shown = [
+        ("range", "timeouts ms", "{}"),
+        ("trials", "crashes staged", "{}"),
+        ("median_ms", "median ms", "{:,.0f}"),
+        ("mean_ms", "mean ms", "{:,.0f}"),
+        ("max_ms", "worst ms", "{:,.0f}"),
+        ("elections", "elections", "{:.1f}"),
+        ("paper_median_ms", "paper median", "{:,.0f}"),
+        ("paper_mean_ms", "paper mean", "{:,.0f}"),
+        ("paper_max_ms", "paper worst", "{:,.0f}"),
+        ("paper_note", "paper says", "{}"),
+    ]
+    for _, header, _ in shown:
+        table.add_column(header, justify="right")
+    for row in summary.to_dict("records"):
+        cells = []
+        for key, _, fmt in shown:
+            value = row[key]
+            if isinstance(value, float) and math.isinf(value):
+                cells.append(f"> {args.limit:g} s" if key != "elections" else "-")
+            else:
+                cells.append(_fmt(fmt, value))
+        table.add_row(*cells)
+    console.print(table)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        study.to_parquet(args.out, index=False)
+        console.print(f"one row per trial written to {args.out}")
     return 0
 
 
@@ -453,6 +571,46 @@ def build_parser() -> argparse.ArgumentParser:
             help="real 3-process clusters side by side with PySyncObj (pip install .[peers])",
         )
     )
+    calibrate = sub.add_parser(
+        "calibrate", help="measure this machine's costs of each protocol's work: a [costs] table"
+    )
+    calibrate.add_argument("--out", type=Path, help="write the table here (default: print it)")
+    calibrate.add_argument("--protocol", action="append", help="protocol to time (repeatable)")
+    calibrate.add_argument(
+        "--seconds", type=float, default=1.0, help="simulated seconds per timed run"
+    )
+    calibrate.add_argument(
+        "--start",
+        default="default",
+        help="costs the timed runs simulate with, so they batch as under load (a preset or"
+        " a file; default: the shipped table)",
+    )
+    calibrate.add_argument(
+        "--no-real",
+        action="store_true",
+        help="skip the end-to-end step (a real one-node cluster for a few seconds)",
+    )
+    validate = sub.add_parser(
+        "validate", help="one config simulated with calibrated costs and run over TCP, side by side"
+    )
+    validate.add_argument("config", nargs="?", help="run config (default: configs/validate.toml)")
+    validate.add_argument(
+        "--clients", default="16,64,256,1024", help="closed-loop client counts (comma-separated)"
+    )
+    validate.add_argument("--out", type=Path, help="write the rows (parquet)")
+    elections = sub.add_parser(
+        "elections", help="Raft's election study (paper figure 16) with a modelled disk write"
+    )
+    elections.add_argument("--trials", type=int, default=100, help="leader crashes per range")
+    elections.add_argument("--seed", type=int, default=1)
+    elections.add_argument(
+        "--range", action="append", help="election timeouts in ms, e.g. 150-300 (repeatable)"
+    )
+    elections.add_argument("--delay-ms", type=float, default=5.0, help="mean one-way delay")
+    elections.add_argument("--fsync-ms", type=float, default=5.0, help="the disk write")
+    elections.add_argument("--limit", type=float, default=10.0, help=argparse.SUPPRESS)
+    elections.add_argument("--out", type=Path, help="write one row per trial (parquet)")
+    _add_jobs(elections, "trials")
     speed = sub.add_parser("speed", help="measure simulated messages per wall-clock second")
     speed.add_argument("--protocol", action="append", help="protocol to measure (repeatable)")
     speed.add_argument(
@@ -462,6 +620,11 @@ def build_parser() -> argparse.ArgumentParser:
     speed.add_argument("--clients", type=int, default=32)
     speed.add_argument("--seconds", type=float, default=5.0, help="simulated seconds")
     speed.add_argument("--wire", choices=("objects", "bytes"), default="objects")
+    speed.add_argument(
+        "--costs",
+        default="off",
+        help="the nodes' costs: off (default), default (the measured table) or a file",
+    )
     speed.add_argument(
         "-j",
         "--jobs",
@@ -482,6 +645,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_chaos(args, console)
         if args.command == "sweep":
             return _cmd_sweep(args, console)
+        if args.command == "calibrate":
+            return _cmd_calibrate(args, console)
+        if args.command == "elections":
+            return _cmd_elections(args, console)
+        if args.command == "validate":
+            return _cmd_validate(args, console)
         if args.command == "peers":
             from bench.peers.cli import peers_command
 

@@ -6,10 +6,23 @@ Every key is validated when it is loaded (``load_run_config``), so a mistake
 names its dotted key before anything runs.  ``bench.runner`` runs one,
 ``bench.metrics`` turns its runs into DataFrames; both stand above this
 module.
+
+Costs: a benchmark's simulated nodes pay CPU, fsync and link time
+(``consensus.costs``) from the measured table shipped in
+``bench/configs/costs-default.toml`` unless the config says otherwise.  A
+``[costs]`` table (top level, or ``[cluster.costs]``) may name a
+``preset``, ``"default"`` (that table), ``"off"`` (all zero: nodes handle
+inputs instantly) or the path of a TOML file with a ``[costs]`` table (as
+``python -m bench calibrate`` writes), and override any of its keys::
+
+    [costs]
+    preset = "default"
+    fsync = 0.002          # a slower disk than the one measured
 """
 
 from __future__ import annotations
 
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +31,69 @@ import attrs
 from bench.faults import Fault
 from bench.workload import WorkloadConfig
 from consensus.config import ClusterConfig
+from consensus.costs import CostConfig
 from consensus.registry import available_protocols
 from consensus.schema import ConfigError, in_range, load_toml, one_of, structure
 
-__all__ = ["DEFAULT_PROTOCOLS", "TCP_FAULTS", "RunConfig", "TcpSettings", "load_run_config"]
+__all__ = [
+    "COST_PRESETS",
+    "DEFAULT_CLIENTS",
+    "DEFAULT_PROTOCOLS",
+    "TCP_FAULTS",
+    "RunConfig",
+    "TcpSettings",
+    "cost_preset",
+    "load_run_config",
+]
 
 DEFAULT_PROTOCOLS = ("raft", "multipaxos", "paxos")
+
+#: Closed-loop clients of the built-in comparison (``RunConfig()``).
+DEFAULT_CLIENTS = 256
+
+#: Named cost tables: ``default`` (measured, shipped) and ``off`` (all zero).
+COST_PRESETS = ("default", "off")
+
+
+def cost_preset(name: str = "default") -> dict[str, Any]:
+    """The ``[costs]`` table of preset ``name`` or of the TOML file at path ``name``."""
+    if name == "off":
+        return {}
+    if name == "default":
+        text = (files("bench") / "configs" / "costs-default.toml").read_text()
+        import tomllib
+
+        data = tomllib.loads(text)
+    else:
+        data = load_toml(name)
+    table = data.get("costs")
+    if not isinstance(table, dict):
+        raise ConfigError(f"costs.preset: {name!r} has no [costs] table")
+    return dict(table)
+
+
+def _resolve_costs(table: Any) -> Any:
+    # A [costs] table with its preset merged in (the preset first, then the keys given).
+    if not isinstance(table, dict):
+        return table
+    table = dict(table)
+    preset = table.pop("preset", "default")
+    if not isinstance(preset, str):
+        raise ConfigError(f"costs.preset: expected a preset name or a path, got {preset!r}")
+    try:
+        merged = cost_preset(preset)
+    except ConfigError as exc:
+        raise ConfigError(f"costs.preset: {exc}") from None
+    for key in ("inputs", "records"):
+        if key in table and key in merged:
+            table[key] = {**merged[key], **table[key]}
+    merged.update(table)
+    return merged
+
+
+def _default_cluster() -> ClusterConfig:
+    costs = structure(CostConfig, cost_preset("default"), path="costs")
+    return ClusterConfig(wire="bytes", costs=costs)
 
 
 def _default_protocols() -> tuple[str, ...]:
@@ -66,7 +136,16 @@ class RunConfig:
     count bytes per message type.  Set ``wire = "objects"`` for raw speed.
 
     ``drain``: virtual seconds after the workload stops for outstanding
-    operations to finish; ``interval``: width of the throughput time bins.
+    operations to finish; ``interval``: width of the throughput, queue and
+    utilisation time bins.
+
+    Unlike a bare ``ClusterConfig``, a run's cluster pays the measured costs
+    of ``bench/configs/costs-default.toml`` unless its ``[costs]`` table says
+    otherwise (see the module's docstring).  The built-in comparison
+    (``load_run_config(None)``, ``python -m bench run`` without a file)
+    offers ``DEFAULT_CLIENTS`` closed-loop clients, more than a leader can
+    serve, so each protocol shows its peak and its busiest node; otherwise
+    the workload starts from ``WorkloadConfig``'s defaults (8 clients).
 
     With ``[cluster.network] kind = "tcp"`` (or a top-level ``[network]``
     table, or ``python -m bench run --tcp``) each protocol runs as real node
@@ -75,7 +154,7 @@ class RunConfig:
     """
 
     protocols: tuple[str, ...] = attrs.Factory(_default_protocols)
-    cluster: ClusterConfig = attrs.Factory(lambda: ClusterConfig(wire="bytes"))
+    cluster: ClusterConfig = attrs.Factory(_default_cluster)
     options: dict[str, Any] = attrs.Factory(dict)
     workload: WorkloadConfig = attrs.Factory(WorkloadConfig)
     faults: tuple[Fault, ...] = ()
@@ -156,7 +235,9 @@ class RunConfig:
 def load_run_config(source: str | Path | dict[str, Any] | RunConfig | None = None) -> RunConfig:
     """A ``RunConfig`` from a TOML path, a mapping, an object, or the defaults."""
     if source is None:
-        return RunConfig()
+        # The built-in comparison offers more than a 3-node leader can serve, so
+        # each protocol runs at its peak.
+        return RunConfig(workload=WorkloadConfig(clients=DEFAULT_CLIENTS))
     if isinstance(source, RunConfig):
         return source
     data = dict(source) if isinstance(source, dict) else load_toml(source)
@@ -168,6 +249,13 @@ def load_run_config(source: str | Path | dict[str, Any] | RunConfig | None = Non
         if "network" in cluster:
             raise ConfigError("network: give [network] or [cluster.network], not both")
         cluster["network"] = data.pop("network")
+    if "costs" in data:  # so is a top-level [costs] table
+        if "costs" in cluster:
+            raise ConfigError("costs: give [costs] or [cluster.costs], not both")
+        cluster["costs"] = data.pop("costs")
+    if isinstance(cluster.get("costs"), str):  # costs = "off", a preset or a path
+        cluster["costs"] = {"preset": cluster["costs"]}
+    cluster["costs"] = _resolve_costs(cluster.get("costs", {}))
     cluster.setdefault("wire", "bytes")
     data["cluster"] = cluster
     return structure(RunConfig, data)

@@ -257,6 +257,10 @@ def _exit_after(sentinel: int) -> None:
     os._exit(1)
 
 
+#: Seconds the pool's manager thread gets to finish once its workers are gone.
+_MANAGER_GRACE = 2.0
+
+
 def _stop(executor: ProcessPoolExecutor) -> None:
     # Interrupted, failed, or abandoned: drop queued calls and end the running
     # ones now instead of waiting for them.  The workers and the manager
@@ -264,12 +268,23 @@ def _stop(executor: ProcessPoolExecutor) -> None:
     # does not wait); shutdown clears them, so they are read first.  Joining
     # the manager thread matters: it reaps workers too, and a worker it reaps
     # still looks alive to ``Process.join`` here until the thread finishes.
+    #
+    # A worker terminated while it wrote a result leaves part of a message in
+    # the result pipe, and the manager thread waits for the rest forever (the
+    # parent holds the pipe's write end too).  If the thread has not finished
+    # soon after the workers are gone, the parent closes its write end: the
+    # thread reads end-of-file, takes the pool for broken and finishes.
     workers = list((getattr(executor, "_processes", None) or {}).values())
     manager = getattr(executor, "_executor_manager_thread", None)
+    results = getattr(executor, "_result_queue", None)
     executor.shutdown(wait=False, cancel_futures=True)
     for process in workers:
         process.terminate()
     if manager is not None:
+        manager.join(timeout=_MANAGER_GRACE)
+        writer = getattr(results, "_writer", None)
+        if manager.is_alive() and writer is not None:
+            writer.close()
         manager.join()
     for process in workers:
         process.join()

@@ -10,7 +10,12 @@ from typing import Any
 
 import pandas as pd
 
-__all__ = ["plot_latency_cdf", "plot_scaling", "plot_throughput"]
+__all__ = [
+    "plot_latency_cdf",
+    "plot_latency_throughput",
+    "plot_scaling",
+    "plot_throughput",
+]
 
 
 def _mark_faults(ax: Any, faults: pd.DataFrame, protocol: str | None = None) -> None:
@@ -93,5 +98,39 @@ def plot_scaling(
         ax.set_yscale("log")
     else:
         ax.set_ylim(bottom=0)
+    ax.legend()
+    return ax.figure
+
+
+def plot_latency_throughput(
+    summary: pd.DataFrame,
+    ax: Any,
+    *,
+    latency: str = "p50_ms",
+    by: str = "protocol",
+    knees: dict[str, float] | None = None,
+) -> Any:
+    """Latency against what the cluster served: one curve per ``by`` value.
+
+    ``summary`` holds one row per load point (a sweep over ``workload.rate``
+    or ``workload.clients``, filtered to one value of the other swept keys);
+    x is ``completed_per_s`` (operations completed in the measured window),
+    y is ``latency`` (log scale).  A curve climbs once the busiest node
+    saturates and what it serves stops growing with the load offered: its
+    knee.  ``knees`` maps a ``by`` value to a predicted capacity (ops/s),
+    drawn as a dotted vertical line in the curve's colour.
+    """
+    key = "workload.rate" if "workload.rate" in summary.columns else "workload.clients"
+    for name, rows in summary.groupby(by, sort=False):
+        rows = rows.sort_values(key) if key in rows.columns else rows
+        (line,) = ax.plot(
+            rows["completed_per_s"], rows[latency], marker="o", label=str(name), linewidth=1.5
+        )
+        if knees and name in knees:
+            ax.axvline(knees[name], color=line.get_color(), linestyle=":", linewidth=1)
+    ax.set_yscale("log")
+    ax.set_xlabel("completed ops/s")
+    ax.set_ylabel(latency.replace("_ms", " latency (ms, log scale)"))
+    ax.set_xlim(left=0)
     ax.legend()
     return ax.figure

@@ -36,7 +36,9 @@ def run_one(
     progress: Callable[[float], None] | None = None,
 ) -> tuple[Simulator, FaultLog, float]:
     """Run one protocol under ``config``; returns the simulator, fault log, wall time."""
-    sim = Simulator(config.cluster_for(protocol), record_applied=False)
+    sim = Simulator(
+        config.cluster_for(protocol), record_applied=False, stats_interval=config.interval
+    )
     log: FaultLog = []
     schedule_faults(sim, list(config.faults), log)
     workload = Workload(sim, config.workload)

@@ -16,6 +16,12 @@ operation) is the fairer comparison between protocols.
 The machine may be shared: ``repeat`` runs the same (deterministic)
 simulation several times and keeps the fastest, as ``timeit`` does; every
 repeat delivers exactly the same messages, so only the clock differs.
+
+``costs``: the simulated nodes' costs (``consensus.costs``): ``"off"`` (the
+default: nodes handle inputs instantly) or a preset or file as in a run
+config (``"default"``: the measured table).  With costs on the simulator
+queues and batches inputs and charges their time, so the same workload
+sends different messages; messages per wall second is still the measure.
 """
 
 from __future__ import annotations
@@ -24,9 +30,10 @@ import multiprocessing
 import time
 from typing import Any
 
+from bench.config import cost_preset
 from bench.parallel import map_in_processes
 from bench.workload import Workload, WorkloadConfig
-from consensus.config import ClusterConfig, Delay, NetworkConfig
+from consensus.config import ClusterConfig, CostConfig, Delay, NetworkConfig, structure
 from consensus.registry import UnknownProtocolError, available_protocols
 from consensus.sim.simulator import Simulator
 
@@ -34,7 +41,14 @@ __all__ = ["measure", "measure_parallel"]
 
 
 def _build(
-    protocol: str, *, nodes: int, clients: int, seconds: float, wire: str, seed: int
+    protocol: str,
+    *,
+    nodes: int,
+    clients: int,
+    seconds: float,
+    wire: str,
+    seed: int,
+    costs: str = "off",
 ) -> Simulator:
     """The benchmark's simulator with its workload started."""
     config = ClusterConfig(
@@ -43,6 +57,7 @@ def _build(
         seed=seed,
         wire=wire,
         network=NetworkConfig(delay=Delay.uniform(0.0005, 0.0015)),
+        costs=structure(CostConfig, cost_preset(costs), path="costs"),
     )
     sim = Simulator(config, record_applied=False)
     workload = Workload(
@@ -61,6 +76,7 @@ def measure(
     wire: str = "objects",
     seed: int = 1,
     repeat: int = 1,
+    costs: str = "off",
 ) -> dict[str, Any] | None:
     """Run ``seconds`` of simulated time (best of ``repeat`` runs); None if not installed.
 
@@ -74,7 +90,13 @@ def measure(
     for _ in range(max(1, repeat)):
         try:
             sim = _build(
-                protocol, nodes=nodes, clients=clients, seconds=seconds, wire=wire, seed=seed
+                protocol,
+                nodes=nodes,
+                clients=clients,
+                seconds=seconds,
+                wire=wire,
+                seed=seed,
+                costs=costs,
             )
         except (UnknownProtocolError, ImportError):
             return None
@@ -123,6 +145,7 @@ def measure_parallel(
     clients: int = 32,
     seconds: float = 5.0,
     wire: str = "objects",
+    costs: str = "off",
 ) -> dict[str, Any] | None:
     """``jobs`` simulations (seeds 1..jobs) at once, one process each, as a sweep runs.
 
@@ -132,7 +155,9 @@ def measure_parallel(
     """
     if protocol not in available_protocols():
         return None
-    settings: dict[str, Any] = dict(nodes=nodes, clients=clients, seconds=seconds, wire=wire)
+    settings: dict[str, Any] = dict(
+        nodes=nodes, clients=clients, seconds=seconds, wire=wire, costs=costs
+    )
     _build(protocol, seed=1, **settings)  # a bad setting fails here, with its own error
     with multiprocessing.get_context("spawn").Manager() as manager:
         barrier = manager.Barrier(jobs)

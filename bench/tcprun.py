@@ -20,6 +20,11 @@ Theory of operation
    counters) while the nodes still run, stop everything, and merge the load
    processes' histories into one.
 
+Over the measured window (warm-up to duration) it also reads each node
+process's and the load processes' CPU time (``/proc``, Linux) and the
+nodes' batch and fsync counts, for ``Results.nodes``: what the real
+cluster's nodes did, beside what the simulator's cost model says they do.
+
 What comes back quacks like the simulator where ``bench.metrics.collect``
 looks (``history``, ``message_counts``, ...), so a TCP run gives the same
 DataFrames as a simulated one, in wall-clock seconds since the common start.
@@ -71,6 +76,49 @@ class TcpRun:
     history: History
     statuses: list[dict[str, Any]]
     workdir: str = ""
+    #: CPU seconds per node process in the measured window (empty off Linux).
+    cpu: dict[int, float] = attrs.Factory(dict)
+    #: CPU seconds of all load-generator processes in the measured window.
+    load_cpu: float = 0.0
+    #: CPU seconds the whole machine spent in the measured window (every process,
+    #: the kernel, and whatever else runs there: a shared machine shows here).
+    host_cpu: float = float("nan")
+    #: Node statuses at the start of the measured window (for rates).
+    statuses_before: list[dict[str, Any]] = attrs.Factory(list)
+
+    def node_load(self, window: float) -> list[dict[str, Any]]:
+        """Rows of ``Results.nodes`` (``bench.metrics``): CPU utilisation per node
+        process, and batches and fsyncs per second, over the measured window."""
+        before = {s.get("node"): s for s in self.statuses_before}
+        rows = []
+        for status in self.statuses:
+            node = status.get("node")
+            if node not in self.cpu:
+                continue
+            start = before.get(node, {})
+
+            def rate(key: str, status: dict[str, Any] = status, start: dict = start) -> float:
+                return (int(status.get(key, 0)) - int(start.get(key, 0))) / window
+
+            batches = rate("batches")
+            inputs = rate("messages_in") + rate("requests_in")
+            rows.append(
+                {
+                    "node": node,
+                    "cpu_util": self.cpu[node] / window,
+                    "busy_util": self.cpu[node] / window,
+                    "fsyncs_per_s": rate("fsyncs"),
+                    "batches_per_s": batches,
+                    "inputs_per_batch": inputs / batches if batches else float("nan"),
+                    "records_per_s": float("nan"),
+                    "queue_mean": float("nan"),
+                    "queue_max": int(status.get("queued_messages", 0))
+                    + int(status.get("queued_requests", 0)),
+                    "mbytes_per_s": float("nan"),
+                    "link_util": float("nan"),
+                }
+            )
+        return rows
 
     @property
     def messages_delivered(self) -> int:
@@ -111,6 +159,24 @@ def _cluster_file(config: RunConfig, protocol: str, folder: Path) -> Path:
         fsync=tcp.fsync,
         extra=extra,
     )
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (0 where /proc is missing)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _host_busy() -> float:
+    """CPU seconds the whole machine has been busy so far (/proc/stat; NaN elsewhere)."""
+    try:
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except OSError:
+        return float("nan")
+    return (sum(fields[:8]) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
 
 
 def cluster_statuses(path: Path, timeout: float = 2.0) -> list[dict[str, Any]]:
@@ -190,12 +256,14 @@ def run_loads(
     duration: float,
     drain: float,
     on_tick: Callable[[float], None] | None = None,
+    on_started: Callable[[list[int]], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Run ``processes`` load generators against the cluster of ``path``; their results.
 
     ``spec`` is what every process gets (``bench.tcpload``), plus its index,
     the common start (``START_DELAY`` from now) and where to write.
-    ``on_tick(seconds since the start)`` is called every 20 ms while they run.
+    ``on_tick(seconds since the start)`` is called every 20 ms while they run;
+    ``on_started(pids)`` once, with the load processes' ids (to read their CPU time).
     Every process is killed if anything fails."""
     t0 = time.monotonic() + START_DELAY
     loads: list[subprocess.Popen[bytes]] = []
@@ -222,6 +290,8 @@ def run_loads(
                 )
             )
             outs.append(out)
+        if on_started is not None:
+            on_started([proc.pid for proc in loads])
         end = t0 + duration + drain + 60.0
         while any(p.poll() is None for p in loads):
             if time.monotonic() > end:
@@ -260,7 +330,24 @@ def run_tcp_one(
             faults = _Faults(cluster, path, config.faults, time.monotonic() + START_DELAY)
             total = workload.duration + config.drain
 
+            pids = {n: cluster.pid(n) for n in range(config.cluster.nodes)}
+            load_pids: list[int] = []
+            # At warm-up and at duration: node CPU, load CPU, the machine's CPU.
+            marks: list[tuple[dict[int, float], float, float]] = []
+            statuses_before: list[dict[str, Any]] = []
+
             def tick(elapsed: float) -> None:
+                nonlocal statuses_before
+                if len(marks) < 2 and elapsed >= (workload.warmup, workload.duration)[len(marks)]:
+                    marks.append(
+                        (
+                            {n: _cpu_seconds(pid) for n, pid in pids.items()},
+                            sum(_cpu_seconds(pid) for pid in load_pids),
+                            _host_busy(),
+                        )
+                    )
+                    if len(marks) == 1:
+                        statuses_before = cluster_statuses(path)
                 faults.fire_due()
                 if progress is not None:
                     progress(min(max(elapsed / total, 0.0), 1.0))
@@ -279,15 +366,27 @@ def run_tcp_one(
                 duration=workload.duration,
                 drain=config.drain,
                 on_tick=tick,
+                on_started=load_pids.extend,
             )
             statuses = cluster_statuses(path)
         wall = time.perf_counter() - started
+    cpu: dict[int, float] = {}
+    load_cpu = 0.0
+    host_cpu = float("nan")
+    if len(marks) == 2:
+        cpu = {n: marks[1][0][n] - marks[0][0][n] for n in marks[0][0]}
+        load_cpu = marks[1][1] - marks[0][1]
+        host_cpu = marks[1][2] - marks[0][2]
     run = TcpRun(
         protocol=protocol,
         node_ids=tuple(range(config.cluster.nodes)),
         history=_merge(results),
         statuses=statuses,
         workdir=str(keep or ""),
+        cpu=cpu,
+        load_cpu=load_cpu,
+        host_cpu=host_cpu,
+        statuses_before=statuses_before,
     )
     return run, faults.log, wall
 

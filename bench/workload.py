@@ -11,7 +11,13 @@ operations at the same virtual times.
   completes.  Throughput is set by latency.
 * ``open`` loop: operations arrive as a Poisson process at ``rate`` per
   second whatever the latency, each from an idle client (a new one if all
-  are busy).  Latency under load shows queueing.
+  are busy).  Latency under load shows queueing.  With ``leader_cache`` (the
+  default) a new client starts at the node that answered the workload's
+  latest successful operation, as the clients of a real load generator
+  share one client library and its leader cache (``bench.tcpload``);
+  without it, new clients start at the nodes in turn, so under overload
+  most first attempts land on followers and are redirected.  A closed loop
+  makes all its clients at the start, so the setting changes nothing there.
 
 Keys follow a ``uniform``, ``zipfian`` (``zipf_skew``) or ``hotspot``
 (``hot_fraction`` of the operations go to ``hot_keys`` fraction of the keys)
@@ -71,6 +77,7 @@ class WorkloadConfig:
     cas_fraction: float = attrs.field(default=0.0, validator=probability)
     write_op: str = attrs.field(default="put", validator=one_of("put", "append"))
     value_size: int = attrs.field(default=16, validator=in_range(1))
+    leader_cache: bool = True
 
     def __attrs_post_init__(self) -> None:
         if self.read_fraction + self.cas_fraction > 1:
@@ -145,6 +152,8 @@ class Workload:
         self._last_written: dict[str, str] = {}
         self._callbacks: dict[int, functools.partial[None]] = {}
         self._instant = 0  # operations in a row that completed in zero virtual time
+        # The node that answered the latest successful operation (the shared leader cache).
+        self._answered: int | None = None
 
     def start(self) -> None:
         if self.config.mode == "closed":
@@ -173,6 +182,8 @@ class Workload:
         client.submit(self._command(client), on_done=done)
 
     def _done(self, client: SimClient, op: Operation) -> None:
+        if op.ok:
+            self._answered = client.preferred
         if self.config.mode == "closed":
             if self.config.think_time:
                 self.sim.after(self.config.think_time, self._issue, client)
@@ -197,6 +208,11 @@ class Workload:
     def _arrival(self) -> None:
         if not self._may_issue():
             return
-        client = self._idle.pop() if self._idle else self.sim.client()
+        if self._idle:
+            client = self._idle.pop()
+        else:
+            client = self.sim.client()
+            if self.config.leader_cache:
+                client.preferred = self._answered
         self._issue(client)
         self.sim.after(self.rng.expovariate(self.config.rate), self._arrival)

@@ -32,6 +32,7 @@ from typing import Any
 
 import attrs
 
+from consensus.costs import CostConfig, CostRow
 from consensus.registry import ProtocolSpec, UnknownProtocolError, get_protocol
 from consensus.schema import (
     ConfigError,
@@ -48,6 +49,8 @@ __all__ = [
     "ClientConfig",
     "ClusterConfig",
     "ConfigError",
+    "CostConfig",
+    "CostRow",
     "Delay",
     "MessageRule",
     "NetworkConfig",
@@ -180,6 +183,12 @@ class NetworkConfig:
     ``client_delay``: one-way delay between a client and the node it talks to.
     ``rules``: faults for some message types and directions only
     (``MessageRule``), on top of the above.
+    ``fifo``: links deliver in order, as TCP connections do: a message never
+    arrives before the one sent before it on the same directed link (its
+    arrival is the later of its own drawn arrival and the previous one's).
+    Only ``reorder`` and a rule's ``delay`` (faults) let messages overtake,
+    and a duplicate's second copy travels on its own.  ``false``: every
+    message draws its delay independently (the simulator before FIFO links).
     ``kind``: ``"sim"`` (this simulated network) or ``"tcp"`` (real node
     processes on loopback, run by the benchmark harness, ``bench.tcprun``;
     the fault and delay settings above then do not apply).
@@ -193,6 +202,7 @@ class NetworkConfig:
     reorder_delay: float = attrs.field(default=0.01, validator=non_negative)
     client_delay: float = attrs.field(default=0.0, validator=non_negative)
     rules: tuple[MessageRule, ...] = ()
+    fifo: bool = True
 
 
 @attrs.frozen(kw_only=True)
@@ -239,6 +249,14 @@ class ClusterConfig:
     ``clock_drift``: per node, how fast its clock runs against real time
     (``0.01``: 1% fast, ``-0.01``: 1% slow; missing nodes: 0), so time-based
     mechanisms such as leases meet drifting clocks (``consensus.clock``).
+    ``costs``: what a node pays in CPU, disk and link time for its work
+    (``consensus.costs``; all zero, the default: inputs are handled
+    instantly).  With costs on, a busy node queues what arrives and handles
+    it as one batch of at most ``max_batch`` inputs when it is free, as the
+    real runtime does, and ``pack_proposals`` > 1 packs the client requests
+    of a batch into log entries of up to that many requests
+    (``ReplicaHost.accept_many``; 0: one entry per request).  Both only
+    matter with costs on: with costs off nothing ever waits to be batched.
     """
 
     protocol: str = "raft"
@@ -253,6 +271,9 @@ class ClusterConfig:
     snapshot_every: int = attrs.field(default=0, validator=non_negative)
     members: tuple[int, ...] = ()
     clock_drift: tuple[float, ...] = ()
+    costs: CostConfig = attrs.Factory(CostConfig)
+    max_batch: int = attrs.field(default=1024, validator=in_range(1))
+    pack_proposals: int = attrs.field(default=0, validator=non_negative)
 
     def __attrs_post_init__(self) -> None:
         outside = [m for m in self.members if not 0 <= m < self.nodes]

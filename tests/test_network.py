@@ -31,7 +31,8 @@ def test_constant_delay_delivers_exactly_after_the_delay():
 
 
 def test_uniform_delay_stays_within_bounds_and_centres_on_the_mean():
-    sim = make(delay=Delay.uniform(0.002, 0.004))
+    # The draw itself: without FIFO, each of a burst of messages keeps its own delay.
+    sim = make(delay=Delay.uniform(0.002, 0.004), fifo=False)
     for _ in range(2000):
         ping(sim, 0, 1)
     sim.run_for(1.0)
@@ -42,13 +43,57 @@ def test_uniform_delay_stays_within_bounds_and_centres_on_the_mean():
 
 
 def test_normal_delay_is_clipped_at_its_lower_bound():
-    sim = make(delay=Delay.normal(0.001, 0.002, low=0.0005))
+    sim = make(delay=Delay.normal(0.001, 0.002, low=0.0005), fifo=False)
     for _ in range(2000):
         ping(sim, 0, 1)
     sim.run_for(1.0)
     delays = [t for t, _, _ in arrivals(sim, 1)]
     assert min(delays) == pytest.approx(0.0005)
     assert max(delays) > 0.004  # the distribution's tail is really there
+
+
+def test_fifo_links_deliver_a_burst_in_order_each_no_earlier_than_its_draw():
+    fifo, free = (
+        make(delay=Delay.uniform(0.002, 0.004)),
+        make(delay=Delay.uniform(0.002, 0.004), fifo=False),
+    )
+    for sim in (fifo, free):
+        for _ in range(500):
+            ping(sim, 0, 1)
+        sim.run_for(1.0)
+    in_order = [n for _, _, n in arrivals(fifo, 1)]
+    assert in_order == list(range(1, 501))
+    overtaken = [n for _, _, n in arrivals(free, 1)]
+    assert sorted(overtaken) == list(range(1, 501)) and overtaken != sorted(overtaken)
+    # The same draws (one seeded generator each), so FIFO arrival = the running maximum.
+    drawn = {n: t for t, _, n in arrivals(free, 1)}
+    running = 0.0
+    for t, _, n in arrivals(fifo, 1):
+        running = max(running, drawn[n])
+        assert t == running
+
+
+def test_fifo_changes_nothing_for_messages_further_apart_than_the_largest_delay():
+    sim = make(delay=Delay.uniform(0.002, 0.004))
+    for _ in range(1000):
+        ping(sim, 0, 1)
+        sim.run_for(0.005)
+    sim.run_for(1.0)
+    sent = [i * 0.005 for i in range(1000)]
+    delays = [t - s for (t, _, _), s in zip(arrivals(sim, 1), sent)]
+    assert min(delays) >= 0.002 - 1e-12 and max(delays) <= 0.004 + 1e-12
+    assert statistics.mean(delays) == pytest.approx(0.003, abs=0.0001)
+
+
+def test_fifo_holds_per_directed_link_not_across_links():
+    sim = make(
+        delay=Delay.latency_matrix([[0, 0.010, 0.001], [0.010, 0, 0.001], [0.001, 0.001, 0]])
+    )
+    ping(sim, 0, 1)  # slow link
+    ping(sim, 0, 2)  # fast link, sent after: not held back by 0 -> 1
+    sim.run_for(1.0)
+    assert arrivals(sim, 2)[0][0] == pytest.approx(0.001)
+    assert arrivals(sim, 1)[0][0] == pytest.approx(0.010)
 
 
 def test_latency_matrix_gives_each_directed_link_its_own_delay():

@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import struct
 import sys
+import threading
+from concurrent.futures import ProcessPoolExecutor
 
 import pytest
 from sweep_helpers import assert_same_results
 
 from bench.chaos import chaos_runs
 from bench.cli import build_parser, main
-from bench.parallel import resolve_jobs
+from bench.parallel import _stop, resolve_jobs
 from bench.sweep import read_sweep, sweep
 from consensus.config import ConfigError
 
@@ -106,6 +109,19 @@ def test_ctrl_c_in_the_caller_leaves_no_worker_processes():
     with pytest.raises(KeyboardInterrupt):
         sweep(SWEEP, jobs=2, progress=interrupt)
     assert _children() == before
+
+
+def test_stopping_a_pool_whose_result_pipe_holds_half_a_message_does_not_hang():
+    # A worker killed while it wrote its result leaves a message header
+    # without its body: the pool's manager thread waits for the body.
+    executor = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+    executor.submit(int, "1").result()
+    os.write(executor._result_queue._writer.fileno(), struct.pack("!i", 1000))
+    stopper = threading.Thread(target=_stop, args=(executor,), daemon=True)
+    stopper.start()
+    stopper.join(timeout=60)
+    assert not stopper.is_alive()
+    assert not _children()
 
 
 def test_cli_jobs_option_parses_and_gives_the_serial_output(tmp_path, capsys):

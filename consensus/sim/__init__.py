@@ -4,7 +4,11 @@
   sequence number) and ``SimClient``;
 * ``network``: ``NetworkModel``, the seeded delays, loss, duplication,
   reordering, partitions and cuts;
-* ``clients``: the retry policy simulated clients share.
+* ``clients``: the retry policy simulated clients share;
+* ``servers``: the cost model at work (``consensus.costs``): each node a server
+  with a queue, batches, CPU, fsync and link time; with ``clienthosts`` (client
+  hosts, one machine's cores), ``costrows`` (cost rows compiled per class) and
+  ``nodestats`` (what each node did, per interval of virtual time).
 """
 
 from consensus.sim.network import NetworkModel

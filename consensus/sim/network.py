@@ -27,6 +27,16 @@ Faults:
   ``clear_rules`` take them away.
 * Crashed nodes neither send nor receive (the simulator enforces that).
 
+FIFO links (``fifo``, the default, as TCP's are): each directed link
+remembers the latest arrival time it has given (``link_last[src][dst]``), and
+a message never arrives before it: ``arrival = max(now + drawn delay,
+link_last)``.  So pipelined messages on a healthy link keep their order, as
+on a real connection, whatever the delay distribution.  Faults still
+reorder: a ``reorder``ed message's extra delay and a rule's ``delay`` come on
+top of its FIFO arrival and do not hold back the messages behind it, and a
+duplicate's second copy draws its own delay, as without FIFO.  A lost or
+blocked message leaves the link's time as it was.
+
 Speed: ``clean`` (no loss, duplication, reordering or rules) lets the
 simulator skip ``transit`` altogether for one delay draw per message; a rule
 makes the network not clean, so only runs that set one pay for matching.
@@ -90,6 +100,12 @@ class NetworkModel:
         self._sample = delay_sampler(config.delay, rng)
         self.dropped = 0
         self.duplicated = 0
+        #: Links deliver in order (see the theory of operation).
+        self.fifo = config.fifo
+        #: ``link_last[src][dst]``: the latest arrival time given on that link.
+        #: Mutated in place, never replaced: the simulator's senders hold its rows.
+        size = max(self.nodes, default=-1) + 1
+        self.link_last: list[list[float]] = [[0.0] * size for _ in range(size)]
         # (rule, type names, senders, receivers, extra-delay sampler): empty sets match any.
         self._rules: list[_Compiled] = []
         for rule in config.rules:
@@ -236,14 +252,40 @@ class NetworkModel:
     # -- per message --------------------------------------------------------------
 
     def transit(self, src: int, dst: int, message: Any = None) -> list[float]:
-        """Delays of the copies of one message from ``src`` to ``dst`` that arrive.
+        """Delays of the copies of one message from ``src`` to ``dst`` that arrive,
+        each drawn on its own (no FIFO; see ``arrivals``).
 
         ``message`` is needed only for message rules (matched by type)."""
+        return [total for _, total in self._copies(src, dst, message)]
+
+    def arrivals(self, src: int, dst: int, message: Any, now: float) -> list[float]:
+        """Arrival times of the copies of a message sent from ``src`` to ``dst`` at
+        ``now``, in order on a FIFO link (see the theory of operation)."""
+        copies = self._copies(src, dst, message)
+        if not copies:
+            return []
+        base, total = copies[0]
+        if self.fifo:
+            arrival = now + base
+            row = self.link_last[src]
+            if arrival < row[dst]:
+                arrival = row[dst]
+            row[dst] = arrival
+            times = [arrival + (total - base) if total != base else arrival]
+        else:
+            times = [now + total]
+        for _, total in copies[1:]:
+            times.append(now + total)
+        return times
+
+    def _copies(self, src: int, dst: int, message: Any) -> list[tuple[float, float]]:
+        # (drawn link delay, total delay with what faults add) of each copy that arrives.
         if (src, dst) in self.blocked:
             self.dropped += 1
             return []
         if self.clean:
-            return [self._sample(src, dst)]  # the common case: a healthy link
+            delay = self._sample(src, dst)
+            return [(delay, delay)]  # the common case: a healthy link
         rand = self.rng.random
         # Without rules, the draws below are exactly those of a network without them.
         matched = self._matching(src, dst, message) if self._rules else ()
@@ -255,7 +297,7 @@ class NetworkModel:
             if loss and rand() < loss:
                 self.dropped += 1
                 return []
-        delay = self._sample(src, dst)
+        base = delay = self._sample(src, dst)
         for rule in matched:
             if rule[4] is not None:
                 delay += rule[4](src, dst)
@@ -269,14 +311,14 @@ class NetworkModel:
             twice = bool(duplicate) and rand() < duplicate
         if twice:
             self.duplicated += 1
-            again = self._sample(src, dst)
+            again_base = again = self._sample(src, dst)
             for rule in matched:
                 if rule[4] is not None:
                     again += rule[4](src, dst)
             if self.reorder and rand() < self.reorder:
                 again += self.reorder_delay * rand()
-            return [delay, again]
-        return [delay]
+            return [(base, delay), (again_base, again)]
+        return [(base, delay)]
 
 
 _Compiled = tuple[

@@ -55,6 +55,14 @@ beside the simulated clients:
 * ``snapshot(node)``: a service-driven snapshot, beside ``snapshot_every``.
 * ``message_bytes()``: bytes per message type, with ``wire = "bytes"`` or
   ``count_bytes``.
+
+Costs (``ClusterConfig.costs``, ``consensus.costs``): with every cost zero
+(the default) the loop above runs as it always did.  With costs on, each
+node is a server with a queue that handles what waits as one batch and
+pays CPU, fsync and link time for it; ``_run`` hands the loop to
+``consensus.sim.servers``, whose events (INPUT, DONE, its TIMER) replace
+DELIVER and TIMER.  ``node_stats()`` and ``node_intervals()`` report each
+node's CPU and fsync time, queue and link use.
 """
 
 from __future__ import annotations
@@ -73,6 +81,7 @@ from consensus.config import ClusterConfig, ConfigError, load_cluster_config
 from consensus.host import ApplyHook, ClientReply, ProposeResult, ReplicaHost
 from consensus.sim.clients import Attempt, RetryPolicy
 from consensus.sim.network import NetworkModel
+from consensus.sim.servers import Servers
 from consensus.storage import MemoryStorage, Storage
 
 __all__ = ["SimClient", "Simulator"]
@@ -124,7 +133,9 @@ class Simulator:
         config: ClusterConfig | dict[str, Any] | str | Path,
         *,
         record_applied: bool = True,
+        stats_interval: float = 0.1,
     ) -> None:
+        """``stats_interval``: the width of ``node_intervals()``'s time bins (costs on)."""
         self.config = load_cluster_config(config)
         if self.config.network.kind != "sim":
             raise ConfigError(
@@ -162,11 +173,21 @@ class Simulator:
         self._apply_hooks: list[ApplyHook] = []
         self._codec: Any = None
         config = self.config
-        if config.wire == "bytes" or config.count_bytes or config.storage.kind == "wal":
+        costs = config.costs.enabled
+        if config.wire == "bytes" or config.count_bytes or config.storage.kind == "wal" or costs:
             from consensus.codec import Codec
 
             self._codec = Codec.for_protocol(self.spec)
         self._nodes = [_Node(i, self._make_storage(i)) for i in self.node_ids]
+        #: The cost model at work, or None with costs off.
+        self._servers = Servers(self, stats_interval) if costs else None
+        # A client's CPU per operation (costs on): with a host and a core of its own
+        # it has one operation at a time, so it is paid as the request leaves (no
+        # event); hosts shared by clients queue their answers (consensus.sim.clienthosts).
+        costs_config = config.costs
+        own_host = not costs_config.client_hosts and not costs_config.cores
+        self._client_send = costs_config.client if own_host else 0.0
+        self._client_cost = 0.0 if own_host else costs_config.client
         for node in self._nodes:
             self._start(node)
 
@@ -183,6 +204,15 @@ class Simulator:
 
     def _start(self, node: _Node) -> None:
         node_id = node.id
+        send: Callable[[int, Any], None]
+        reply: Callable[[Any, ClientReply], None]
+        if self._servers is None:
+            send, reply = self._sender(node_id), self._on_reply
+            # The host re-arms this node's timer after every input it is given.
+            wake = functools.partial(self._reschedule, node)
+        else:
+            send, reply = self._servers.attach(node)
+            wake = functools.partial(self._servers.rearm, node)
         node.host = ReplicaHost(
             node_id=node_id,
             spec=self.spec,
@@ -190,15 +220,15 @@ class Simulator:
             options=self.options,
             seed=self.seed,
             storage=node.storage,
-            send=self._sender(node_id),
-            reply=self._on_reply,
+            send=send,
+            reply=reply,
             incarnation=node.incarnation,
             snapshot_every=self.config.snapshot_every,
             record_applied=self.record_applied,
-            # The host re-arms this node's timer after every input it is given.
-            wake=functools.partial(self._reschedule, node),
+            wake=wake,
             on_apply=self._dispatch_apply if self._apply_hooks else None,
             clock_rate=1.0 + self._drift(node_id),
+            pack_proposals=self.config.pack_proposals,
         )
         node.timer_at = _INF
         node.host.start(self.now)
@@ -209,8 +239,10 @@ class Simulator:
 
     def _sender(self, src: int) -> Callable[[int, Any], None]:
         heap, seq, sim, net = self._heap, self._seq, self, self.network
-        transit = net.transit
+        arrivals = net.arrivals
         blocked = net.blocked  # mutated in place, never replaced
+        fifo = net.fifo
+        link = net.link_last[src]  # this node's outgoing links, mutated in place
         push = heapq.heappush
         # Two closures, so the common case (objects, not measured) pays no per-message
         # test for encoding; their routing lines are the same: keep them in step.
@@ -218,13 +250,17 @@ class Simulator:
 
             def send(dst: int, message: Any) -> None:
                 if net.clean and not blocked:
-                    # A healthy network: one copy, one delay draw (what transit() would
+                    # A healthy network: one copy, one delay draw (what arrivals() would
                     # do), without building a list or a link tuple per message.
-                    delay = net._sample(src, dst)
-                    push(heap, (sim.now + delay, next(seq), _DELIVER, dst, src, message))
+                    arrival = sim.now + net._sample(src, dst)
+                    if fifo:
+                        if arrival < link[dst]:
+                            arrival = link[dst]
+                        link[dst] = arrival
+                    push(heap, (arrival, next(seq), _DELIVER, dst, src, message))
                     return
-                for delay in transit(src, dst, message):
-                    push(heap, (sim.now + delay, next(seq), _DELIVER, dst, src, message))
+                for arrival in arrivals(src, dst, message, sim.now):
+                    push(heap, (arrival, next(seq), _DELIVER, dst, src, message))
 
             return send
 
@@ -246,11 +282,15 @@ class Simulator:
                 host.sent_bytes[type(message).__name__] += len(data)
             payload = data if on_wire else message
             if net.clean and not blocked:
-                delay = net._sample(src, dst)
-                push(heap, (sim.now + delay, next(seq), _DELIVER, dst, src, payload))
+                arrival = sim.now + net._sample(src, dst)
+                if fifo:
+                    if arrival < link[dst]:
+                        arrival = link[dst]
+                    link[dst] = arrival
+                push(heap, (arrival, next(seq), _DELIVER, dst, src, payload))
                 return
-            for delay in transit(src, dst, message):
-                push(heap, (sim.now + delay, next(seq), _DELIVER, dst, src, payload))
+            for arrival in arrivals(src, dst, message, sim.now):
+                push(heap, (arrival, next(seq), _DELIVER, dst, src, payload))
 
         return send_encoded
 
@@ -280,6 +320,8 @@ class Simulator:
 
     def _run(self, end: float, stop: Callable[[], bool] | None = None) -> bool:
         """Process events up to time ``end``; return True if ``stop()`` became true."""
+        if self._servers is not None:
+            return self._servers.run(end, stop)
         # The hottest loop of the project: names are bound to locals, the event
         # kinds are literals, and message delivery (most events) comes first
         # with _reschedule inlined.
@@ -459,6 +501,8 @@ class Simulator:
         node.host = None
         node.incarnation += 1
         node.timer_at = _INF
+        if self._servers is not None:
+            self._servers.crashed(node_id)
 
     def restart(self, node_id: int) -> None:
         """Start a crashed node again from its storage."""
@@ -561,7 +605,7 @@ class Simulator:
 
     def _send_attempt(self, client: SimClient, attempt: Attempt, delay: float) -> None:
         now, heap, seq, generation = self.now, self._heap, self._seq, attempt.generation
-        arrive = now + delay + self.network.client_delay
+        arrive = now + delay + self.network.client_delay + self._client_send
         heapq.heappush(heap, (arrive, next(seq), _ARRIVE, client, attempt, generation))
         # The timeout's key is reserved now, its event pushed lazily (see the theory
         # of operation): usually the client already has an earlier one pending.
@@ -597,6 +641,9 @@ class Simulator:
             return  # the node is down: the client times out
         op = attempt.op
         request = Request(client_id=op.client, seq=op.seq, command=op.command)
+        if self._servers is not None:
+            self._servers.request(node, request, (client, attempt, generation), self.now)
+            return
         node.host.submit(self.now, request, (client, attempt, generation))
 
     def _on_reply(self, waiter: Any, reply: ClientReply) -> None:
@@ -605,7 +652,11 @@ class Simulator:
             return
         client, attempt, generation = waiter
         delay = self.network.client_delay
-        if delay:
+        if self._client_cost:  # the client's host handles the answer (costs on)
+            assert self._servers is not None
+            args = (client, attempt, generation, reply)
+            self._servers.client_answer(client.client_id, args, self.now + delay)
+        elif delay:
             args = (client, attempt, generation, reply)
             self._push(self.now + delay, _CALL, self._answer, args)
         else:
@@ -685,6 +736,17 @@ class Simulator:
         if host is not None:
             total.update(host.replica.counters)
         return total
+
+    def node_stats(self) -> list[dict[str, Any]]:
+        """Per node since the start, with costs on (else empty): CPU and fsync
+        seconds, batches, inputs, seconds inputs waited in the queue, the
+        longest queue, fsyncs, records, bytes and link seconds sent
+        (``consensus.sim.servers``)."""
+        return [] if self._servers is None else self._servers.node_stats()
+
+    def node_intervals(self) -> list[dict[str, Any]]:
+        """``node_stats`` per ``stats_interval`` of virtual time (costs on, else empty)."""
+        return [] if self._servers is None else self._servers.node_bins()
 
     def message_bytes(self) -> Counter[str]:
         """Bytes sent by type, as the codec encodes them, over every node and incarnation.

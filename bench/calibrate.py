@@ -1,0 +1,675 @@
+"""Calibration: measure what a node's work costs on this machine, as a ``[costs]`` table.
+
+Theory of operation
+-------------------
+``python -m bench calibrate`` times the real code a node runs, here, and
+writes the ``[costs]`` table the simulator charges (``consensus.costs``):
+
+1. **Protocol inputs, records and applies, in a run.**  For each protocol a
+   short simulation runs with the costs of the table it starts from (so
+   nodes batch, pack and pipeline as under load) while the real code is
+   timed with ``time.perf_counter``: the codec's ``decode`` and the
+   replica's ``step`` of every peer message (by type, with its size and
+   entry count), ``accept``/``accept_many`` per client request, ``tick``,
+   the state machine's ``apply`` per command, and every record appended to
+   a real write-ahead log (``consensus.wal``, no fsync) beside the
+   simulated storage.  The run's virtual results are thrown away: only the
+   wall-clock timings of the code count.  Each run happens twice, with 16-
+   and 1,024-byte values, so that per-byte and per-entry costs separate.
+2. **Encoding** each message type sent: the messages decoded in step 1 are
+   encoded again, and the time fitted to their size.
+3. **The runtime around it** (``consensus.runtime``): a client request's
+   ``Submit`` decoded and its ``Reply`` built and encoded through the
+   runtime codec; frames exchanged over a real loopback TCP connection with
+   the framing and Trio calls the transport makes, within one process (a
+   quarter of a round trip's CPU time is charged to sending a frame, a
+   quarter to receiving one); the driver's loop (a Trio event set and
+   waited for, a checkpoint) per batch; and the wake-up of an idle node:
+   the CPU time of a round trip with another process (which sleeps in
+   between) beyond its two frames.
+4. **fsync**: the mean latency of appending a record and fsyncing it
+   through the write-ahead log, one after the other, in the system's
+   temporary directory (where ``bench run --tcp`` keeps its nodes' logs).
+   The mean, not the median: a node's rate of fsyncs is one over it.
+5. **The rest of the runtime, end to end**: a real one-node cluster
+   (``bench.tcprun``, no fsync, requests packed as by default) under a
+   closed loop for a few seconds.  Its node process's CPU time per
+   operation, less what the table so far charges per operation for the same
+   run simulated, is what the runtime's client path costs beyond the parts
+   timed above (connections, Trio tasks and wake-ups, system calls): it is
+   added to every protocol's ``request`` cost.  The load generator's CPU
+   time per operation is ``client`` (a client host's cost per operation).
+
+Fitting: per input type, ``seconds = base + per_byte * size + per_entry *
+entries`` by least squares over the timed calls, after dropping the slowest
+2% (a garbage collection, the scheduler); a coefficient that comes out
+negative is dropped and the fit redone without it.  Timings are CPU-bound
+wall-clock times on a shared machine: run it when the machine is quiet, and
+compare the table with the last one before shipping it.
+
+What it cannot see: the operating system's share of a real cluster's work
+beyond the calls timed here (TCP on loopback, scheduling three node
+processes and the load generators on the same cores).  The comparison with
+real runs (README, ``notebooks/saturation.ipynb``) shows how much that is.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import tempfile
+import time
+from collections import defaultdict
+from datetime import date
+from pathlib import Path
+from typing import Any, Callable
+
+import attrs
+import numpy as np
+
+from bench.config import cost_preset
+from bench.workload import Workload, WorkloadConfig
+from consensus.codec import Codec
+from consensus.commands import Put, Request
+from consensus.config import ClusterConfig, Delay, NetworkConfig
+from consensus.costs import CostConfig
+from consensus.schema import structure
+from consensus.sim.costrows import entry_counter
+from consensus.sim.simulator import Simulator
+from consensus.wal import DurableStorage
+
+__all__ = ["calibrate", "measure_fsync", "to_toml"]
+
+PROTOCOLS = ("raft", "multipaxos", "paxos")
+#: Fits need this much spread to separate a per-byte or per-entry cost from noise.
+MIN_BYTES_SPREAD = 512
+MIN_ENTRIES_SPREAD = 2
+
+
+@attrs.define
+class _Samples:
+    """Timed calls of one kind: (size in bytes, entries, seconds); ``field``: what
+    ``entries`` counts (``consensus.costs.CostRow.entries``)."""
+
+    rows: list[tuple[float, float, float]] = attrs.Factory(list)
+    field: str = ""
+    count: Callable[[Any], int] = lambda _: 0
+
+    def add(self, size: float, entries: float, seconds: float) -> None:
+        self.rows.append((size, entries, seconds))
+
+    def first(self, value: Any) -> None:
+        # The first instance seen decides what its type's entries are.
+        names = set(attrs.fields_dict(type(value))) if attrs.has(type(value)) else set()
+        if names & {"entries", "payloads", "accepted", "payload"}:
+            self.field = "requests"
+        elif "count" in names:
+            self.field = "count"
+        if self.field:
+            self.count = entry_counter(type(value), self.field)
+
+
+def fit(rows: list[tuple[float, float, float]]) -> tuple[float, float, float]:
+    """``(base, per_byte, per_entry)`` fitted to (size, entries, seconds) rows."""
+    if not rows:
+        return 0.0, 0.0, 0.0
+    data = np.array(rows, dtype=float)
+    cut = np.quantile(data[:, 2], 0.98)
+    data = data[data[:, 2] <= cut]
+    y = data[:, 2]
+    spread = (MIN_BYTES_SPREAD, MIN_ENTRIES_SPREAD)
+    use = [i for i in (0, 1) if np.ptp(data[:, i]) >= spread[i]]
+    while True:
+        x = np.column_stack([np.ones(len(y))] + [data[:, i] for i in use])
+        coef, *_ = np.linalg.lstsq(x, y, rcond=None)
+        negative = [i for i, c in zip(use, coef[1:], strict=True) if c < 0]
+        if not negative:
+            break
+        use.remove(negative[0])
+    result = [max(float(coef[0]), 0.0), 0.0, 0.0]
+    for i, c in zip(use, coef[1:], strict=True):
+        result[1 + i] = float(c)
+    return result[0], result[1], result[2]
+
+
+class _Probe:
+    """Times the real code of one simulation's nodes (see step 1)."""
+
+    def __init__(self, sim: Simulator, wal_dir: Path) -> None:
+        self.sim = sim
+        self.protocol = sim.spec.name
+        self.inputs: dict[str, _Samples] = defaultdict(_Samples)
+        self.records: dict[str, _Samples] = defaultdict(_Samples)
+        self.requests: list[tuple[int, float]] = []
+        self.ticks: list[float] = []
+        self.applies: list[tuple[int, float]] = []
+        self.sample_messages: dict[str, list[Any]] = defaultdict(list)
+        self._decoded: tuple[int, float] = (0, 0.0)
+        codec = sim._codec
+        servers = sim._servers
+        assert servers is not None and codec is not None
+        self.codec = codec
+        decode = codec.decode
+
+        def timed_decode(payload: bytes) -> Any:
+            started = time.perf_counter()
+            message = decode(payload)
+            self._decoded = (len(payload), time.perf_counter() - started)
+            return message
+
+        servers._decode = timed_decode
+        for node in sim.node_ids:
+            self._wrap(
+                sim.host(node), DurableStorage(wal_dir / f"{node}.wal", codec, fsync="never")
+            )
+
+    def _wrap(self, host: Any, shadow: DurableStorage) -> None:
+        replica, sm, storage = host.replica, host.sm, host.storage
+        step, tick, apply = replica.step, replica.tick, sm.apply
+        accept, accept_many, append = host.accept, host.accept_many, storage.append
+        perf = time.perf_counter
+
+        def timed_step(now: float, src: int, message: Any) -> Any:
+            started = perf()
+            out = step(now, src, message)
+            took = perf() - started
+            size, decoding = self._decoded
+            name = type(message).__name__
+            samples = self.inputs[name]
+            if not samples.rows:
+                samples.first(message)
+            samples.add(size, samples.count(message), took + decoding)
+            kept = self.sample_messages[name]
+            if len(kept) < 300:
+                kept.append(message)
+            return out
+
+        def timed_tick(now: float) -> Any:
+            started = perf()
+            out = tick(now)
+            self.ticks.append(perf() - started)
+            return out
+
+        inside = [False]  # accept_many calls accept: time the outer call only
+
+        def timed_accept(now: float, request: Request, waiter: Any) -> Any:
+            if inside[0]:
+                return accept(now, request, waiter)
+            started = perf()
+            out = accept(now, request, waiter)
+            self.requests.append((1, perf() - started))
+            return out
+
+        def timed_accept_many(now: float, items: list[Any]) -> Any:
+            inside[0] = True
+            started = perf()
+            try:
+                out = accept_many(now, items)
+            finally:
+                inside[0] = False
+            self.requests.append((len(items), perf() - started))
+            return out
+
+        def timed_apply(index: int, payload: Any) -> Any:
+            started = perf()
+            result = apply(index, payload)
+            self.applies.append((len(result), perf() - started))
+            return result
+
+        def timed_append(records: Any) -> None:
+            append(records)
+            for record in records:  # one at a time, each through the real log
+                started = perf()
+                shadow.append([record])
+                took = perf() - started
+                name = type(record).__name__
+                samples = self.records[name]
+                if not samples.rows:
+                    samples.first(record)
+                samples.add(0, samples.count(record), took)
+
+        replica.step, replica.tick, sm.apply = timed_step, timed_tick, timed_apply
+        host.accept, host.accept_many = timed_accept, timed_accept_many
+        host.storage = _TimedStorage(storage, timed_append)
+
+
+class _TimedStorage:
+    """A node's storage with every append also timed through a real log."""
+
+    def __init__(self, storage: Any, append: Callable[[Any], None]) -> None:
+        self._storage = storage
+        self.append = append
+        self.stats = storage.stats
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._storage, name)
+
+
+def _run_probe(
+    protocol: str, seed_costs: CostConfig, value_size: int, seconds: float, wal_dir: Path
+) -> _Probe:
+    config = ClusterConfig(
+        protocol=protocol,
+        nodes=3,
+        seed=1,
+        wire="bytes",
+        network=NetworkConfig(delay=Delay.uniform(0.0001, 0.0003)),
+        costs=seed_costs,
+        pack_proposals=0 if value_size > 100 else 64,
+    )
+    sim = Simulator(config, record_applied=False)
+    probe = _Probe(sim, wal_dir)
+    workload = WorkloadConfig(
+        clients=64, duration=seconds, warmup=0.0, read_fraction=0.2, value_size=value_size
+    )
+    Workload(sim, workload).start()
+    sim.run_for(seconds)
+    return probe
+
+
+def _encode_costs(codec: Codec, messages: list[Any]) -> _Samples:
+    samples = _Samples()
+    perf = time.perf_counter
+    for message in messages:
+        if not samples.rows:
+            samples.first(message)
+        started = perf()
+        for _ in range(5):
+            frame = codec.encode_frame(message)
+        samples.add(len(frame), samples.count(message), (perf() - started) / 5)
+    return samples
+
+
+def _runtime_costs(rounds: int = 2000) -> dict[str, float]:
+    """Step 3: the client path through the runtime codec, framing and Trio."""
+    import trio
+
+    from consensus.runtime.tcp import FramedStream
+    from consensus.runtime.wire import Replies, Reply, Submit, runtime_codec
+
+    codec = runtime_codec()
+    perf = time.process_time
+    requests = tuple(
+        Request(client_id=7, seq=i, command=Put(key=f"k{i % 100}", value="v" * 16))
+        for i in range(16)
+    )
+    frame = codec.encode(Submit(requests=requests))
+    started = perf()
+    for _ in range(rounds // 16):
+        codec.decode(frame)
+    request = (perf() - started) / (rounds // 16 * 16)
+    started = perf()
+    for _ in range(rounds // 64):
+        replies = tuple(Reply(client_id=7, seq=i, ok=True, result=None) for i in range(64))
+        codec.encode_frame(Replies(replies=replies))
+    reply = (perf() - started) / (rounds // 64 * 64)
+
+    async def ping_pong() -> float:
+        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        port = listeners[0].socket.getsockname()[1]
+        payload = runtime_codec().encode_frame(Reply(client_id=1, seq=1, ok=True, result="x" * 16))
+        result = 0.0
+
+        async def echo(stream: trio.abc.Stream) -> None:
+            framed = FramedStream(stream, 1 << 20)
+            while True:
+                frames = await framed.receive_frames()
+                if not frames:
+                    return
+                for body in frames:
+                    codec.decode(body)
+                await framed.send(payload)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(trio.serve_listeners, echo, listeners)
+            stream = await trio.open_tcp_stream("127.0.0.1", port)
+            framed = FramedStream(stream, 1 << 20)
+            started = perf()
+            for _ in range(rounds):
+                await framed.send(payload)
+                for body in await framed.receive_frames():
+                    codec.decode(body)
+            result = perf() - started
+            await stream.aclose()
+            nursery.cancel_scope.cancel()
+        return result / rounds / 4  # a round trip: two frames sent, two received
+
+    frame_cost = trio.run(ping_pong)
+
+    async def driver_loop() -> float:
+        # Two tasks waking each other through Events, each with a checkpoint: per
+        # wake-up, about what NodeRunner's driver pays to wait for input once a batch.
+        events = [trio.Event(), trio.Event()]
+
+        async def side(me: int) -> None:
+            for _ in range(rounds):
+                await events[me].wait()
+                events[me] = trio.Event()
+                events[1 - me].set()
+                await trio.lowlevel.checkpoint()
+
+        started = perf()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(side, 0)
+            nursery.start_soon(side, 1)
+            events[0].set()
+        return (perf() - started) / (2 * rounds)
+
+    loop = trio.run(driver_loop)
+    wakeup = max(_cross_process_round_trip(rounds) - 2 * frame_cost, 0.0)
+    return {
+        "request": request,
+        "reply": reply,
+        "frame": frame_cost,
+        "loop": loop,
+        "wakeup": wakeup,
+    }
+
+
+_ECHO = """
+import sys, trio
+from consensus.runtime.tcp import FramedStream
+from consensus.runtime.wire import Reply, runtime_codec
+codec = runtime_codec()
+payload = codec.encode_frame(Reply(client_id=1, seq=1, ok=True, result="x" * 16))
+async def main():
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    print(listeners[0].socket.getsockname()[1], flush=True)
+    async def echo(stream):
+        framed = FramedStream(stream, 1 << 20)
+        while True:
+            frames = await framed.receive_frames()
+            if not frames:
+                return
+            for body in frames:
+                codec.decode(body)
+            await framed.send(payload)
+    await trio.serve_listeners(echo, listeners)
+trio.run(main)
+"""
+
+
+def _cross_process_round_trip(rounds: int) -> float:
+    """CPU seconds one process spends per round trip with a peer process: a frame
+    sent, one received, and waking up in between (it sleeps while the peer works)."""
+    import subprocess
+    import sys
+
+    import trio
+
+    from consensus.runtime.tcp import FramedStream
+    from consensus.runtime.wire import Reply, runtime_codec
+
+    codec = runtime_codec()
+    payload = codec.encode_frame(Reply(client_id=1, seq=1, ok=True, result="x" * 16))
+    echo = subprocess.Popen(
+        [sys.executable, "-c", _ECHO], stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True
+    )
+    try:
+        assert echo.stdout is not None
+        port = int(echo.stdout.readline())
+
+        async def ping() -> float:
+            stream = await trio.open_tcp_stream("127.0.0.1", port)
+            framed = FramedStream(stream, 1 << 20)
+            started = time.process_time()
+            for _ in range(rounds):
+                await framed.send(payload)
+                for body in await framed.receive_frames():
+                    codec.decode(body)
+            took = time.process_time() - started
+            await stream.aclose()
+            return took / rounds
+
+        return trio.run(ping)
+    finally:
+        echo.kill()
+        echo.wait()
+
+
+def measure_fsync(directory: str | None = None, rounds: int = 300) -> float:
+    """Step 4: the mean seconds of one small append + fsync through the WAL."""
+    from consensus.wal import WriteAheadLog
+
+    with tempfile.TemporaryDirectory(dir=directory, prefix="calibrate-") as tmp:
+        wal = WriteAheadLog(Path(tmp) / "fsync.wal", fsync="always")
+        times = []
+        for i in range(rounds):
+            started = time.perf_counter()
+            wal.append([b"r" * 100 + str(i).encode()])
+            wal.sync()
+            times.append(time.perf_counter() - started)
+        wal.close()
+    return statistics.fmean(times)
+
+
+def _end_to_end(table: dict[str, Any], seconds: float = 3.0) -> dict[str, float]:
+    """Step 5: a real one-node cluster's CPU per operation, node and client, and
+    what the table charges per operation for the same run simulated."""
+    from bench.runner import run
+
+    config = {
+        "protocols": ["raft"],
+        "cluster": {"nodes": 1, "seed": 1, "pack_proposals": 256},
+        "costs": {"preset": "off", **{k: v for k, v in table.items() if k != "note"}},
+        "workload": {"clients": 64, "duration": seconds + 1.0, "warmup": 1.0},
+        "tcp": {"processes": 1, "fsync": "never", "pack_proposals": 256},
+        "drain": 0.5,
+    }
+    per_op = {}
+    for label, tcp in (("real", True), ("simulated", False)):
+        results = run({**config, "network": {"kind": "tcp"}} if tcp else config)
+        summary, nodes = results.summary.iloc[0], results.nodes.iloc[0]
+        ops = summary["completed_per_s"] * seconds
+        per_op[f"{label}_node"] = nodes["cpu_util"] * seconds / ops
+        per_op[f"{label}_client"] = summary["client_cpu"] * seconds / ops
+    return per_op
+
+
+def calibrate(
+    protocols: tuple[str, ...] = PROTOCOLS,
+    *,
+    seconds: float = 1.0,
+    start: str = "default",
+    end_to_end: bool = True,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Measure this machine; returns the ``[costs]`` table (plain data, see ``to_toml``).
+
+    ``start``: the cost preset (or path) the probe runs use, so that they
+    batch as a loaded cluster does; ``seconds``: simulated seconds per run;
+    ``end_to_end``: run step 5 (real processes, a few seconds).  The table's
+    ``end_to_end`` entry (not a cost; ``to_toml`` writes it as a comment)
+    keeps step 5's measurements.
+    """
+    say = progress or (lambda _: None)
+    seed_costs = structure(CostConfig, cost_preset(start), path="costs")
+    inputs: dict[str, dict[str, Any]] = {}
+    records: dict[str, dict[str, Any]] = {}
+    sends: dict[str, dict[str, Any]] = {}
+    requests: list[float] = []
+    ticks: list[float] = []
+    applies: list[tuple[int, float]] = []
+    for protocol in protocols:
+        samples: dict[str, _Samples] = defaultdict(_Samples)
+        record_samples: dict[str, _Samples] = defaultdict(_Samples)
+        proto_requests: list[tuple[int, float]] = []
+        proto_ticks: list[float] = []
+        messages: dict[str, list[Any]] = defaultdict(list)
+        codec: Codec | None = None
+        for value_size in (16, 1024):
+            say(f"{protocol}: timing a run with {value_size}-byte values")
+            with tempfile.TemporaryDirectory(prefix="calibrate-") as tmp:
+                probe = _run_probe(protocol, seed_costs, value_size, seconds, Path(tmp))
+            codec = probe.codec
+            for into, got_all in ((samples, probe.inputs), (record_samples, probe.records)):
+                for name, got in got_all.items():
+                    into[name].field = got.field
+                    into[name].rows.extend(got.rows)
+            proto_requests.extend(probe.requests)
+            proto_ticks.extend(probe.ticks)
+            applies.extend(probe.applies)
+            for name, kept in probe.sample_messages.items():
+                messages[name].extend(kept)
+        for name, got in sorted(samples.items()):
+            inputs[f"{protocol}.{name}"] = _fitted(got)
+        for name, got in sorted(record_samples.items()):
+            records[f"{protocol}.{name}"] = _fitted(got, sizes=False)
+        total = sum(n for n, _ in proto_requests)
+        if total:
+            per_request = sum(t for _, t in proto_requests) / total
+            inputs[f"{protocol}.request"] = {"base": per_request}
+            requests.append(per_request)
+        if proto_ticks:
+            tick = statistics.median(proto_ticks)
+            inputs[f"{protocol}.tick"] = {"base": tick}
+            ticks.append(tick)
+        assert codec is not None
+        say(f"{protocol}: timing the encoding of what it sends")
+        for name, kept in sorted(messages.items()):
+            sends[f"{protocol}.{name}"] = _fitted(_encode_costs(codec, kept))
+    say("the runtime: client requests, replies, TCP frames, the driver loop")
+    runtime = _runtime_costs()
+    say("fsync through the write-ahead log")
+    fsync = measure_fsync()
+    commands = sum(n for n, _ in applies)
+    apply = sum(t for _, t in applies) / commands if commands else 0.0
+    frame = runtime["frame"]
+    # A peer message is also a frame the transport received, or wrote.
+    for key, row in (*inputs.items(), *sends.items()):
+        if not key.endswith((".request", ".tick")):
+            row["base"] += frame
+    for key, row in inputs.items():
+        if key.endswith(".request"):
+            row["base"] += runtime["request"]
+
+    def median(rows: dict[str, dict[str, Any]], skip: tuple[str, ...] = ()) -> float:
+        values = [row["base"] for key, row in rows.items() if not key.endswith(skip)]
+        return statistics.median(values) if values else 0.0
+
+    table: dict[str, Any] = {
+        "note": (
+            f"measured by python -m bench calibrate on {platform.node() or 'this machine'},"
+            f" {date.today().isoformat()}, Python {platform.python_version()}"
+        ),
+        "batch": runtime["loop"],
+        "wakeup": runtime["wakeup"],
+        "message": median(inputs, (".request", ".tick")),
+        "message_per_byte": 0.0,
+        "request": (statistics.median(requests) if requests else 0.0) + runtime["request"],
+        "tick": statistics.median(ticks) if ticks else 0.0,
+        "send": median(sends),
+        "send_per_byte": 0.0,
+        "reply": runtime["reply"],
+        "apply": apply,
+        "record": median(records),
+        "fsync": fsync,
+        "bandwidth": 0.0,
+        "client": 0.0,
+        "inputs": inputs,
+        "sends": sends,
+        "records": records,
+    }
+    if end_to_end:
+        say("the runtime end to end: a real one-node cluster")
+        measured = _end_to_end(table)
+        extra = max(measured["real_node"] - measured["simulated_node"], 0.0)
+        table["request"] += extra
+        for key, row in inputs.items():
+            if key.endswith(".request"):
+                row["base"] += extra
+        table["client"] = measured["real_client"]
+        table["end_to_end"] = measured
+    return table
+
+
+def _fitted(samples: _Samples, sizes: bool = True) -> dict[str, Any]:
+    # A cost row fitted to the samples, with only the terms the fit kept.
+    base, per_byte, per_entry = fit(samples.rows)
+    row: dict[str, Any] = {"base": base}
+    if sizes and per_byte:
+        row["per_byte"] = per_byte
+    if samples.field and per_entry:
+        row.update(per_entry=per_entry, entries=samples.field)
+    return row
+
+
+def _number(value: float) -> str:
+    return f"{value:.3e}" if value else "0.0"
+
+
+def _row(row: dict[str, Any]) -> str:
+    parts = []
+    for key in ("base", "per_byte", "per_entry"):
+        if row.get(key):
+            parts.append(f"{key} = {_number(row[key])}")
+    if row.get("entries"):
+        parts.append(f'entries = "{row["entries"]}"')
+    return "{ " + ", ".join(parts or ["base = 0.0"]) + " }"
+
+
+COMMENTS = {
+    "batch": "per batch of inputs: the driver's loop (a Trio wake-up and checkpoint)",
+    "wakeup": "per batch of a node that was idle: its process waking up from epoll",
+    "message": "per peer message of a type without a row below",
+    "message_per_byte": "",
+    "request": "per client request (rows below): Submit decoding + the replica's accept",
+    "tick": "per timer tick",
+    "send": "per message sent of a type without a row below",
+    "send_per_byte": "",
+    "reply": "per client answer: Reply built and encoded",
+    "apply": "per command applied to the key-value store",
+    "record": "per record persisted (types without a row below)",
+    "fsync": "seconds per fsync through the write-ahead log (the node waits)",
+    "bandwidth": "bytes/s a node sends; 0: unlimited (loopback). 1.25e8 is 1 Gbit/s",
+    "client": "per operation, on a client's host (the load generator's CPU)",
+}
+
+
+def to_toml(table: dict[str, Any]) -> str:
+    """The table as a ``[costs]`` TOML document (``cost_preset`` reads it back)."""
+    lines = [
+        "# What a node's work costs on one machine, for the simulator (consensus.costs).",
+        "# Written by `python -m bench calibrate`; re-run it to measure this machine:",
+        "#   python -m bench calibrate --out bench/configs/costs-default.toml",
+        "# Every number is CPU seconds, except fsync (seconds) and bandwidth (bytes/s).",
+        "",
+        "[costs]",
+        f'note = "{table["note"]}"',
+    ]
+    for key, comment in COMMENTS.items():
+        line = f"{key} = {_number(float(table[key]))}"
+        lines.append(f"{line:<32}# {comment}" if comment else line)
+    measured = table.get("end_to_end")
+    if measured:
+        lines += [
+            "# A real one-node cluster, CPU seconds per operation: node"
+            f" {measured['real_node']:.3e} (simulated before the runtime's share was added:"
+            f" {measured['simulated_node']:.3e}), load generator {measured['real_client']:.3e}.",
+        ]
+    lines += ["", "# Per peer message type: decoding + the replica's step + receiving the frame."]
+    lines.append("[costs.inputs]")
+    for key in sorted(table["inputs"]):
+        lines.append(f'"{key}" = {_row(table["inputs"][key])}')
+    lines += ["", "# Per message type sent: encoding + the transport's framing and TCP send."]
+    lines.append("[costs.sends]")
+    for key in sorted(table["sends"]):
+        lines.append(f'"{key}" = {_row(table["sends"][key])}')
+    lines += ["", "# Per record type: encoding + writing it to the write-ahead log."]
+    lines.append("[costs.records]")
+    for key in sorted(table["records"]):
+        lines.append(f'"{key}" = {_row(table["records"][key])}')
+    return "\n".join(lines) + "\n"
+
+
+def write(table: dict[str, Any], path: str | os.PathLike[str]) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(to_toml(table))
+    return path
+
+
+def _check(table: dict[str, Any]) -> CostConfig:
+    """The table as the simulator will read it (validates every key)."""
+    return structure(CostConfig, {k: v for k, v in table.items()}, path="costs")
