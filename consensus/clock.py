@@ -68,8 +68,8 @@ class DriftingReplica:
         if deadline is None:
             return None
         real = deadline / self.rate
-        # Round up: at the real time returned the replica's clock must read at
-        # least its deadline, or the tick there would not reach it (a tick loop).
-        while real * self.rate < deadline:
+        if real * self.rate < deadline:
+            # Rounded below: a tick at ``real`` would show the replica a time just
+            # short of its deadline, and it would ask again for the same instant.
             real = math.nextafter(real, math.inf)
         return real
