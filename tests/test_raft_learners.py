@@ -83,11 +83,12 @@ def test_a_learner_never_counts_for_commitment() -> None:
 
 def test_a_learner_is_promoted_only_once_its_log_is_close_to_the_leader_s() -> None:
     r, now = leader(promote_lag=2)
+    r.propose(now, change((0, 1, 2, 3)))
     for seq in range(1, 6):
         r.propose(now, Request(client_id=1, seq=seq, command=Put(key="k", value="v")))
-    r.propose(now, change((0, 1, 2, 3)))
     assert r.log.last_index == 7
-    acks(r, now, 7, 1, 2)  # the learner phase committed; 3 holds nothing yet
+    acks(r, now, 7, 1, 2)  # the learner phase (index 2) committed; 3 holds nothing yet
+    ack(r, now, 3, 1)  # it does not even hold the learner phase: not yet
     ack(r, now, 3, 4)  # 3 entries behind: not yet
     assert r.quorum == Majority(OLD) and r.counters["learners_promoted"] == 0
     ack(r, now, 3, 5)  # within promote_lag = 2 of index 7
@@ -285,3 +286,13 @@ def test_a_voter_demoted_under_load_keeps_receiving_the_log() -> None:
     assert raft(sim, leader).quorum == Majority(tuple(n for n in range(3) if n != demoted))
     assert raft(sim, demoted).commit_index == raft(sim, leader).commit_index
     assert PROTOCOL.membership
+
+
+def test_a_learner_phase_that_cannot_finish_is_replaced_by_the_next_change() -> None:
+    r, now = leader()
+    r.propose(now, change((0, 1, 2, 3)))
+    assert [x.reason for x in r.propose(now, change((0, 1, 2, 4), seq=2)).rejected] == ["busy"]
+    ack(r, now, 1, 2)  # the phase committed; 3 is down and never answers
+    r.propose(now, change((0, 1, 2, 4), seq=2))
+    assert r.log[3].payload.learners == (3, 4) and r.log[3].payload.request.seq == 2
+    assert r.counters["learner_phases_superseded"] == 1

@@ -23,13 +23,15 @@ element is in force.  Appending an entry may push one, truncating a
 conflicting suffix pops and so reverts, a snapshot resets the base.
 
 A ``ChangeMembership(members)`` at the leader (thesis 4.3; ``busy`` if a
-change is in progress, or no entry of the leader's term is committed yet;
+change is in progress, or no entry of the leader's term is committed yet,
+except that a committed learner phase may be replaced by another change;
 the same voters: an ordinary entry)::
 
     servers it adds that are not caught-up learners (learner_phase):
       L appends Configuration(new=voters, learners=+added, request): they are
       replicated to at once (their progress starts at L's last index);
-      once it committed and each is within promote_lag entries of L's log:
+      once it committed and each holds it and is within promote_lag entries
+      of L's log:
     one voter added or removed (single_server_changes):
       L appends the client's Request: C_new, in force at once
     otherwise:
@@ -272,9 +274,19 @@ class Membership(Snapshots):
             if joint_done and target == config.new:
                 self._leave_joint(request, out)  # explicit leave
                 return
-            self.counters["membership_busy"] += 1
-            out.rejected.append(self._rejection(request, "busy"))
-            return
+            phase_done = (
+                config.request is not None
+                and not config.old
+                and self.commit_index >= max(self._config_index, self._term_start)
+            )
+            if not phase_done:
+                self.counters["membership_busy"] += 1
+                out.rejected.append(self._rejection(request, "busy"))
+                return
+            # A committed learner phase has not touched the voters: a new change
+            # may replace it (its learners stay learners), so that a learner that
+            # never catches up (a dead server) cannot block every later change.
+            self.counters["learner_phases_superseded"] += 1
         voters = config.new
         added = [n for n in target if n not in voters]
         waiting = [n for n in added if not self._caught_up(n, learner_only=True)]
@@ -314,13 +326,13 @@ class Membership(Snapshots):
         return self._append_config(joint, out)
 
     def _caught_up(self, node: NodeId, learner_only: bool = False) -> bool:
-        """``node`` (a learner, if ``learner_only``) is within ``promote_lag`` of our log."""
+        """``node`` (a learner, if ``learner_only``) holds the configuration in
+        force and is within ``promote_lag`` entries of our log."""
         if learner_only and node not in self._config.learners:
             return False
         progress = self._progress.get(node)
-        return progress is not None and (
-            progress.match >= self.log.last_index - self.options.promote_lag
-        )
+        floor = max(self.log.last_index - self.options.promote_lag, self._config_index)
+        return progress is not None and progress.match >= floor
 
     def _change_underway(self) -> Request | None:
         """The client request of the configuration change in progress, if known."""
