@@ -7,12 +7,15 @@ reads it back); ``chaos_run``/``chaos_runs`` run seeded fault-injection
 checks.  Sweeps and soaks take ``jobs=N`` (local processes) or
 ``executor=DaskExecutor(...)`` (a Dask cluster), with the same results.
 ``why_consensus()`` runs the consensus plugins and the unsafe baselines on one
-workload and fault schedule (``notebooks/why_consensus.ipynb``).
+workload and fault schedule (``notebooks/why_consensus.ipynb``);
+``read_modes()`` runs Raft's read paths (log, ReadIndex, lease, follower
+reads) on one read-heavy workload.
 """
 
 from bench.chaos import chaos_run, chaos_runs
 from bench.executors import DaskExecutor
 from bench.metrics import Results
+from bench.reads import read_modes
 from bench.runner import RunConfig, load_run_config, run
 from bench.sweep import read_sweep, sweep, sweep_to
 from bench.why import why_consensus
@@ -26,6 +29,7 @@ __all__ = [
     "chaos_run",
     "chaos_runs",
     "load_run_config",
+    "read_modes",
     "read_sweep",
     "run",
     "sweep",

@@ -28,7 +28,7 @@ from typing import Any
 
 import attrs
 
-from bench.faults import Fault
+from bench.faults import ADMIN_ACTIONS, Fault
 from bench.workload import WorkloadConfig
 from consensus.config import ClusterConfig
 from consensus.costs import CostConfig
@@ -192,6 +192,15 @@ class RunConfig:
                         f" over tcp a fault is one of {', '.join(TCP_FAULTS)}"
                     )
         for i, fault in enumerate(self.faults):
+            admin = ADMIN_ACTIONS.get(fault.action)
+            for name in self.protocols if admin else ():
+                if admin not in {
+                    m.__name__ for m in self.cluster_for(name).protocol_spec().messages
+                }:
+                    raise ConfigError(
+                        f"faults[{i}].action: protocol {name!r} has no {admin} request;"
+                        " run it without this fault"
+                    )
             if fault.action != "membership":
                 continue
             for name in self.protocols:

@@ -15,7 +15,14 @@ Each ``Fault`` names a time ``at`` (virtual seconds) and an ``action``:
   longer (a slow disk, an overloaded machine), until ``duration`` ends it;
 * ``heal`` every link; ``restart`` a node id;
 * ``membership``: change the voting members to ``members`` (a client
-  submits ``ChangeMembership``; protocols with membership support only).
+  submits ``ChangeMembership``; protocols with membership support only);
+* ``transfer_leader``: hand leadership to ``target`` (``"follower"``: the
+  first live follower, or a node id): the admin request
+  ``TransferLeadership`` is stepped into the leader, as its operator would
+  (``consensus.testing.nemesis.step_admin``; protocols that list that
+  message, such as Raft): a planned handover, to compare with a crash;
+* ``learners``: make ``learners`` the non-voting members (the admin request
+  ``ChangeLearners``; a voter named there is demoted).
 
 Targets are resolved when the fault fires (the leader *then*).  For a
 leaderless protocol (single-decree Paxos) ``leader`` means the lowest-numbered
@@ -33,10 +40,24 @@ import attrs
 from consensus.commands import ChangeMembership
 from consensus.config import ConfigError, non_negative, one_of
 from consensus.sim.simulator import Simulator
+from consensus.testing.nemesis import admin_request, step_admin
 
 __all__ = ["Fault", "FaultLog", "schedule_faults"]
 
-ACTIONS = ("crash", "restart", "isolate", "partition", "heal", "membership", "slow", "cut")
+ACTIONS = (
+    "crash",
+    "restart",
+    "isolate",
+    "partition",
+    "heal",
+    "membership",
+    "slow",
+    "cut",
+    "transfer_leader",
+    "learners",
+)
+#: The admin request each of these actions steps into the leader.
+ADMIN_ACTIONS = {"transfer_leader": "TransferLeadership", "learners": "ChangeLearners"}
 
 
 @attrs.frozen(kw_only=True)
@@ -49,6 +70,7 @@ class Fault:
     members: tuple[int, ...] = ()
     delay: float = attrs.field(default=0.0, validator=non_negative)
     size: int = attrs.field(default=0, validator=non_negative)
+    learners: tuple[int, ...] = ()
 
     def __attrs_post_init__(self) -> None:
         if self.action == "cut" and not self.size:
@@ -61,6 +83,10 @@ class Fault:
             )
         if self.action == "membership" and not self.members:
             raise ConfigError("members: a membership change needs members, e.g. [0, 1, 2, 3]")
+        if self.action == "transfer_leader" and self.target == "leader":
+            raise ConfigError(
+                "target: a transfer_leader names the new leader: 'follower' or a node id"
+            )
         if self.target not in ("leader", "follower") and not self.target.isdigit():
             raise ConfigError(
                 f"target: must be 'leader', 'follower' or a node id, got {self.target!r}"
@@ -103,6 +129,20 @@ def schedule_faults(sim: Simulator, faults: list[Fault], log: FaultLog) -> None:
 
             sim.submit(ChangeMembership(members=members), on_done=done)
             record("membership", None, members=str(list(members)))
+        elif fault.action in ADMIN_ACTIONS:
+            leader = _resolve(sim, "leader")
+            fields: dict[str, Any] = {"learners": fault.learners}
+            if fault.action == "transfer_leader":
+                fields = {"target": _resolve(sim, fault.target)}
+            extra = {name: str(value) for name, value in fields.items()}
+            request = None
+            if leader is not None and None not in fields.values():
+                request = admin_request(sim.spec, ADMIN_ACTIONS[fault.action], **fields)
+            if request is None:
+                record(f"{fault.action}-skipped", leader, **extra)
+            else:
+                step_admin(sim, leader, request)
+                record(fault.action, leader, **extra)
         elif fault.action == "heal":
             sim.heal()
             record("heal", None)

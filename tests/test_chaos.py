@@ -19,7 +19,7 @@ CONFIGURATIONS = [
     ("raft", {}, 0),
     ("raft", {"prevote": False}, 0),
     ("raft", {"check_quorum": False}, 0),
-    ("raft", {"read_index": False}, 0),
+    ("raft", {"read_mode": "log"}, 0),
     ("raft", {"prevote": False, "check_quorum": False}, 0),
     ("raft", {}, 20),  # snapshots every 20 applied entries, InstallSnapshot under faults
     ("multipaxos", {}, 0),

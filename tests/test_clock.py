@@ -49,3 +49,21 @@ def test_drift_is_validated():
         ClusterConfig(nodes=3, clock_drift=(0, 0, 0, 0))
     with pytest.raises(ConfigError, match="must be > -1"):
         ClusterConfig(nodes=3, clock_drift=(-1.0,))
+
+
+def test_a_deadline_converted_to_real_time_is_reached_by_the_tick_there():
+    """Float rounding: ``(d / rate) * rate`` may fall an ulp short of ``d``; the
+    real deadline is rounded up so a tick at it sees the local deadline passed."""
+
+    class Inner:
+        deadline = 0.0
+
+        def next_deadline(self):
+            return self.deadline
+
+    inner = Inner()
+    for rate in (0.2, 0.3, 1.1, 1.7, 0.99):
+        proxy = DriftingReplica(inner, rate)  # type: ignore[arg-type]
+        for i in range(1, 2000):
+            inner.deadline = i * 0.000731
+            assert proxy.next_deadline() * rate >= inner.deadline

@@ -21,6 +21,7 @@ from protocols.raft import (
     PROTOCOL,
     AppendEntries,
     AppendEntriesResponse,
+    ChangeLearners,
     Configuration,
     Entry,
     HardState,
@@ -30,10 +31,14 @@ from protocols.raft import (
     LogTruncate,
     RaftOptions,
     RaftReplica,
+    ReadIndex,
+    ReadIndexResponse,
     RequestVote,
     RequestVoteResponse,
     Role,
     SnapshotTaken,
+    TimeoutNow,
+    TransferLeadership,
     create,
 )
 from protocols.raft.progress import ProgressState
@@ -976,6 +981,16 @@ def test_every_raft_message_and_record_round_trips_through_the_codec() -> None:
                 data=b"s",
                 config=Configuration(new=(0, 3), old=(0, 1, 2), request=change),
             ),
+            # Learners, leadership transfer, follower reads, admin requests.
+            Configuration(new=(0, 1, 2), learners=(3, 4), request=change),
+            RequestVote(term=4, last_log_index=9, last_log_term=3, transfer=True),
+            TimeoutNow(term=3),
+            ReadIndex(term=3, client_id=7, seq=2),
+            ReadIndexResponse(term=3, client_id=7, seq=2, index=9, success=True),
+            ReadIndexResponse(term=3, client_id=7, seq=2, index=0, success=False),
+            TransferLeadership(target=2),
+            ChangeLearners(learners=(3,)),
+            ChangeLearners(learners=()),
         ],
     )
 

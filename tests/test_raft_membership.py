@@ -46,8 +46,19 @@ pytestmark = pytest.mark.filterwarnings("error")
 OLD = (0, 1, 2)
 
 
-def make(node: int = 0, members: tuple[int, ...] = OLD, records: Any = ()) -> RaftReplica:
-    replica = build(PROTOCOL, node, members, RaftOptions(), records, seed=node)
+#: The joint-consensus rules below are checked on their own: servers a change adds
+#: vote at once (no learner phase), and every change is joint (test_raft_learners
+#: covers learners and single-server changes).
+JOINT_ONLY = RaftOptions(learner_phase=False, single_server_changes=False)
+
+
+def make(
+    node: int = 0,
+    members: tuple[int, ...] = OLD,
+    records: Any = (),
+    options: RaftOptions = JOINT_ONLY,
+) -> RaftReplica:
+    replica = build(PROTOCOL, node, members, options, records, seed=node)
     replica.start(0.0)
     return replica  # type: ignore[no-any-return]
 

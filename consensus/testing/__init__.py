@@ -48,7 +48,7 @@ from consensus.testing.invariants import (
     converged,
     log_of,
 )
-from consensus.testing.nemesis import Nemesis
+from consensus.testing.nemesis import Nemesis, admin_request, step_admin
 from consensus.testing.rules import RULES, Rule, has, lacks, random_faults_once
 from consensus.testing.workload import acked, closed_loop, finished, random_crashes, retry_late
 
@@ -60,6 +60,7 @@ __all__ = [
     "RULES",
     "Rule",
     "acked",
+    "admin_request",
     "applied_index",
     "applied_requests",
     "assert_every_acked_request_applied_everywhere",
@@ -78,4 +79,5 @@ __all__ = [
     "random_crashes",
     "random_faults_once",
     "retry_late",
+    "step_admin",
 ]

@@ -22,6 +22,20 @@ The menu:
   fresh client asks for a random voting set of at least three of all node
   ids that keeps a majority of the current members (as the leader reports
   them), so the change can complete while a minority is down; one at a time.
+* ``transfer_leader`` (only for protocols whose messages include an admin
+  request ``TransferLeadership(target)``, as Raft's): the leader is asked to
+  hand leadership to a random other voter (up, down or cut off: a transfer
+  that cannot complete is aborted).
+* ``learners`` (only for protocols with an admin request
+  ``ChangeLearners(learners)``): the leader is asked for a random set of
+  learners among the servers that are not voters, sometimes with one voter
+  demoted (when the remaining voters that are up are still a majority).
+
+An *admin request* is a message an operator steps into a node
+(``step_admin``: ``ReplicaHost.step`` with the node as its own source); the
+protocol forwards it to its leader.  A protocol offers one by listing a
+message class of that name among its ``ProtocolSpec.messages``
+(``admin_request``).
 
 At most a minority of nodes is down at once, so a healthy majority always
 exists once the network heals.  ``stop()`` ends every fault: links healed,
@@ -38,9 +52,10 @@ import attrs
 from consensus.checker.history import Operation
 from consensus.commands import ChangeMembership
 from consensus.config import Delay
+from consensus.registry import ProtocolSpec
 from consensus.sim.simulator import Simulator
 
-__all__ = ["FAULTS", "Nemesis"]
+__all__ = ["FAULTS", "Nemesis", "admin_request", "step_admin"]
 
 FAULTS = (
     "crash",
@@ -54,7 +69,30 @@ FAULTS = (
     "reorder",
     "delay_spike",
     "membership",
+    "transfer_leader",
+    "learners",
 )
+
+#: Faults offered only to protocols with the admin request of that name.
+_ADMIN_FAULTS = {"transfer_leader": "TransferLeadership", "learners": "ChangeLearners"}
+
+
+def admin_request(spec: ProtocolSpec, name: str, **fields: Any) -> Any | None:
+    """The protocol's admin request ``name`` built from ``fields`` (a message
+    class of that name in ``spec.messages``), or None if it has none."""
+    for cls in spec.messages:
+        if cls.__name__ == name:
+            return cls(**fields)
+    return None
+
+
+def step_admin(sim: Simulator, node: int, request: Any) -> bool:
+    """Step an admin request into ``node`` as its operator would (the node is
+    its own source); False if the node is down."""
+    if not sim.is_up(node):
+        return False
+    sim.host(node).step(sim.now, node, request)
+    return True
 
 
 @attrs.define
@@ -78,6 +116,10 @@ class Nemesis:
         if not self.sim.spec.membership:
             # Offered only to protocols that handle ChangeMembership.
             self.faults = tuple(f for f in self.faults if f != "membership")
+        names = {cls.__name__ for cls in self.sim.spec.messages}
+        self.faults = tuple(
+            f for f in self.faults if f not in _ADMIN_FAULTS or _ADMIN_FAULTS[f] in names
+        )
         net = self.sim.network
         self._baseline = {
             "loss": net.loss,
@@ -237,6 +279,44 @@ class Nemesis:
 
     def _membership_done(self, op: Operation) -> None:
         self._note("membership_done", f"{op.status} {op.result}")
+
+    def _leader_status(self) -> tuple[int, dict[str, Any]] | None:
+        for node in self.sim.leaders():
+            return node, self.sim.replica(node).status()
+        return None
+
+    def _transfer_leader(self) -> None:
+        found = self._leader_status()
+        if found is None:
+            return
+        leader, status = found
+        voters = [n for n in status.get("members", ()) if n != leader]
+        if not voters:
+            return
+        target = self.rng.choice(sorted(voters))
+        request = admin_request(self.sim.spec, "TransferLeadership", target=target)
+        step_admin(self.sim, leader, request)
+        self._note("transfer_leader", f"{leader} -> {target}")
+
+    def _learners(self) -> None:
+        found = self._leader_status()
+        if found is None:
+            return
+        leader, status = found
+        voters = sorted(status.get("members", ()))
+        spares = [n for n in self.sim.node_ids if n not in voters]
+        wanted = [n for n in spares if self.rng.random() < 0.5]
+        up = set(self.sim.up_nodes())
+        demotable = [
+            v
+            for v in voters
+            if 2 * len([n for n in voters if n != v and n in up]) > len(voters) - 1
+        ]
+        if len(voters) >= 3 and demotable and self.rng.random() < 0.5:
+            wanted.append(self.rng.choice(demotable))
+        request = admin_request(self.sim.spec, "ChangeLearners", learners=tuple(sorted(wanted)))
+        step_admin(self.sim, leader, request)
+        self._note("learners", f"{sorted(status.get('learners', ()))} -> {sorted(wanted)}")
 
     def stop(self) -> None:
         """End every fault: heal, restore the network, restart crashed nodes."""

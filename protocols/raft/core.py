@@ -29,11 +29,19 @@ Roles (one ``_become_*`` method each resets every role field in one place):
   within ``election_timeout_min`` (or is the leader) ignores vote requests of
   higher terms (leader stickiness), so a rejoining node cannot depose a
   healthy leader.
-* Reads (``read``) use ReadIndex (thesis 6.4, ``replication.py``); log
-  compaction and InstallSnapshot live in ``snapshots.py``.
-* Membership changes (joint consensus, section 6) live in ``membership.py``:
-  ``quorum`` and ``peers`` follow the latest configuration entry in the log,
-  and a server outside its configuration never campaigns.
+* Reads (``read``) use ReadIndex (thesis 6.4), a lease (6.4.1), or the log,
+  and followers may serve them (``reads.py``); log compaction and
+  InstallSnapshot live in ``snapshots.py``.
+* Membership changes (joint consensus and single-server changes, learners;
+  section 6, thesis chapter 4) live in ``membership.py``: ``quorum`` and
+  ``peers`` follow the latest configuration entry in the log, and a server
+  outside its voters never campaigns.
+* Leadership transfer (thesis 3.10, ``TimeoutNow``) lives in ``transfer.py``;
+  a candidate it starts skips PreVote and its vote requests pass leader
+  stickiness.
+* Admin requests (``TransferLeadership``, ``ChangeLearners``) are stepped
+  into a node by its operator and forwarded to the leader; they carry no
+  term and are handled before the term rules.
 
 Durability: term, vote and log changes are written as records
 (``records.py``) in the same ``Outputs`` as the messages that depend on them;
@@ -50,7 +58,6 @@ Invariants (the cheap ones are asserted):
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -64,24 +71,29 @@ from consensus.replica import (
     ReplicaContext,
     StateSnapshot,
 )
-from protocols.raft.membership import Membership
 from protocols.raft.messages import (
     AppendEntries,
     AppendEntriesResponse,
+    ChangeLearners,
     InstallSnapshot,
     InstallSnapshotResponse,
+    ReadIndex,
+    ReadIndexResponse,
     RequestVote,
     RequestVoteResponse,
+    TimeoutNow,
+    TransferLeadership,
 )
 from protocols.raft.options import RaftOptions
 from protocols.raft.progress import Progress
 from protocols.raft.records import HardState, replay
 from protocols.raft.roles import Role
+from protocols.raft.transfer import Transfer
 
 __all__ = ["RaftReplica", "Role", "create"]
 
 
-class RaftReplica(Membership):
+class RaftReplica(Transfer):
     """A Raft server; build it with ``create(ctx, records)``."""
 
     supports_reads = True
@@ -89,11 +101,13 @@ class RaftReplica(Membership):
     def __init__(self, ctx: ReplicaContext, records: Sequence[Any] = ()) -> None:
         super().__init__(ctx)
         self.options = options = ctx.options_as(RaftOptions)
-        # With read_index off, Gets go through the log like writes.
-        self.supports_reads = options.read_index
-        # Both follow the configuration in force (``membership``): the other
-        # members, and a Majority, or a JointQuorum during a change.
+        # With read_mode = "log", Gets go through the log like writes.
+        self.supports_reads = options.read_mode != "log"
+        # These follow the configuration in force (``membership``): the other
+        # voters, every server we would replicate to as leader (voters and
+        # learners), and a Majority, or a JointQuorum during a change.
         self.peers: tuple[NodeId, ...] = ctx.peers
+        self._replicas: tuple[NodeId, ...] = ctx.peers
         self.quorum: QuorumSystem = Majority(ctx.members)
 
         durable = replay(records)
@@ -129,10 +143,12 @@ class RaftReplica(Membership):
         # index -> (term of the entry, request).
         self._pending: dict[int, tuple[int, Request]] = {}
         self._pending_ids: dict[tuple[int, int], int] = {}
-        self._reads: deque[tuple[int, Request, int]] = deque()
-        self._read_round = 0
-        self._read_round_due = False
+        self._reset_reads()
+        self._reset_transfer()
         self._term_start = 0
+        # Lease mode: a node that (re)starts refuses votes until then (its clock),
+        # since it forgot when it last heard from a leader (see ``options``).
+        self._no_votes_until: float | None = None
 
         self._handlers: dict[type, Callable[[NodeId, Any, Outputs], None]] = {
             RequestVote: self._on_request_vote,
@@ -141,6 +157,14 @@ class RaftReplica(Membership):
             AppendEntriesResponse: self._on_append_entries_response,
             InstallSnapshot: self._on_install_snapshot,
             InstallSnapshotResponse: self._on_install_snapshot_response,
+            ReadIndex: self._on_read_index,
+            ReadIndexResponse: self._on_read_index_response,
+            TimeoutNow: self._on_timeout_now,
+        }
+        # Admin requests carry no term: handled before the term rules.
+        self._admin: dict[type, Callable[[NodeId, Any, Outputs], None]] = {
+            TransferLeadership: self._on_transfer_leadership,
+            ChangeLearners: self._on_change_learners,
         }
         # The configuration: the snapshot's, then every configuration entry in the log.
         snapshot = self._snapshot
@@ -157,6 +181,8 @@ class RaftReplica(Membership):
         if self._snapshot is not None:
             # The host's state machine is fresh: rebuild it from the recovered snapshot.
             out.restore = StateSnapshot(index=self._snapshot.index, data=self._snapshot.data)
+        if self.options.read_mode == "lease":
+            self._no_votes_until = now + self.options.election_timeout_min
         self._become_follower(self.term, None, out)
         return self._finish(out)
 
@@ -165,7 +191,11 @@ class RaftReplica(Membership):
         out = Outputs()
         handler = self._handlers.get(type(message))
         if handler is None:
-            self.counters["dropped_unknown"] += 1
+            admin = self._admin.get(type(message))
+            if admin is None:
+                self.counters["dropped_unknown"] += 1
+            else:
+                admin(src, message, out)
         elif self._observe_term(src, message, out):
             handler(src, message, out)
         return self._finish(out)
@@ -174,6 +204,8 @@ class RaftReplica(Membership):
         self._now = now
         out = Outputs()
         if self.role is Role.LEADER:
+            if self._transfer_deadline is not None and now >= self._transfer_deadline:
+                self._abort_transfer()
             self._leader_tick(out)
         elif self._election_deadline is not None and now >= self._election_deadline:
             self._hup(out)
@@ -183,7 +215,7 @@ class RaftReplica(Membership):
         if self.role is not Role.LEADER:
             return self._election_deadline
         deadline = self._heartbeat_deadline  # always set while leading
-        for other in (self._check_quorum_deadline, self._flush_at):
+        for other in (self._check_quorum_deadline, self._flush_at, self._transfer_deadline):
             if other is not None and (deadline is None or other < deadline):
                 deadline = other
         return deadline
@@ -193,6 +225,12 @@ class RaftReplica(Membership):
         out = Outputs()
         if self.role is not Role.LEADER:
             out.rejected.append(self._rejection(request, "not_leader"))
+            return out
+        if self._transfer_target is not None:
+            # Thesis 3.10: no new entries while handing over.  No hint: the client
+            # backs off, and by then the target leads (or we do again).
+            self.counters["proposals_refused_transferring"] += 1
+            out.rejected.append(Rejection.of(request, "transferring"))
             return out
         key = request_key(request)
         if key in self._pending_ids:
@@ -210,12 +248,10 @@ class RaftReplica(Membership):
         return self._finish(out)
 
     def read(self, now: float, request: Request) -> Outputs:
-        """A linearizable read (ReadIndex, thesis 6.4), answered with ``ReadReady``."""
+        """A linearizable read (``read_mode``; at a follower with
+        ``follower_reads``), answered with ``ReadReady``."""
         self._now = now
         out = Outputs()
-        if self.role is not Role.LEADER:
-            out.rejected.append(self._rejection(request, "not_leader"))
-            return out
         self._start_read(request, out)
         return self._finish(out)
 
@@ -238,6 +274,7 @@ class RaftReplica(Membership):
             "leader": self.leader_id,
             "commit_index": self.commit_index,
             "last_index": self.log.last_index,
+            "transfer_target": self._transfer_target,
             **self.config_status(),
         }
 
@@ -251,7 +288,7 @@ class RaftReplica(Membership):
         if m.term <= self.term:
             return True
         if isinstance(m, RequestVote):
-            if self._in_lease():
+            if self._in_lease() and not m.transfer:
                 # Leader stickiness: do not let a disruptive node bump our term.
                 self.counters["votes_ignored_in_lease"] += 1
                 return False
@@ -276,6 +313,10 @@ class RaftReplica(Membership):
             return False
         if self.role is Role.LEADER:
             return True
+        if self._no_votes_until is not None:
+            if self._now < self._no_votes_until:
+                return True
+            self._no_votes_until = None
         contact = self._last_leader_contact
         return (
             self.leader_id is not None
@@ -331,9 +372,8 @@ class RaftReplica(Membership):
         self._check_quorum_deadline = None
         self._flush_at = None
         self._election_deadline = None
-        self._reads = deque()
-        self._read_round = 0
-        self._read_round_due = False
+        self._reset_reads()
+        self._reset_transfer()
         self._term_start = 0
 
     def _reset_election_timer(self) -> None:
@@ -342,7 +382,7 @@ class RaftReplica(Membership):
 
     def _become_follower(self, term: int, leader: NodeId | None, out: Outputs) -> None:
         assert term >= self.term
-        unconfirmed_reads = self._reads
+        unfinished = self._take_reads()
         if self.role is Role.LEADER:
             self.counters["step_downs"] += 1
         if term > self.term:
@@ -359,12 +399,12 @@ class RaftReplica(Membership):
             self._reset_election_timer()
         else:
             self._election_deadline = deadline
-        # Reads a leader had not confirmed may be stale now: their clients retry.
-        for _, request, _ in unconfirmed_reads:
-            out.rejected.append(self._rejection(request, "not_leader"))
+        self._refuse_reads(unfinished, out)
 
     def _become_precandidate(self, out: Outputs) -> None:
+        unfinished = self._take_reads()
         self._reset_role_state(Role.PRECANDIDATE, None)
+        self._refuse_reads(unfinished, out)
         self._reset_election_timer()
         self.counters["prevotes_started"] += 1
         if self._tally(out):
@@ -375,16 +415,21 @@ class RaftReplica(Membership):
         )
         out.broadcast(self.peers, request)
 
-    def _become_candidate(self, out: Outputs) -> None:
+    def _become_candidate(self, out: Outputs, transfer: bool = False) -> None:
+        """Section 5.2; ``transfer``: our leader asked us to (``TimeoutNow``)."""
+        unfinished = self._take_reads()
         self.term += 1
         self.voted_for = self.node_id
         self._reset_role_state(Role.CANDIDATE, None)
+        self._refuse_reads(unfinished, out)
         self._reset_election_timer()
         self.counters["elections_started"] += 1
         if self._tally(out):
             return
         last_index, last_term = self._last_index_term()
-        request = RequestVote(term=self.term, last_log_index=last_index, last_log_term=last_term)
+        request = RequestVote(
+            term=self.term, last_log_index=last_index, last_log_term=last_term, transfer=transfer
+        )
         out.broadcast(self.peers, request)
 
     def _become_leader(self, out: Outputs) -> None:
@@ -393,9 +438,11 @@ class RaftReplica(Membership):
         self.counters["leader_changes"] += 1
         next_index = self.log.last_index + 1
         max_inflight = self.options.max_inflight
-        self._progress = {p: Progress(next_index, max_inflight) for p in self.peers}
+        self._progress = {p: Progress(next_index, max_inflight) for p in self._replicas}
         if self.options.check_quorum:
             self._check_quorum_deadline = self._now + self.options.election_timeout_max
+        if self.options.read_mode == "lease":
+            self._new_round()  # the answers to our first message start the lease
         # A Noop of our term lets earlier entries commit (section 5.4.2, figure 8);
         # its AppendEntries is the first heartbeat.
         self._term_start = self._append_own(Noop(), out)

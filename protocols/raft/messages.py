@@ -20,6 +20,19 @@ Two RPCs, each a request and a response, carry the whole protocol:
   instead (section 7, figure 13; sent whole, not in chunks), with the
   configuration in force at its last index.
 
+* ``TimeoutNow``: leadership transfer (thesis 3.10): the leader tells an
+  up-to-date voter to campaign at once; that candidate's ``RequestVote``
+  carries ``transfer=True``, which voters answer even within a leader's
+  lease (it is the leader's own wish).
+* ``ReadIndex`` / ``ReadIndexResponse``: follower reads (ReadIndex
+  forwarding, thesis 6.4): a follower asks the leader for a read index for
+  one client read, named by the read's ``(client_id, seq)``.
+
+Two *admin requests* are not sent by the protocol on its own: an operator
+(a test, a fault schedule, the nemesis) steps one into any node, which
+forwards it to its leader: ``TransferLeadership(target)`` and
+``ChangeLearners(learners)``.  They carry no term; a node never answers them.
+
 ``Configuration`` is a value, not an RPC: the joint configuration entry
 C_old,new of a membership change (paper section 6) is a log entry whose
 payload is a ``Configuration`` with ``old`` set, and a snapshot carries the
@@ -41,12 +54,17 @@ from consensus.commands import Request
 __all__ = [
     "AppendEntries",
     "AppendEntriesResponse",
+    "ChangeLearners",
     "Configuration",
     "Entry",
     "InstallSnapshot",
     "InstallSnapshotResponse",
+    "ReadIndex",
+    "ReadIndexResponse",
     "RequestVote",
     "RequestVoteResponse",
+    "TimeoutNow",
+    "TransferLeadership",
 ]
 
 
@@ -66,16 +84,23 @@ class Entry:
 @attrs.frozen(kw_only=True)
 class Configuration:
     """A cluster configuration: the voting members ``new``, or, while ``old``
-    is not empty, the joint configuration C_old,new (paper section 6).
+    is not empty, the joint configuration C_old,new (paper section 6), and
+    the non-voting ``learners`` (they receive the log, never vote, never
+    count in a quorum; a voter of ``old`` being demoted may be one already).
 
-    Member tuples are sorted and free of duplicates.  As a log entry payload
-    it is the joint entry, and ``request`` is the client's ``ChangeMembership``
-    request the leader appends as C_new once the joint entry commits.
+    Member tuples are sorted and free of duplicates.  As a log entry
+    payload: with ``old`` set, the joint entry, and ``request`` is the
+    client's ``ChangeMembership`` request the leader appends as C_new once
+    the joint entry commits; without ``old`` but with ``request``, the
+    learner phase of that request (the servers it adds are ``learners``
+    until they caught up); otherwise a plain configuration (learners added,
+    removed or demoted to).
     """
 
     new: tuple[int, ...]
     old: tuple[int, ...] = ()
     request: Request | None = None
+    learners: tuple[int, ...] = ()
 
 
 @attrs.frozen(kw_only=True)
@@ -84,12 +109,15 @@ class RequestVote:
 
     With ``prevote`` set, ``term`` is the term the sender *would* campaign in
     (its current term + 1); receivers answer without changing any state.
+    ``transfer``: the candidate campaigns because its leader sent it
+    ``TimeoutNow``; voters set aside leader stickiness for it.
     """
 
     term: int
     last_log_index: int
     last_log_term: int
     prevote: bool = False
+    transfer: bool = False
 
 
 @attrs.frozen(kw_only=True)
@@ -159,3 +187,52 @@ class InstallSnapshotResponse:
 
     term: int
     index: int
+
+
+@attrs.frozen(kw_only=True)
+class TimeoutNow:
+    """Leadership transfer (thesis 3.10): start an election now (no PreVote).
+
+    Sent by the leader of ``term`` to a voter whose log it knows to match its
+    own, last entry included."""
+
+    term: int
+
+
+@attrs.frozen(kw_only=True)
+class ReadIndex:
+    """A follower asks its leader for a read index for client read ``(client_id, seq)``."""
+
+    term: int
+    client_id: int
+    seq: int
+
+
+@attrs.frozen(kw_only=True)
+class ReadIndexResponse:
+    """The leader's answer to ``ReadIndex``: with ``success``, the read may be
+    served once the follower applied ``index``; otherwise it is not the leader."""
+
+    term: int
+    client_id: int
+    seq: int
+    index: int
+    success: bool
+
+
+@attrs.frozen(kw_only=True)
+class TransferLeadership:
+    """Admin request: hand leadership to voter ``target`` (see ``transfer``)."""
+
+    target: int
+
+
+@attrs.frozen(kw_only=True)
+class ChangeLearners:
+    """Admin request: make ``learners`` the set of non-voting members.
+
+    A server named here that is a voter is demoted (the voters shrink: a
+    single-server or joint change), one outside the configuration is added as
+    a learner, a learner not named is removed."""
+
+    learners: tuple[int, ...]

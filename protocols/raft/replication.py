@@ -16,10 +16,10 @@ therefore sends exactly one message per follower per heartbeat, and a
 command costs one AppendEntries and one response per follower (fewer when
 batched); followers learn the new commit index from the next message.
 
-ReadIndex (thesis 6.4): a read waits until a quorum has answered a message
-sent after it arrived; every AppendEntries carries the leader's latest
-``read_round`` and every response echoes it, so confirmation needs no extra
-message type, and reads of the same instant share one round of heartbeats.
+Reads (``reads.py``): every AppendEntries carries the leader's latest
+``read_round`` and every response echoes it, so confirming leadership for
+ReadIndex and leases needs no extra message type; in lease mode every
+heartbeat starts a new round.
 
 The commit rule (section 5.4.2): the leader commits the highest index a
 quorum has matched *only if that entry is of its current term*; earlier
@@ -38,28 +38,30 @@ Invariants: a conflicting entry is never at or below ``commit_index``
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
 from consensus.commands import Request, request_key
 from consensus.log import Log
 from consensus.quorum import QuorumSystem
-from consensus.replica import NodeId, Outputs, ReadReady, Replica
+from consensus.replica import NodeId, Outputs
 from protocols.raft.messages import AppendEntries, AppendEntriesResponse, Entry
 from protocols.raft.options import RaftOptions
 from protocols.raft.progress import Progress, ProgressState
+from protocols.raft.reads import Reads
 from protocols.raft.records import LogAppend, LogTruncate, SnapshotTaken
 from protocols.raft.roles import Role
 
 __all__ = ["Replication"]
 
 
-class Replication(Replica):
+class Replication(Reads):
     """The AppendEntries half of ``RaftReplica`` (state is owned by ``core``)."""
 
     options: RaftOptions
     peers: tuple[NodeId, ...]
+    #: Every server this leader replicates to: voters and learners, not itself.
+    _replicas: tuple[NodeId, ...]
     quorum: QuorumSystem
     term: int
     log: Log[Entry]
@@ -75,12 +77,8 @@ class Replication(Replica):
     _synced: int
     _pending: dict[int, tuple[int, Request]]
     _pending_ids: dict[tuple[int, int], int]
-    # ReadIndex: reads awaiting confirmation, as (round needed, request, read index),
-    # in increasing round order; the latest round started; whether one is wanted.
-    _reads: deque[tuple[int, Request, int]]
-    _read_round: int
-    _read_round_due: bool
-    _term_start: int
+    #: Leadership transfer under way (``transfer``): its target, or None.
+    _transfer_target: NodeId | None
     #: The snapshot replacing the compacted log prefix, if any (see ``snapshots``).
     _snapshot: SnapshotTaken | None
 
@@ -106,6 +104,9 @@ class Replication(Replica):
         raise NotImplementedError
 
     def _prune_progress(self) -> None:
+        raise NotImplementedError
+
+    def _transfer_progress(self, peer: NodeId, out: Outputs) -> None:
         raise NotImplementedError
 
     # ------------------------------------------------------------------- log
@@ -156,8 +157,7 @@ class Replication(Replica):
             # Every message from here on carries the new round; answers to it prove
             # we still led after the waiting reads arrived.
             self._read_round_due = False
-            self._read_round += 1
-            self.counters["read_rounds"] += 1
+            self._new_round()
             for peer, progress in self._progress.items():
                 self._send_heartbeat(peer, progress, out)
         # Every tracked server: the members, and removed ones until they hold C_new.
@@ -206,8 +206,10 @@ class Replication(Replica):
             self._flush(out)
         if self._heartbeat_deadline is not None and now >= self._heartbeat_deadline:
             self._heartbeat_deadline = now + self.options.heartbeat_interval
-            if len(self._progress) > len(self.peers):
+            if len(self._progress) > len(self._replicas):
                 self._prune_progress()  # removed servers (membership)
+            if self.options.read_mode == "lease":
+                self._new_round()  # its answers renew the lease
             self._heartbeat(out)
 
     def _heartbeat(self, out: Outputs) -> None:
@@ -272,8 +274,8 @@ class Replication(Replica):
             return
         if m.read_round > progress.acked_round:
             progress.acked_round = m.read_round
-            if self._reads:
-                self._confirm_reads(out)
+            if self._reads or self._round_sent:
+                self._round_acked(out)
         if m.success:
             advanced = progress.maybe_update(m.index)
             if progress.state is ProgressState.PROBE and progress.match == m.index:
@@ -281,6 +283,8 @@ class Replication(Replica):
                 progress.become_replicate()
             if advanced:
                 self._maybe_commit()
+                if self._transfer_target is not None:
+                    self._transfer_progress(src, out)
             self._send_entries(src, out)
             return
         self.counters["rejections_received"] += 1
@@ -306,32 +310,6 @@ class Replication(Replica):
         index = self.quorum.committed(match)
         if index > self.commit_index and self._term_at(index) == self.term:
             self.commit_index = index
-
-    # ------------------------------------------------------------- ReadIndex
-
-    def _start_read(self, request: Request, out: Outputs) -> None:
-        """ReadIndex (thesis 6.4): serve ``request`` at the commit index once a
-        quorum confirms, after it arrived, that we still lead."""
-        assert self.role is Role.LEADER
-        # Until our Noop commits, our commit index may lag entries earlier leaders
-        # committed; every one of them precedes the Noop (Leader Completeness).
-        index = max(self.commit_index, self._term_start)
-        self.counters["reads"] += 1
-        if not self.peers:
-            out.reads.append(ReadReady(client_id=request.client_id, seq=request.seq, index=index))
-            return
-        self._reads.append((self._read_round + 1, request, index))
-        self._read_round_due = True
-        self._flush_at = self._now
-
-    def _confirm_reads(self, out: Outputs) -> None:
-        rounds = {peer: progress.acked_round for peer, progress in self._progress.items()}
-        rounds[self.node_id] = self._read_round
-        confirmed = self.quorum.committed(rounds)
-        reads = self._reads
-        while reads and reads[0][0] <= confirmed:
-            _, request, index = reads.popleft()
-            out.reads.append(ReadReady(client_id=request.client_id, seq=request.seq, index=index))
 
     # -------------------------------------------------------------- follower
 
