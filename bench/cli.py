@@ -102,7 +102,9 @@ def _cmd_run(args: argparse.Namespace, console: Console) -> int:
         console.print(protocols_table())
         return 0
     config = load_run_config(args.config)
-    config = config.with_overrides(protocols=args.protocol, seed=args.seed, tcp=args.tcp)
+    config = config.with_overrides(
+        protocols=args.protocol, seed=args.seed, tcp=args.tcp, trace=args.trace
+    )
     verb = "running real processes of" if config.real else "simulating"
     with console.status(f"{verb}...") as status:
 
@@ -126,7 +128,12 @@ def _cmd_run(args: argparse.Namespace, console: Console) -> int:
         out = results.save(args.out)
         console.print(
             f"results written to {out}/ (ops, summary, messages, throughput, faults,"
-            " counters, nodes, queues .parquet)"
+            " counters, nodes, queues, trace .parquet)"
+        )
+    if config.trace:
+        console.print(
+            f"trace: {len(results.trace):,} rows"
+            + ("" if args.out else " (give --out DIR to keep it: trace.parquet)")
         )
     return 0
 
@@ -517,6 +524,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--tcp",
         action="store_true",
         help="run each protocol as real node processes on loopback (network.kind = 'tcp')",
+    )
+    run.add_argument(
+        "--trace",
+        action="store_true",
+        help="record every message, client operation and role change (trace.parquet with"
+        " --out; bench.trace.to_shiviz, bench.plots.space_time)",
     )
     sweep = sub.add_parser("sweep", help="run a grid of configs (a [sweep] table) and combine")
     sweep.add_argument("config", help="sweep config TOML with a [sweep] table")
