@@ -321,6 +321,7 @@ def _cmd_elections(args: argparse.Namespace, console: Console) -> int:
     from bench.elections import RANGES, election_study, summarize
 
     ranges = args.range or list(RANGES)
+    options = dict(_parse_option(o) for o in args.option or [])
     with Console(stderr=True).status(f"{args.trials} leader crashes per range..."):
         study = election_study(
             ranges,
@@ -329,10 +330,15 @@ def _cmd_elections(args: argparse.Namespace, console: Console) -> int:
             delay=(args.delay_ms * 0.8 / 1000, args.delay_ms * 1.2 / 1000),
             fsync=args.fsync_ms / 1000,
             jobs=args.jobs,
+            limit=args.limit,
+            protocol=args.protocol,
+            options=options,
+            candidate_write=not args.voters_only_write,
         )
     summary = summarize(study)
     table = Table(
-        title=f"Raft leader crashes (paper figure 16): 5 nodes, one-way delay {args.delay_ms:g} ms"
+        title=f"{args.protocol} leader crashes (Raft paper figure 16): 5 nodes, one-way delay"
+        f" {args.delay_ms:g} ms"
         f" +-20%, disk write {args.fsync_ms:g} ms, {args.trials} trials per range, seed {args.seed}"
     )
     shown = [
@@ -623,7 +629,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     validate.add_argument("--out", type=Path, help="write the rows (parquet)")
     elections = sub.add_parser(
-        "elections", help="Raft's election study (paper figure 16) with a modelled disk write"
+        "elections",
+        help="the Raft paper's election study (figure 16) with a modelled disk write, for"
+        " Raft or Multi-Paxos",
+    )
+    elections.add_argument(
+        "--protocol", choices=("raft", "multipaxos"), default="raft", help="whose leader crashes"
+    )
+    elections.add_argument(
+        "--option",
+        action="append",
+        metavar="KEY=VALUE",
+        help="protocol option, e.g. disruption_guard=true (repeatable)",
+    )
+    elections.add_argument(
+        "--voters-only-write",
+        action="store_true",
+        help="Raft: a candidate asks for votes before its own vote is on disk (a measurement)",
     )
     elections.add_argument("--trials", type=int, default=100, help="leader crashes per range")
     elections.add_argument("--seed", type=int, default=1)
@@ -632,7 +654,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     elections.add_argument("--delay-ms", type=float, default=5.0, help="mean one-way delay")
     elections.add_argument("--fsync-ms", type=float, default=5.0, help="the disk write")
-    elections.add_argument("--limit", type=float, default=10.0, help=argparse.SUPPRESS)
+    elections.add_argument(
+        "--limit", type=float, default=10.0, help="virtual seconds to wait for a new leader"
+    )
     elections.add_argument("--out", type=Path, help="write one row per trial (parquet)")
     _add_jobs(elections, "trials")
     speed = sub.add_parser("speed", help="measure simulated messages per wall-clock second")

@@ -216,8 +216,14 @@ def space_time(
             y1 = y0 + (y[row.dst] - y0) / 2
             ax.plot([x0, x1], [y0, y1], color=colour, linestyle="--", linewidth=1)
             ax.plot([x1], [y1], marker="x", color="red", markersize=8, linestyle="")
-            ax.annotate(row.dropped, (x1, y1), fontsize=7, color="red", xytext=(3, 3),
-                        textcoords="offset points")
+            ax.annotate(
+                row.dropped,
+                (x1, y1),
+                fontsize=7,
+                color="red",
+                xytext=(3, 3),
+                textcoords="offset points",
+            )
         else:
             ax.annotate(
                 "",
@@ -240,18 +246,21 @@ def space_time(
         x0, y0 = ms(row.time), y[row.node]
         if row.kind == "role":
             ax.plot([x0], [y0], marker="|", color="black", markersize=14, linestyle="")
-            ax.annotate(row.detail, (x0, y0), fontsize=8, xytext=(2, 7),
-                        textcoords="offset points")
+            ax.annotate(row.detail, (x0, y0), fontsize=8, xytext=(2, 7), textcoords="offset points")
             continue
         marker, colour, label = styles.get(row.kind, ("o", "black", row.kind))
         ax.plot(
-            [x0], [y0], marker=marker, color=colour, markersize=8, linestyle="",
+            [x0],
+            [y0],
+            marker=marker,
+            color=colour,
+            markersize=8,
+            linestyle="",
             label=None if label in labelled else label,
         )
         labelled.add(label)
     if (events["kind"] == "role").any():
-        ax.plot([], [], marker="|", color="black", markersize=10, linestyle="",
-                label="role change")
+        ax.plot([], [], marker="|", color="black", markersize=10, linestyle="", label="role change")
     ax.set_yticks([y[n] for n in nodes])
     ax.set_yticklabels([f"node {n}" for n in nodes])
     ax.set_ylim(-len(nodes) + 0.5, 0.6)

@@ -321,7 +321,9 @@ class Servers:
 
     # -- tracing (consensus.sim.trace) --------------------------------------------------
 
-    def _traced_release(self, src: int, outbox: list[tuple[int, Any, int, Any]], now: float) -> None:
+    def _traced_release(
+        self, src: int, outbox: list[tuple[int, Any, int, Any]], now: float
+    ) -> None:
         # _release, recording each message as it leaves (after the link's time).
         tracer = self._tracer
         assert tracer is not None
