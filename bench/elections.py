@@ -70,7 +70,16 @@ from consensus.config import ClientConfig, ClusterConfig, CostConfig, Delay, Net
 from consensus.sim.simulator import Simulator
 from protocols.raft.messages import AppendEntries, RequestVote
 
-__all__ = ["GUARD_OPTION", "HEARTBEATS", "PAPER", "RANGES", "election_study", "summarize", "trial"]
+__all__ = [
+    "GUARD_OPTION",
+    "HEARTBEATS",
+    "PAPER",
+    "RANGES",
+    "election_study",
+    "summarize",
+    "trial",
+    "trial_trace",
+]
 
 #: The paper's election-timeout ranges (ms): figure 16, top then bottom graph.
 RANGES = (
@@ -109,7 +118,23 @@ HEARTBEATS = {"raft": ("AppendEntries",), "multipaxos": ("Heartbeat", "Accept")}
 GUARD_OPTION = "disruption_guard"
 
 
-def trial(
+def trial(low_ms: float, high_ms: float, seed: int, **settings: Any) -> dict[str, Any]:
+    """One crash of a leader (see the theory of operation): the downtime and
+    the elections it took; ``settings`` as ``trial_trace``'s."""
+    return _trial(low_ms, high_ms, seed, **settings)[0]
+
+
+def trial_trace(
+    low_ms: float, high_ms: float, seed: int, **settings: Any
+) -> tuple[dict[str, Any], pd.DataFrame]:
+    """One trial's row (``trial``) and its message trace (``consensus.sim.trace``),
+    to draw what happened after the crash (``crash_at``, virtual seconds)
+    with ``bench.plots.space_time``."""
+    row, sim = _trial(low_ms, high_ms, seed, **settings)
+    return row, sim.trace()
+
+
+def _trial(
     low_ms: float,
     high_ms: float,
     seed: int,
@@ -121,9 +146,8 @@ def trial(
     nodes: int = 5,
     limit: float = 10.0,
     candidate_write: bool = True,
-) -> dict[str, Any]:
-    """One crash of a leader (see the theory of operation): the downtime and
-    the elections it took.  ``limit``: virtual seconds to wait for a leader.
+) -> tuple[dict[str, Any], Simulator]:
+    """``trial``'s row and its simulator.  ``limit``: virtual seconds to wait for a leader.
     ``options``: more protocol options (Multi-Paxos: ``disruption_guard``).
     ``candidate_write`` False (Raft): a candidate sends its ``RequestVote``
     before its own vote is on disk, so an election round pays the voters'
@@ -159,7 +183,7 @@ def trial(
         sim.run_for(2 * high)  # settle: every node has heard the leader
         has_leader = sim.run_until(lambda: bool(sim.leaders()), timeout=limit)
     if not has_leader:
-        return _unmeasured(sim)  # timeouts too short for the broadcast time: no leader
+        return _unmeasured(sim), sim  # timeouts too short for the broadcast time
     leader = sim.leaders()[0]
     followers = [n for n in sim.node_ids if n != leader]
     behind: set[int] = set()
@@ -195,7 +219,7 @@ def trial(
     if not op.ok or sim.leaders() != [leader] or sent is None:
         # Timeouts too short for the broadcast time: the leader lost its office
         # before the crash could be staged.
-        return _unmeasured(sim)
+        return _unmeasured(sim), sim
     if not candidate_write:
         for node in followers:
             _ask_before_writing(sim.replica(node))
@@ -213,8 +237,9 @@ def trial(
         # Until every other server has the new leader's first heartbeat.
         sim.run_for(2 * delay[1] + fsync + heartbeat)
         heard = _first_heard(rows, new[0], followers, elected_at, types)
-    return {
+    row = {
         "staged": True,
+        "crash_at": crashed,
         "elected": elected,
         "downtime_ms": (heard - crashed) * 1000 if elected else math.inf,
         "elected_ms": (elected_at - crashed) * 1000 if elected else math.inf,
@@ -222,6 +247,7 @@ def trial(
         "new_leader": new[0] if new else -1,
         "new_leader_was_behind": bool(new) and new[0] in behind,
     }
+    return row, sim
 
 
 def _first_heard(
@@ -262,6 +288,7 @@ def _unmeasured(sim: Simulator) -> dict[str, Any]:
     # A trial that could not stage the crash of a leader in office.
     return {
         "staged": False,
+        "crash_at": math.nan,
         "elected": False,
         "downtime_ms": math.nan,
         "elected_ms": math.nan,

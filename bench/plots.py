@@ -11,6 +11,7 @@ from typing import Any
 import pandas as pd
 
 __all__ = [
+    "plot_downtime_cdf",
     "plot_latency_cdf",
     "plot_latency_throughput",
     "plot_scaling",
@@ -134,6 +135,72 @@ def plot_latency_throughput(
     ax.set_ylabel(latency.replace("_ms", " latency (ms, log scale)"))
     ax.set_xlim(left=0)
     ax.legend()
+    return ax.figure
+
+
+def plot_downtime_cdf(
+    study: pd.DataFrame,
+    ax: Any,
+    *,
+    paper: dict[str, dict[str, Any]] | None = None,
+    column: str = "downtime_ms",
+    log: bool = True,
+    label: str = "{range} ms",
+) -> Any:
+    """The election study's downtimes (``bench.elections``) as one CDF per
+    timeout range, in the order the ranges first appear.
+
+    Trials that elected nobody within the study's limit count as never
+    reaching the top of the curve.  ``paper`` (``bench.elections.PAPER``)
+    marks what the Raft paper states for a range in the curve's colour: a
+    dot at its median, a diamond at its worst case, a triangle at its mean
+    (placed at fraction 0.5, 1.0 and 0.5).  ``label`` formats each curve's
+    name from the row (``{range}``, ``{protocol}``, ...).
+    """
+    import numpy as np
+
+    staged = study[study["staged"]]
+    for name, rows in staged.groupby("range", sort=False):
+        values = np.sort(rows[column].to_numpy(dtype=float))
+        finite = values[np.isfinite(values)]
+        if not len(values):
+            continue
+        fraction = np.arange(1, len(finite) + 1) / len(values)
+        first = rows.iloc[0].to_dict()
+        (line,) = ax.step(finite, fraction, where="post", label=label.format(**first))
+        for key, marker, y in (
+            ("median_ms", "o", 0.5),
+            ("max_ms", "D", 1.0),
+            ("mean_ms", "^", 0.5),
+        ):
+            value = (paper or {}).get(str(name), {}).get(key)
+            if value is not None:
+                ax.plot(
+                    [value],
+                    [y],
+                    marker=marker,
+                    color=line.get_color(),
+                    markersize=8,
+                    markeredgecolor="black",
+                    linestyle="",
+                )
+    if paper:
+        for marker, text in (("o", "paper: median"), ("D", "paper: worst"), ("^", "paper: mean")):
+            ax.plot(
+                [],
+                [],
+                marker=marker,
+                color="white",
+                markeredgecolor="black",
+                linestyle="",
+                label=text,
+            )
+    if log:
+        ax.set_xscale("log")
+    ax.set_xlabel("downtime (ms" + (", log scale)" if log else ")"))
+    ax.set_ylabel("fraction of trials")
+    ax.set_ylim(0, 1.02)
+    ax.legend(loc="lower right", fontsize=8)
     return ax.figure
 
 

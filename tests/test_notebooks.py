@@ -20,6 +20,14 @@ NOTEBOOKS = sorted((Path(__file__).parent.parent / "notebooks").glob("*.ipynb"))
 
 #: notebook -> the values CI runs it with.
 CI_PARAMETERS: dict[str, dict[str, Any]] = {
+    "election_timeouts.ipynb": {
+        "TRIALS": 3,
+        "TRIALS_NARROW": 2,
+        "TRIALS_FIXED": 1,
+        "VARIANT_TRIALS": 2,
+        "MP_TRIALS": 2,
+        "JOBS": 1,
+    },
     "why_consensus.ipynb": {"DURATION": 6.0},
     "saturation.ipynb": {
         "RATES": [5000, 40000],
@@ -27,7 +35,6 @@ CI_PARAMETERS: dict[str, dict[str, Any]] = {
         "PACKS": [0],
         "DURATION": 0.8,
         "JOBS": 1,
-        "ELECTION_TRIALS": 3,
     },
 }
 
