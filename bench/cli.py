@@ -372,6 +372,32 @@ def _cmd_elections(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def _cmd_notebooks(args: argparse.Namespace, console: Console) -> int:
+    from bench.notebooks import execute_notebooks, notebook_paths
+
+    try:
+        paths = notebook_paths(args.only or ())
+    except ValueError as exc:
+        print(f"notebooks: {exc}", file=sys.stderr)
+        return 2
+    names = ", ".join(p.name for p in paths)
+    console.print(f"executing {len(paths)} notebooks in place ({args.jobs} at a time): {names}")
+
+    def report(path: Path, seconds: float | None, error: BaseException | None) -> None:
+        if error is None:
+            console.print(f"  {path.name}: {seconds:,.0f} s, outputs saved")
+        else:
+            first = str(error).strip().splitlines()[-1:] or [type(error).__name__]
+            console.print(f"  {path.name}: FAILED, not written: {first[0]}")
+
+    outcome = execute_notebooks(paths, jobs=args.jobs, timeout=args.timeout, report=report)
+    failed = [p.name for p, r in outcome.items() if isinstance(r, BaseException)]
+    if failed:
+        print(f"notebooks that raised: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _parse_option(text: str) -> tuple[str, object]:
     """``key=value`` with a TOML value (true, 0.2, "x"); bare words are strings."""
     import tomllib
@@ -659,6 +685,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     elections.add_argument("--out", type=Path, help="write one row per trial (parquet)")
     _add_jobs(elections, "trials")
+    notebooks = sub.add_parser(
+        "notebooks",
+        help="re-execute the notebooks in place with their full parameters and save the outputs",
+    )
+    notebooks.add_argument(
+        "--only", action="append", metavar="NAME", help="just this notebook (repeatable)"
+    )
+    notebooks.add_argument("-j", "--jobs", type=int, default=1, help="notebooks run at once")
+    notebooks.add_argument(
+        "--timeout", type=int, default=7200, help="seconds one cell may take (default 2 h)"
+    )
     speed = sub.add_parser("speed", help="measure simulated messages per wall-clock second")
     speed.add_argument("--protocol", action="append", help="protocol to measure (repeatable)")
     speed.add_argument(
@@ -699,6 +736,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_elections(args, console)
         if args.command == "validate":
             return _cmd_validate(args, console)
+        if args.command == "notebooks":
+            return _cmd_notebooks(args, console)
         if args.command == "peers":
             from bench.peers.cli import peers_command
 

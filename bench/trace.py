@@ -41,7 +41,7 @@ import pandas as pd
 
 from consensus.checker.history import Operation
 from consensus.commands import Put
-from consensus.config import ClusterConfig, CostConfig, Delay, NetworkConfig
+from consensus.config import ClientConfig, ClusterConfig, CostConfig, Delay, NetworkConfig
 from consensus.sim.simulator import Simulator
 
 __all__ = ["EXPECTED", "SHIVIZ_REGEX", "CommandTrace", "one_command", "to_shiviz"]
@@ -127,22 +127,28 @@ def one_command(
     options: dict[str, Any] | None = None,
     costs: CostConfig | None = None,
     wire: str = "objects",
+    network: NetworkConfig | None = None,
+    node: int | None = None,
 ) -> CommandTrace:
     """Trace one client command under ``protocol`` at constant one-way ``delay``
-    (see the theory of operation); ``options`` are added to the quiet ones."""
+    (see the theory of operation); ``options`` are added to the quiet ones.
+    ``network`` replaces the constant delay (a WAN's delay matrix, say);
+    ``node``: the node the client asks when the protocol has no leader
+    (default 0)."""
     config = ClusterConfig(
         protocol=protocol,
         nodes=nodes,
         seed=seed,
         options={**_QUIET.get(protocol, {}), **(options or {})},
-        network=NetworkConfig(delay=Delay.constant(delay)),
+        network=network or NetworkConfig(delay=Delay.constant(delay)),
         costs=costs or CostConfig(),
         wire=wire,
+        client=ClientConfig(timeout=10.0),  # one command: no retry muddles the picture
     )
     sim = Simulator(config, trace=True)
     if sim.spec.name in ("paxos",):
         sim.run_for(0.5)
-        node = 0
+        node = 0 if node is None else node
     else:
         sim.run_until(lambda: len(sim.leaders()) == 1, timeout=30.0)
         sim.run_for(0.2)  # the new leader's first round settles

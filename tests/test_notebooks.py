@@ -20,6 +20,12 @@ NOTEBOOKS = sorted((Path(__file__).parent.parent / "notebooks").glob("*.ipynb"))
 
 #: notebook -> the values CI runs it with.
 CI_PARAMETERS: dict[str, dict[str, Any]] = {
+    "compare_protocols.ipynb": {
+        "CLIENTS": [1, 16],
+        "LAN_DURATION": 0.6,
+        "WAN_DURATION": 3.0,
+        "JOBS": 1,
+    },
     "election_timeouts.ipynb": {
         "TRIALS": 3,
         "TRIALS_NARROW": 2,
