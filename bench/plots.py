@@ -210,7 +210,10 @@ def _trace_rows(trace: pd.DataFrame, protocol: str | None) -> pd.DataFrame:
     if protocol is None:
         names = trace["protocol"].unique()
         if len(names) > 1:
-            raise ValueError(f"space_time: the trace has several protocols {list(names)}: pick one")
+            raise ValueError(
+                f"space_time: the trace has several protocols {list(names)}: pick one"
+                " (protocol=...), or leave ax out for one panel each"
+            )
         return trace
     return trace[trace["protocol"] == protocol]
 
@@ -236,11 +239,32 @@ def space_time(
     talked to, role changes are written above their node's line, crashes
     are a red X.  ``protocol`` picks one protocol's rows of a
     ``Results.trace``; ``nodes`` the node ids to draw (default: all seen).
-    Without ``ax`` a new figure is made.  Returns the figure.
+    Without ``ax`` a new figure is made, with one panel per protocol when
+    ``trace`` holds several (a ``Results.trace``) and ``protocol`` is None.
+    Returns the figure.
     """
     if ax is None:
         import matplotlib.pyplot as plt
 
+        names = (
+            list(dict.fromkeys(trace["protocol"]))
+            if protocol is None and "protocol" in trace.columns
+            else []
+        )
+        if len(names) > 1:
+            fig, axes = plt.subplots(len(names), 1, figsize=(10, 3.5 * len(names)), squeeze=False)
+            for panel, name in zip(axes[:, 0], names, strict=True):
+                space_time(
+                    trace,
+                    start,
+                    end,
+                    panel,
+                    protocol=name,
+                    nodes=nodes,
+                    title=f"{title or 'Space-time diagram'}: {name}",
+                )
+            fig.tight_layout()
+            return fig
         _, ax = plt.subplots(figsize=(10, 4))
     rows = _trace_rows(trace, protocol)
     if start is None:

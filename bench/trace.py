@@ -44,10 +44,19 @@ from consensus.commands import Put
 from consensus.config import ClientConfig, ClusterConfig, CostConfig, Delay, NetworkConfig
 from consensus.sim.simulator import Simulator
 
-__all__ = ["EXPECTED", "SHIVIZ_REGEX", "CommandTrace", "one_command", "to_shiviz"]
+__all__ = [
+    "EXPECTED",
+    "SHIVIZ_DELIMITER",
+    "SHIVIZ_REGEX",
+    "CommandTrace",
+    "one_command",
+    "to_shiviz",
+]
 
 #: ShiViz's parser regular expression for what ``to_shiviz`` writes (its default).
 SHIVIZ_REGEX = r"(?<event>.*)\n(?<host>\S*) (?<clock>{.*})"
+#: The line between executions (one per protocol) of a several-protocol trace.
+SHIVIZ_DELIMITER = r"=== (?<trace>.*) ==="
 
 #: Each protocol's messages for one command, as (type, from, to) where
 #: "L" is the node the client asked and "F" each other node, and when the
@@ -185,26 +194,40 @@ def to_shiviz(trace: pd.DataFrame, path: str | Path, *, protocol: str | None = N
     """Write ``trace`` as a ShiViz log (https://bestchai.bitbucket.io/shiviz/).
 
     The file starts with ShiViz's parser regular expression (``SHIVIZ_REGEX``)
-    and an empty delimiter line, then two lines per event: its description,
-    then ``nodeN {"nodeN": k, ...}``, the node's vector clock.  A send and
-    its receive are two events (the receive merges the sender's clock);
-    a dropped message is its send alone, named ``(dropped: why)``; client
-    invocations and completions, role changes, crashes and restarts are local
-    events.  ``protocol`` picks one protocol's rows of a ``Results.trace``.
-    Open the page, choose "Try out the tool" > "upload a log" (or paste the
-    lines after the first two into the input box with the regular
-    expression above) to get an interactive space-time diagram.
+    and its multiple-executions delimiter line, then two lines per event: its
+    description, then ``nodeN {"nodeN": k, ...}``, the node's vector clock.
+    A send and its receive are two events (the receive merges the sender's
+    clock); a dropped message is its send alone, named ``(dropped: why)``;
+    client invocations and completions, role changes, crashes and restarts
+    are local events.  A ``Results.trace`` of several protocols is written
+    as one execution per protocol, each after a line ``=== protocol ===``
+    (ShiViz shows them side by side); ``protocol`` picks one.  Open the page,
+    choose "Try out ShiViz", and upload the file.
     """
     rows = trace
+    sections: list[tuple[str, pd.DataFrame]] = [("", rows)]
     if "protocol" in rows.columns:
-        if protocol is None:
-            names = rows["protocol"].unique()
-            if len(names) > 1:
-                raise ValueError(f"the trace has several protocols ({list(names)}): pick one")
-        else:
+        if protocol is not None:
             rows = rows[rows["protocol"] == protocol]
-    # (time, order, tiebreak, node, description, row key of the matching send):
-    # a receive sorts after its send at the same time (order 1 > 0).
+            sections = [("", rows)]
+        else:
+            names = list(dict.fromkeys(rows["protocol"]))
+            if len(names) > 1:
+                sections = [(name, rows[rows["protocol"] == name]) for name in names]
+    several = len(sections) > 1
+    lines = [SHIVIZ_REGEX, SHIVIZ_DELIMITER if several else ""]
+    for name, part in sections:
+        if several:
+            lines.append(f"=== {name} ===")
+        lines.extend(_shiviz_events(part))
+    path = Path(path)
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _shiviz_events(rows: pd.DataFrame) -> list[str]:
+    # (time, order, row key, node, description, key of the send it receives): a
+    # receive sorts after its send at the same time (order 1 > 0).
     events: list[tuple[float, int, int, int, str, int]] = []
     for key, row in enumerate(rows.itertuples(index=False)):
         if row.kind == "message":
@@ -225,7 +248,7 @@ def to_shiviz(trace: pd.DataFrame, path: str | Path, *, protocol: str | None = N
     events.sort()
     clocks: dict[int, dict[str, int]] = {}
     sent: dict[int, dict[str, int]] = {}
-    lines = [SHIVIZ_REGEX, ""]
+    lines = []
     for time, _, key, node, label, send_key in events:
         clock = clocks.setdefault(node, {})
         if send_key >= 0:
@@ -238,6 +261,4 @@ def to_shiviz(trace: pd.DataFrame, path: str | Path, *, protocol: str | None = N
             sent[key] = dict(clock)
         lines.append(f"{label} at {time * 1000:.3f} ms")
         lines.append(f"{host} {json.dumps(clock, sort_keys=True)}")
-    path = Path(path)
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    return lines

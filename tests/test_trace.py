@@ -13,7 +13,7 @@ from bench.cli import main
 from bench.metrics import Results
 from bench.plots import space_time
 from bench.runner import run
-from bench.trace import EXPECTED, SHIVIZ_REGEX, one_command, to_shiviz
+from bench.trace import EXPECTED, SHIVIZ_DELIMITER, SHIVIZ_REGEX, one_command, to_shiviz
 from consensus.commands import Put
 from consensus.config import CostConfig
 from consensus.sim.simulator import Simulator
@@ -213,8 +213,15 @@ def test_shiviz_export_has_the_regex_and_consistent_vector_clocks(tmp_path):
         last[host] = clock[host]
         if event.startswith("receive"):
             assert len(clock) >= 2  # merged the sender's clock
-    with pytest.raises(ValueError, match="several protocols"):
-        to_shiviz(run(SMALL).trace, tmp_path / "two.log")
+    # A run of several protocols: one execution each, after its delimiter line.
+    two = to_shiviz(run(SMALL).trace, tmp_path / "two.log").read_text().splitlines()
+    assert two[1] == SHIVIZ_DELIMITER
+    assert [line for line in two[2:] if line.startswith("===")] == [
+        "=== raft ===",
+        "=== multipaxos ===",
+    ]
+    one = to_shiviz(run(SMALL).trace, tmp_path / "raft.log", protocol="raft").read_text()
+    assert "===" not in one.splitlines()[2]
 
 
 def test_space_time_draws_a_titled_labelled_figure_with_a_legend():
@@ -237,4 +244,11 @@ def test_space_time_draws_a_titled_labelled_figure_with_a_legend():
     fig = space_time(sim.trace(), 0.0, 1.0)
     labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
     assert {"dropped", "role change"} <= set(labels)
+    plt.close(fig)
+    # A run's trace of several protocols: one panel each, titled with its name.
+    trace = run(SMALL).trace
+    fig = space_time(trace, 0.2, 0.25)
+    assert [a.get_title().split(": ")[-1] for a in fig.axes] == ["raft", "multipaxos"]
+    with pytest.raises(ValueError, match="several protocols"):
+        space_time(trace, 0.2, 0.25, ax=fig.axes[0])
     plt.close(fig)
