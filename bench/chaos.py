@@ -52,6 +52,7 @@ def chaos_runs(
             kwargs.get("options"),
             kwargs.get("snapshot_every", 0),
             kwargs.get("mix", "kv"),
+            kwargs.get("clock_drift", 0.0),
         )
         return f"chaos seed {seeds[i]} (replay: {replay})"
 

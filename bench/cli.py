@@ -300,6 +300,8 @@ def _cmd_chaos(args: argparse.Namespace, console: Console) -> int:
     if args.tcp:
         get_protocol(args.protocol).make_options(options)  # validate up front
         return _cmd_real_chaos(args, options, console)
+    if not 0 <= args.clock_drift < 1:
+        raise ConfigError(f"--clock-drift: must be in [0, 1), got {args.clock_drift}")
     chaos_config(args.protocol, args.seed, options).protocol_options()  # validate up front
     get_protocol(args.protocol)
     violations = unknown = checked = 0
@@ -316,6 +318,7 @@ def _cmd_chaos(args: argparse.Namespace, console: Console) -> int:
                 options=options,
                 snapshot_every=args.snapshot_every,
                 mix=args.mix,
+                clock_drift=args.clock_drift,
                 executor=executor,
             ),
             start=1,
@@ -334,6 +337,7 @@ def _cmd_chaos(args: argparse.Namespace, console: Console) -> int:
                         options=options,
                         snapshot_every=args.snapshot_every,
                         mix=args.mix,
+                        clock_drift=args.clock_drift,
                     ),
                     markup=False,
                     highlight=False,
@@ -443,6 +447,13 @@ def build_parser() -> argparse.ArgumentParser:
         choices=MIXES,
         default="kv",
         help="the operations: every key-value command (kv), or only get and put (registers)",
+    )
+    chaos.add_argument(
+        "--clock-drift",
+        type=float,
+        default=0.0,
+        metavar="D",
+        help="each node's clock runs at a rate drawn from 1-D .. 1+D (leases meet drift)",
     )
     _add_jobs(chaos, "seeded runs")
     from bench.peers.cli import add_arguments as add_peers_arguments

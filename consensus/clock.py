@@ -17,6 +17,7 @@ run without drift pays nothing.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from consensus.commands import Request
@@ -64,4 +65,11 @@ class DriftingReplica:
 
     def next_deadline(self) -> float | None:
         deadline = self.inner.next_deadline()
-        return None if deadline is None else deadline / self.rate
+        if deadline is None:
+            return None
+        real = deadline / self.rate
+        if real * self.rate < deadline:
+            # Rounded below: a tick at ``real`` would show the replica a time just
+            # short of its deadline, and it would ask again for the same instant.
+            real = math.nextafter(real, math.inf)
+        return real

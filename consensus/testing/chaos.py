@@ -13,6 +13,11 @@ checked for acknowledged writes that no node holds and no later write
 replaced (``consensus.checker.lost``): ``ChaosResult.lost``.  A run
 ``passed`` when its history is linearizable and it lost nothing.
 
+``clock_drift`` (0: none) gives every node a clock running at a rate drawn
+from ``1 - clock_drift .. 1 + clock_drift`` (``ClusterConfig.clock_drift``,
+its own seeded draw, so the rest of a seed's run is unchanged): leases meet
+drifting clocks, within the bound they assume or beyond it.
+
 Written values are unique (``c<client>.<seq>``), so a read names the write it
 saw.  An operation that never returned is indeterminate (``info``) and the
 checker lets it take effect or not.  The operation mix (``MIXES``) is every
@@ -91,11 +96,15 @@ def chaos_config(
     seed: int,
     options: dict[str, Any] | None = None,
     snapshot_every: int = 0,
+    clock_drift: float = 0.0,
 ) -> ClusterConfig:
-    """The cluster of run ``seed``: size and link delays drawn from the seed."""
+    """The cluster of run ``seed``: size and link delays drawn from the seed, and
+    with ``clock_drift`` each node's clock drift, uniform in ``[-clock_drift, clock_drift]``."""
     rng = random.Random(f"{seed}:chaos-cluster")
     nodes = rng.choice((3, 3, 5))
     low = rng.uniform(0.0002, 0.002)
+    drift_rng = random.Random(f"{seed}:chaos-drift")
+    drift = tuple(drift_rng.uniform(-clock_drift, clock_drift) for _ in range(nodes))
     return ClusterConfig(
         protocol=protocol,
         nodes=nodes,
@@ -104,6 +113,7 @@ def chaos_config(
         network=NetworkConfig(delay=Delay.uniform(low, low * rng.uniform(1.5, 4))),
         client=ClientConfig(timeout=0.25, backoff=0.02, max_attempts=12),
         snapshot_every=snapshot_every,
+        clock_drift=drift if clock_drift else (),
     )
 
 
@@ -143,16 +153,18 @@ def chaos_run(
     duration: float = 5.0,
     check_timeout: float | None = 30.0,
     mix: str = "kv",
+    clock_drift: float = 0.0,
 ) -> ChaosResult:
     """One seeded chaos run, checked.
 
     Clients think between operations so that ``ops`` operations spread over
     about ``duration`` virtual seconds, the time the nemesis has to work.
-    ``mix``: the operations, one of ``MIXES``.
+    ``mix``: the operations, one of ``MIXES``.  ``clock_drift``: see ``chaos_config``.
     """
     if mix not in MIXES:
         raise ValueError(f"mix: {mix!r} is not one of {', '.join(MIXES)}")
-    sim = Simulator(chaos_config(protocol, seed, options, snapshot_every), record_applied=False)
+    config = chaos_config(protocol, seed, options, snapshot_every, clock_drift)
+    sim = Simulator(config, record_applied=False)
     rng = random.Random(f"{seed}:chaos-workload")
     nemesis = Nemesis(sim, random.Random(f"{seed}:nemesis"), faults=faults)
     issued = finished = 0
@@ -281,6 +293,7 @@ def replay_command(
     options: dict[str, Any] | None = None,
     snapshot_every: int = 0,
     mix: str = "kv",
+    clock_drift: float = 0.0,
 ) -> str:
     parts = [f"python -m bench chaos --protocol {protocol} --runs 1 --seed {seed} --ops {ops}"]
     for key, value in sorted((options or {}).items()):
@@ -289,4 +302,6 @@ def replay_command(
         parts.append(f"--snapshot-every {snapshot_every}")
     if mix != "kv":
         parts.append(f"--mix {mix}")
+    if clock_drift:
+        parts.append(f"--clock-drift {clock_drift}")
     return " ".join(parts)
