@@ -100,9 +100,10 @@ class MultiPaxos(Reads):
         if bootstrap and self.node_id == min(self.ctx.members):
             self._start_phase1(now, out)
         else:
-            if self.options.read_mode == "lease":
-                # We may have backed a lease before a restart, and forgot when:
-                # promise nothing for as long as it could still run.
+            if self.options.read_mode == "lease" and self._recovered:
+                # We may have backed a lease before this restart, and forgot when:
+                # promise nothing for as long as it could still run.  (Backing one
+                # leaves a record, so a node that starts with none never did.)
                 self._heard_leader_at = now
             self._reset_election(now)
         return out

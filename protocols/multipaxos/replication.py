@@ -393,6 +393,10 @@ class Replication(NodeState):
             return
         if self.role == LEADER:
             return  # our own ballot: a removed leader's farewell cannot come back to us
+        if m.ballot > self.acceptor.promised_all and self.options.read_mode == "lease":
+            # Backing a lease leaves a record: a node that restarts with records waits
+            # out any lease it may have backed (``start``); one without never backed any.
+            out.persist.extend(self.acceptor.prepare_from(m.ballot, self.log.max_slot + 1).records)
         self._follow(now, m.ballot)
         out.send(src, HeartbeatAck(ballot=m.ballot, round=m.round))
         self._learn_commit(now, m.ballot, m.commit_index, out)
