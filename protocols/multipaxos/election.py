@@ -89,8 +89,10 @@ class Election(Replication):
             self.counters["phase1_restarts"] += 1
             self._become_follower(now, out)
         if not self._is_member():
-            # A spare, or removed: it never campaigns (it still answers as an acceptor).
+            # A spare, or removed: it never campaigns (it still answers as an acceptor),
+            # and sends no client to a leader it no longer hears.
             self.counters["not_member"] += 1
+            self._set_leader(None)
             self._reset_election(now)
         elif self.options.disruption_guard:
             self._start_prephase(now, out)
