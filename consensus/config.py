@@ -239,6 +239,11 @@ class ClusterConfig:
     ``clock_drift``: per node, how fast its clock runs against real time
     (``0.01``: 1% fast, ``-0.01``: 1% slow; missing nodes: 0), so time-based
     mechanisms such as leases meet drifting clocks (``consensus.clock``).
+    ``max_sessions``, ``session_ttl``: client session expiry in every node's
+    key-value store (0: never; ``consensus.statemachine``): keep at most that
+    many sessions, least recently used dropped first, and drop a session whose
+    last request is ``session_ttl`` applied entries old; a request of an
+    expired session is answered ``session_expired``.
     """
 
     protocol: str = "raft"
@@ -253,6 +258,8 @@ class ClusterConfig:
     snapshot_every: int = attrs.field(default=0, validator=non_negative)
     members: tuple[int, ...] = ()
     clock_drift: tuple[float, ...] = ()
+    max_sessions: int = attrs.field(default=0, validator=non_negative)
+    session_ttl: int = attrs.field(default=0, validator=non_negative)
 
     def __attrs_post_init__(self) -> None:
         outside = [m for m in self.members if not 0 <= m < self.nodes]
