@@ -10,6 +10,7 @@ history checker catches the stale read it serves.
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 import pytest
@@ -17,7 +18,7 @@ from core_helpers import b, build, req, sent
 
 from consensus.checker.linearizability import check
 from consensus.commands import Get, Put, Request
-from consensus.config import ClusterConfig, ConfigError, Delay, NetworkConfig
+from consensus.config import ClientConfig, ClusterConfig, ConfigError, Delay, NetworkConfig
 from consensus.sim.simulator import Simulator
 from consensus.testing.chaos import chaos_run
 from protocols.multipaxos import (
@@ -200,6 +201,62 @@ def test_beyond_the_drift_bound_the_checker_catches_the_stale_read() -> None:
     sim, read = cut_off_old_leader(max_clock_drift=0.01)
     assert read.ok and read.result == "old" and not read.retries  # served from the lease
     assert check(sim.history).ok is False
+
+
+def lease_race(seed: int, drift: float, max_clock_drift: float) -> bool | None:
+    """A randomized race against a lease: clocks drift within ``drift``, the
+    leader is cut off from its peers at a random moment, a writer keeps writing
+    through the others and a reader keeps reading at the old leader.  Returns
+    whether the history is linearizable."""
+    rng = random.Random(f"{seed}:lease-race")
+    options = {"read_mode": "lease", "max_clock_drift": max_clock_drift}
+    options["heartbeat_interval"] = 0.02
+    sim = Simulator(
+        ClusterConfig(
+            protocol="multipaxos",
+            nodes=3,
+            seed=seed,
+            options=options,
+            clock_drift=tuple(rng.uniform(-drift, drift) for _ in range(3)),
+            network=NetworkConfig(delay=Delay.uniform(0.0005, 0.002)),
+            client=ClientConfig(timeout=0.05, backoff=0.005),
+        )
+    )
+    first = sim.submit(Put(key="k", value="0"))
+    assert sim.run_until(lambda: first.ok, timeout=3.0)
+    (old,) = sim.leaders()
+    others = [n for n in range(3) if n != old]
+    sim.run_for(rng.uniform(0.0, 0.1))
+    for peer in others:
+        sim.cut(old, peer)
+        sim.cut(peer, old)
+    count = 0
+
+    def write(_: Any = None) -> None:
+        nonlocal count
+        count += 1
+        put = Put(key="k", value=str(count))
+        sim.submit(put, node=rng.choice(others), on_done=lambda op: sim.after(0.003, write))
+
+    def read(_: Any = None) -> None:
+        sim.submit(Get(key="k"), node=old, on_done=lambda op: sim.after(0.003, read))
+
+    write()
+    read()
+    sim.run_for(1.0)
+    sim.heal()
+    sim.run_for(0.5)
+    sim.finish_pending()
+    return check(list(sim.history), timeout=10).ok
+
+
+def test_lease_races_within_the_drift_bound_stay_linearizable() -> None:
+    assert all(lease_race(seed, drift=0.2, max_clock_drift=0.2) for seed in range(15))
+
+
+def test_lease_races_beyond_the_drift_bound_are_caught() -> None:
+    caught = [seed for seed in range(15) if lease_race(seed, 0.5, 0.01) is False]
+    assert caught and caught[0] == 0
 
 
 @pytest.mark.parametrize("mode", ["lease", "read_index"])
