@@ -257,6 +257,11 @@ class ClusterConfig:
     of a batch into log entries of up to that many requests
     (``ReplicaHost.accept_many``; 0: one entry per request).  Both only
     matter with costs on: with costs off nothing ever waits to be batched.
+    ``max_sessions``, ``session_ttl``: client session expiry in every node's
+    key-value store (0: never; ``consensus.statemachine``): keep at most that
+    many sessions, least recently used dropped first, and drop a session whose
+    last request is ``session_ttl`` applied entries old; a request of an
+    expired session is answered ``session_expired``.
     """
 
     protocol: str = "raft"
@@ -274,6 +279,8 @@ class ClusterConfig:
     costs: CostConfig = attrs.Factory(CostConfig)
     max_batch: int = attrs.field(default=1024, validator=in_range(1))
     pack_proposals: int = attrs.field(default=0, validator=non_negative)
+    max_sessions: int = attrs.field(default=0, validator=non_negative)
+    session_ttl: int = attrs.field(default=0, validator=non_negative)
 
     def __attrs_post_init__(self) -> None:
         outside = [m for m in self.members if not 0 <= m < self.nodes]

@@ -31,7 +31,7 @@ LEASE = {"read_mode": "lease", "max_clock_drift": 0.01}
 #: raft --option read_mode=lease --option max_clock_drift=0.01 --clock-drift
 #: 0.9 --runs 1000``: 1 of 1,000; protocols/raft/README.md says why so few).  The
 #: deterministic scenario in test_raft_reads catches it every time.
-FIRST_CAUGHT_BEYOND_BOUND = 982
+FIRST_CAUGHT_BEYOND_BOUND = 515
 BEYOND = 0.9
 
 

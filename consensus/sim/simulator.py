@@ -82,6 +82,7 @@ from consensus.host import ApplyHook, ClientReply, ProposeResult, ReplicaHost
 from consensus.sim.clients import Attempt, RetryPolicy
 from consensus.sim.network import NetworkModel
 from consensus.sim.servers import Servers
+from consensus.statemachine import KVStore
 from consensus.storage import MemoryStorage, Storage
 
 __all__ = ["SimClient", "Simulator"]
@@ -229,9 +230,16 @@ class Simulator:
             on_apply=self._dispatch_apply if self._apply_hooks else None,
             clock_rate=1.0 + self._drift(node_id),
             pack_proposals=self.config.pack_proposals,
+            state_machine=self._state_machine(),
         )
         node.timer_at = _INF
         node.host.start(self.now)
+
+    def _state_machine(self) -> KVStore | None:
+        config = self.config
+        if config.max_sessions or config.session_ttl:
+            return KVStore(max_sessions=config.max_sessions, session_ttl=config.session_ttl)
+        return None  # the host's default store
 
     def _drift(self, node_id: int) -> float:
         drift = self.config.clock_drift
@@ -669,6 +677,10 @@ class Simulator:
             return
         if reply.ok:
             self._finish(client, attempt, OK, reply.result)
+            return
+        if reply.reason == "session_expired":
+            # Whether an earlier attempt took effect cannot be known: final, unknown.
+            self._finish(client, attempt, INFO, None)
             return
         decision = self._policy.after_rejection(attempt, reply.leader_hint)
         if decision is None:
