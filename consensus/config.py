@@ -44,6 +44,7 @@ from consensus.schema import (
     probability,
     structure,
 )
+from consensus.statemachine import KVStore
 
 __all__ = [
     "ClientConfig",
@@ -313,6 +314,13 @@ class ClusterConfig:
             return get_protocol(self.protocol)
         except UnknownProtocolError as exc:
             raise ConfigError(f"protocol: {exc}") from None
+
+    def state_machine(self) -> KVStore | None:
+        """A key-value store with this config's session expiry; ``None`` (the
+        host's default store) when sessions never expire."""
+        if self.max_sessions or self.session_ttl:
+            return KVStore(max_sessions=self.max_sessions, session_ttl=self.session_ttl)
+        return None
 
     def protocol_options(self, path: str = "options") -> Any:
         """The protocol's options object, validated against its options class.

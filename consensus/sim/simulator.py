@@ -82,7 +82,6 @@ from consensus.host import ApplyHook, ClientReply, ProposeResult, ReplicaHost
 from consensus.sim.clients import Attempt, RetryPolicy
 from consensus.sim.network import NetworkModel
 from consensus.sim.servers import Servers
-from consensus.statemachine import KVStore
 from consensus.storage import MemoryStorage, Storage
 
 __all__ = ["SimClient", "Simulator"]
@@ -230,16 +229,10 @@ class Simulator:
             on_apply=self._dispatch_apply if self._apply_hooks else None,
             clock_rate=1.0 + self._drift(node_id),
             pack_proposals=self.config.pack_proposals,
-            state_machine=self._state_machine(),
+            state_machine=self.config.state_machine(),
         )
         node.timer_at = _INF
         node.host.start(self.now)
-
-    def _state_machine(self) -> KVStore | None:
-        config = self.config
-        if config.max_sessions or config.session_ttl:
-            return KVStore(max_sessions=config.max_sessions, session_ttl=config.session_ttl)
-        return None  # the host's default store
 
     def _drift(self, node_id: int) -> float:
         drift = self.config.clock_drift
