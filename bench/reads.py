@@ -39,8 +39,10 @@ from typing import Any
 import attrs
 import pandas as pd
 
+from bench.config import cost_preset
 from consensus.commands import Get, Put
-from consensus.config import ClusterConfig, Delay, NetworkConfig
+from consensus.config import ClusterConfig, CostConfig, Delay, NetworkConfig
+from consensus.schema import structure
 from consensus.sim.simulator import SimClient, Simulator
 
 __all__ = ["READ_PATHS", "ReadPath", "read_modes", "read_path_run"]
@@ -78,6 +80,7 @@ def read_path_run(
     keys: int = 1000,
     read_fraction: float = 0.9,
     seed: int = 1,
+    costs: str = "off",
 ) -> dict[str, Any]:
     """One read path on the workload above: one row of ``read_modes``."""
     config = ClusterConfig(
@@ -86,6 +89,8 @@ def read_path_run(
         seed=seed,
         options=dict(path.options),
         network=NetworkConfig(delay=Delay.uniform(0.0005, 0.0015), client_delay=0.0005),
+        costs=structure(CostConfig, cost_preset(costs), path="costs"),
+        wire="bytes" if costs != "off" else "objects",
     )
     sim = Simulator(config, record_applied=False)
     rng = random.Random(f"{seed}:read-modes")
@@ -158,12 +163,20 @@ def read_modes(
     nodes: int = 3,
     clients: int = 30,
     seed: int = 1,
+    costs: str = "off",
 ) -> pd.DataFrame:
     """One row per read path: throughput, read and write latency, messages per
-    operation, and the share of reads the leader served (see above)."""
+    operation, and the share of reads the leader served (see above).
+
+    ``costs``: a cost preset (``bench.config.cost_preset``: ``"off"``,
+    ``"default"`` for this machine's measured costs, or a TOML file): with
+    costs on, nodes pay CPU for every message and request, so a leader that
+    serves every read saturates, and follower reads move that work away."""
     return pd.DataFrame(
         [
-            read_path_run(path, duration=duration, nodes=nodes, clients=clients, seed=seed)
+            read_path_run(
+                path, duration=duration, nodes=nodes, clients=clients, seed=seed, costs=costs
+            )
             for path in paths
         ]
     )

@@ -157,6 +157,13 @@ def _cluster_file(config: RunConfig, protocol: str, folder: Path) -> Path:
         nodes=config.cluster.nodes,
         options=options,
         fsync=tcp.fsync,
+        # What the cluster config sets that a real node does too.
+        settings={
+            "seed": config.cluster.seed,
+            "snapshot_every": config.cluster.snapshot_every,
+            "max_sessions": config.cluster.max_sessions,
+            "session_ttl": config.cluster.session_ttl,
+        },
         extra=extra,
     )
 

@@ -44,6 +44,7 @@ from consensus.schema import (
     probability,
     structure,
 )
+from consensus.statemachine import KVStore
 
 __all__ = [
     "ClientConfig",
@@ -257,6 +258,11 @@ class ClusterConfig:
     of a batch into log entries of up to that many requests
     (``ReplicaHost.accept_many``; 0: one entry per request).  Both only
     matter with costs on: with costs off nothing ever waits to be batched.
+    ``max_sessions``, ``session_ttl``: client session expiry in every node's
+    key-value store (0: never; ``consensus.statemachine``): keep at most that
+    many sessions, least recently used dropped first, and drop a session whose
+    last request is ``session_ttl`` applied entries old; a request of an
+    expired session is answered ``session_expired``.
     """
 
     protocol: str = "raft"
@@ -274,6 +280,8 @@ class ClusterConfig:
     costs: CostConfig = attrs.Factory(CostConfig)
     max_batch: int = attrs.field(default=1024, validator=in_range(1))
     pack_proposals: int = attrs.field(default=0, validator=non_negative)
+    max_sessions: int = attrs.field(default=0, validator=non_negative)
+    session_ttl: int = attrs.field(default=0, validator=non_negative)
 
     def __attrs_post_init__(self) -> None:
         outside = [m for m in self.members if not 0 <= m < self.nodes]
@@ -306,6 +314,13 @@ class ClusterConfig:
             return get_protocol(self.protocol)
         except UnknownProtocolError as exc:
             raise ConfigError(f"protocol: {exc}") from None
+
+    def state_machine(self) -> KVStore | None:
+        """A key-value store with this config's session expiry; ``None`` (the
+        host's default store) when sessions never expire."""
+        if self.max_sessions or self.session_ttl:
+            return KVStore(max_sessions=self.max_sessions, session_ttl=self.session_ttl)
+        return None
 
     def protocol_options(self, path: str = "options") -> Any:
         """The protocol's options object, validated against its options class.

@@ -43,6 +43,15 @@ host's own session (``consensus.commands``).  A rejection of a pack answers
 every request inside it; when a pack is applied, the state machine returns
 each inner request's result and the host answers their waiters as usual.
 
+Sessions (``consensus.statemachine``): a request the state machine answers
+``SESSION_EXPIRED`` (its client's session expired) is answered as a
+rejection with reason ``"session_expired"``; its client cannot know whether
+an earlier attempt took effect.  A ``ChangeMembership`` whose session shows
+it applied already is answered from the session at once, never handed to
+the protocol again: a protocol acts on a membership change when it enters
+the log, before the state machine could recognise a retry, so a retry of an
+old change arriving after a later one would otherwise undo the later one.
+
 Invariant: every waiter is answered at most once; a waiter whose node crashes
 is never answered (the client's timeout handles it).
 
@@ -64,6 +73,7 @@ from consensus.clock import DriftingReplica
 from consensus.commands import (
     READ_ONLY,
     Append,
+    ChangeMembership,
     CompareAndSet,
     Delete,
     Get,
@@ -74,7 +84,7 @@ from consensus.commands import (
 )
 from consensus.registry import ProtocolSpec
 from consensus.replica import Outputs, ReadReady, ReplicaContext
-from consensus.statemachine import KVStore, StateMachine, pack
+from consensus.statemachine import SESSION_EXPIRED, KVStore, StateMachine, pack
 from consensus.storage import Storage
 
 __all__ = ["ApplyHook", "ClientReply", "ProposeResult", "ReplicaHost", "TickLoopError"]
@@ -221,6 +231,8 @@ class ReplicaHost:
         """A client request arrived here; ``waiter`` is answered through ``reply``."""
         # Once per client request in the simulator: accept() written out.
         self.waiting[(request.client_id, request.seq)] = (request, waiter)
+        if type(request.command) is ChangeMembership and self._answered_change(request):
+            return
         if self.replica.supports_reads and isinstance(request.command, READ_ONLY):
             self.handle(now, self.replica.read(now, request))
         else:
@@ -325,9 +337,28 @@ class ReplicaHost:
         outputs of a batch (``Outputs.extend``) and hands them to ``handle``
         once: one storage sync covers them all (group commit)."""
         self.waiting[(request.client_id, request.seq)] = (request, waiter)
+        if type(request.command) is ChangeMembership and self._answered_change(request):
+            return Outputs()
         if self.replica.supports_reads and isinstance(request.command, READ_ONLY):
             return self.replica.read(now, request)
         return self.replica.propose(now, request)
+
+    def _answered_change(self, request: Request) -> bool:
+        """Answer a membership change its session shows applied already (see above)."""
+        answered = getattr(self.sm, "answered", None)
+        if answered is None:
+            return False
+        known, result = answered(request)
+        if not known:
+            return False
+        entry = self.waiting.pop((request.client_id, request.seq))
+        self._reply(entry[1], self._client_reply(result))
+        return True
+
+    def _client_reply(self, result: Any) -> ClientReply:
+        if result is SESSION_EXPIRED:
+            return ClientReply(ok=False, reason="session_expired", node=self.node_id)
+        return ClientReply(ok=True, result=result, node=self.node_id)
 
     # -- outputs ---------------------------------------------------------------------
 
@@ -435,7 +466,10 @@ class ReplicaHost:
             for request, result in results:
                 found = waiting.pop((request.client_id, request.seq), None)
                 if found is not None:
-                    reply(found[1], ClientReply(ok=True, result=result, node=node_id))
+                    if result is SESSION_EXPIRED:
+                        reply(found[1], self._client_reply(result))
+                    else:
+                        reply(found[1], ClientReply(ok=True, result=result, node=node_id))
         if self.snapshot_every and sm.applied_index - self._last_snapshot >= self.snapshot_every:
             self._snapshot(now, sm.applied_index)
 

@@ -17,10 +17,30 @@ and the earlier result is returned.  A request with a lower ``seq`` is a stale
 duplicate (the client has moved on); it is skipped and answered with
 ``STALE``.  This relies on the client invariant of ``commands.Request``.
 
-Snapshots carry the data, the sessions and ``applied_index``, so a node that
-restores one answers retries exactly as the nodes that applied the log did.
+Session expiry (off by default: every session is kept forever).  A store
+built with ``max_sessions`` keeps at most that many sessions, dropping the
+least recently used (by the index of the entry that last carried a request
+of the session) once an applied entry pushes it past the limit; with
+``session_ttl`` it drops a session whose last request was applied
+``session_ttl`` or more entries ago.  Both are functions of the applied
+sequence alone, so every replica expires the same sessions at the same
+index: the decision is in the log, no clock involved.  With either set, a
+request of a client that has no session and a ``seq`` above 1 (its session
+expired, or its first request never applied) is not executed: its result is
+``SESSION_EXPIRED``, which the host answers as a rejection with reason
+``"session_expired"``, never a silent re-execution.  A client's first
+request (``seq`` 1) always opens a session; a *retry* of it that arrives
+after that session expired cannot be told from a new client and would run
+again, so the limits must outlast any client's retries (a client that cannot
+allow even that opens its session with a harmless request, such as a
+``Get``).
 
-Invariant: ``applied_index`` only grows, by one per applied entry.
+Snapshots carry the data, the sessions, their order of use and
+``applied_index``, so a node that restores one answers retries and expires
+sessions exactly as the nodes that applied the log did.
+
+Invariant: ``applied_index`` only grows, by one per applied entry; with
+expiry on, ``_last_used`` has exactly the sessions' keys, least recent first.
 """
 
 from __future__ import annotations
@@ -42,7 +62,15 @@ from consensus.commands import (
     Request,
 )
 
-__all__ = ["KVSnapshot", "KVStore", "STALE", "StateMachine", "pack", "unpack"]
+__all__ = [
+    "KVSnapshot",
+    "KVStore",
+    "SESSION_EXPIRED",
+    "STALE",
+    "StateMachine",
+    "pack",
+    "unpack",
+]
 
 
 class _Stale:
@@ -60,6 +88,23 @@ class _Stale:
 
 
 STALE: Any = _Stale()
+
+
+class _SessionExpired:
+    """The answer to a request whose client has no session any more (see above)."""
+
+    _instance: _SessionExpired | None = None
+
+    def __new__(cls) -> _SessionExpired:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "SESSION_EXPIRED"
+
+
+SESSION_EXPIRED: Any = _SessionExpired()
 
 
 class StateMachine(Protocol):
@@ -85,6 +130,8 @@ class KVSnapshot:
     applied_index: int
     data: dict[str, str]
     sessions: dict[int, tuple[int, Any]]
+    #: With session expiry: (client_id, index of its last request), least recent first.
+    last_used: tuple[tuple[int, int], ...] = ()
 
 
 def _get(data: dict[str, str], command: Get) -> str | None:
@@ -150,30 +197,46 @@ def unpack(packed: PackedBatch) -> tuple[Request, ...]:
 
 
 class KVStore:
-    """A string key-value store with get, put, append, compare-and-set, delete."""
+    """A string key-value store with get, put, append, compare-and-set, delete.
 
-    def __init__(self) -> None:
+    ``max_sessions``, ``session_ttl``: session expiry (0: off; see the module
+    docstring).  Every replica of a cluster must use the same values.
+    """
+
+    def __init__(self, max_sessions: int = 0, session_ttl: int = 0) -> None:
+        if max_sessions < 0 or session_ttl < 0:
+            raise ValueError("max_sessions and session_ttl must be >= 0")
         self.data: dict[str, str] = {}
         self.sessions: dict[int, tuple[int, Any]] = {}
         self.applied_index = 0
+        self.max_sessions = max_sessions
+        self.session_ttl = session_ttl
+        self._expiring = bool(max_sessions or session_ttl)
+        # client_id -> index of the entry that last carried its request, least recent
+        # first (dicts keep insertion order: a use moves the client to the end).
+        self._last_used: dict[int, int] = {}
+        #: Sessions dropped so far.
+        self.expired = 0
 
     def apply(self, index: int, payload: Any) -> list[tuple[Request, Any]]:
         if index != self.applied_index + 1:
             raise ValueError(f"apply out of order: index {index} after {self.applied_index}")
         self.applied_index = index
+        results: list[tuple[Request, Any]] = []
         if isinstance(payload, Request):
             if type(payload.command) is PackedBatch:
-                return self._apply_packed(payload.command, [])
-            return [(payload, self._apply_request(payload))]
-        if isinstance(payload, Batch):
-            results: list[tuple[Request, Any]] = []
+                self._apply_packed(payload.command, results)
+            else:
+                results.append((payload, self._apply_request(payload)))
+        elif isinstance(payload, Batch):
             for r in payload.requests:
                 if type(r.command) is PackedBatch:  # a protocol's batch of host packs
                     self._apply_packed(r.command, results)
                 else:
                     results.append((r, self._apply_request(r)))
-            return results
-        return []
+        if self._expiring:
+            self._expire()
+        return results
 
     def apply_requests(self, index: int, requests: Any) -> list[tuple[Request, Any]]:
         """Apply, at ``index``, the entry that carried ``requests`` (a pack whose
@@ -181,7 +244,10 @@ class KVStore:
         if index != self.applied_index + 1:
             raise ValueError(f"apply out of order: index {index} after {self.applied_index}")
         self.applied_index = index
-        return [(r, self._apply_request(r)) for r in requests]
+        results = [(r, self._apply_request(r)) for r in requests]
+        if self._expiring:
+            self._expire()
+        return results
 
     def _apply_packed(
         self, packed: PackedBatch, results: list[tuple[Request, Any]]
@@ -194,6 +260,12 @@ class KVStore:
 
     def _apply_request(self, request: Request) -> Any:
         session = self.sessions.get(request.client_id)
+        if self._expiring:
+            if session is None and request.seq > 1:
+                return SESSION_EXPIRED
+            used = self._last_used
+            used.pop(request.client_id, None)
+            used[request.client_id] = self.applied_index
         if session is not None:
             last_seq, last_result = session
             if request.seq == last_seq:
@@ -209,6 +281,39 @@ class KVStore:
             result = self.execute(command)
         self.sessions[request.client_id] = (request.seq, result)
         return result
+
+    def _expire(self) -> None:
+        """Drop the sessions past the limits, least recently used first."""
+        used, sessions = self._last_used, self.sessions
+        if self.session_ttl:
+            horizon = self.applied_index - self.session_ttl
+            while used:
+                client_id = next(iter(used))
+                if used[client_id] > horizon:
+                    break
+                del used[client_id], sessions[client_id]
+                self.expired += 1
+        if self.max_sessions:
+            while len(used) > self.max_sessions:
+                client_id = next(iter(used))
+                del used[client_id], sessions[client_id]
+                self.expired += 1
+
+    def answered(self, request: Request) -> tuple[bool, Any]:
+        """``(True, answer)`` when applying ``request`` would not execute it (its
+        result if it was the session's last, ``STALE`` if older, ``SESSION_EXPIRED``
+        if its session is gone); ``(False, None)`` when it would."""
+        session = self.sessions.get(request.client_id)
+        if session is None:
+            if self._expiring and request.seq > 1:
+                return True, SESSION_EXPIRED
+            return False, None
+        last_seq, last_result = session
+        if request.seq == last_seq:
+            return True, last_result
+        if request.seq < last_seq:
+            return True, STALE
+        return False, None
 
     def execute(self, command: Any) -> Any:
         """Run one command against the data (no session bookkeeping)."""
@@ -228,7 +333,10 @@ class KVStore:
 
     def snapshot(self) -> bytes:
         snap = KVSnapshot(
-            applied_index=self.applied_index, data=dict(self.data), sessions=dict(self.sessions)
+            applied_index=self.applied_index,
+            data=dict(self.data),
+            sessions=dict(self.sessions),
+            last_used=tuple(self._last_used.items()),
         )
         return _codec().encode(snap)
 
@@ -240,4 +348,9 @@ class KVStore:
             raise ValueError(f"snapshot covers index {snap.applied_index}, restored as {index}")
         self.data = dict(snap.data)
         self.sessions = dict(snap.sessions)
+        self._last_used = dict(snap.last_used)
+        if self._expiring and len(self._last_used) != len(self.sessions):
+            # A snapshot of a store without expiry: every session counts as used now.
+            for client_id in self.sessions:
+                self._last_used.setdefault(client_id, index)
         self.applied_index = index

@@ -25,6 +25,8 @@ CONFIGURATIONS = [
     ("multipaxos", {}, 0),
     ("multipaxos", {"check_quorum": False}, 0),
     ("multipaxos", {}, 20),
+    ("multipaxos", {"read_mode": "read_index"}, 0),
+    ("multipaxos", {"disruption_guard": False}, 0),
     ("paxos", {}, 0),
 ]
 
@@ -43,6 +45,26 @@ def test_seeded_chaos_runs_find_no_violation(protocol, options, snapshot_every):
             + replay_command(protocol, result.seed, 150, options, snapshot_every)
         )
         assert result.operations > 100
+
+
+def test_lease_reads_under_clock_drift_within_the_bound_find_no_violation():
+    options = {"read_mode": "lease", "max_clock_drift": 0.05}
+    for result in chaos_runs(
+        "multipaxos", RUNS, seed=1000, ops=150, options=options, clock_drift=0.05
+    ):
+        assert result.passed, replay_command(
+            "multipaxos", result.seed, 150, options, clock_drift=0.05
+        )
+
+
+def test_multipaxos_chaos_runs_change_the_membership():
+    changes = [
+        f
+        for r in chaos_runs("multipaxos", 5, seed=0)
+        for _, f, d in r.faults
+        if f == "membership_done" and d.startswith("ok")
+    ]
+    assert len(changes) >= 5
 
 
 def test_runs_really_inject_faults_and_clients_really_retry():

@@ -13,7 +13,7 @@ from typing import Any
 from core_helpers import Wire, b, build, req, sent
 
 from consensus.commands import Batch, Noop
-from consensus.replica import Committed
+from consensus.replica import Committed, Outputs
 from protocols.multipaxos import (
     PROTOCOL,
     Accept,
@@ -25,6 +25,8 @@ from protocols.multipaxos import (
     MultiPaxosOptions,
     Nack,
     Prepare,
+    PrePrepare,
+    PrePromise,
     Promise,
     SnapshotRecord,
 )
@@ -35,6 +37,17 @@ from protocols.paxos_common.ballot import ZERO
 
 def make(node: int = 0, n: int = 3, records: Any = (), seed: int = 0, **opts: Any) -> MultiPaxos:
     return build(PROTOCOL, node, tuple(range(n)), MultiPaxosOptions(**opts), records, seed)
+
+
+def campaign(r: MultiPaxos, now: float) -> Outputs:
+    """``r``'s election timeout fires at ``now``; a peer grants its pre-phase (the
+    disruption guard's), so it runs phase 1.  Returns the outputs with the Prepares."""
+    out = r.tick(now)
+    asked = [(d, m) for d, m in out.messages if isinstance(m, PrePrepare)]
+    if not asked:
+        return out
+    peer, pre = asked[0]
+    return r.step(now, peer, PrePromise(ballot=pre.ballot, granted=True, commit_index=0))
 
 
 def leader_of_three(**opts: Any) -> MultiPaxos:
@@ -67,7 +80,7 @@ def test_bootstrap_node_runs_phase1_once_for_all_slots() -> None:
 
 
 def test_follower_without_heartbeat_runs_phase1_after_randomized_timeout() -> None:
-    r = make(1)
+    r = make(1, disruption_guard=False)
     r.start(0.0)
     deadline = r.next_deadline()
     assert deadline is not None and 0.2 <= deadline <= 0.4
@@ -120,7 +133,7 @@ def test_promise_reports_accepted_values_from_from_slot() -> None:
     r.start(0.0)
     payloads = (req(1), req(2), req(3))
     r.step(0.0, 0, Accept(ballot=b(1, 0), slot=1, payloads=payloads, commit_index=0))
-    out = r.step(0.0, 2, Prepare(ballot=b(2, 2), from_slot=2))
+    out = r.step(1.0, 2, Prepare(ballot=b(2, 2), from_slot=2))
     (promise,) = sent(out, Promise)
     assert promise.accepted == (
         PValue(slot=2, ballot=b(1, 0), payload=req(2)),
@@ -232,7 +245,7 @@ def test_leader_behind_catches_up_from_promises_unlike_raft() -> None:
     # A node that restarted with nothing can win phase 1 and learn the whole log.
     r = make(2)
     r.start(0.0)
-    out = r.tick(1.0)
+    out = campaign(r, 1.0)
     ballot = sent(out, Prepare)[0].ballot
     history = tuple(PValue(slot=s, ballot=b(1, 0), payload=req(s)) for s in range(1, 6))
     out = r.step(1.0, 1, Promise(ballot=ballot, from_slot=1, accepted=history))
@@ -357,7 +370,7 @@ def test_preempted_leader_steps_down_and_rejects_queued_requests() -> None:
 
 
 def test_leader_seeing_a_higher_ballot_prepare_steps_down() -> None:
-    r = leader_of_three()
+    r = leader_of_three(disruption_guard=False)
     out = r.step(1.0, 2, Prepare(ballot=b(9, 2), from_slot=1))
     assert r.role == FOLLOWER and sent(out, Promise, dst=2)
 
@@ -418,7 +431,7 @@ def test_compaction_keeps_acceptor_state_above_the_snapshot() -> None:
 
 
 def test_promise_carries_the_snapshot_when_slots_were_truncated() -> None:
-    r = leader_of_three()
+    r = leader_of_three(disruption_guard=False)  # it promises while leading
     for seq in (1, 2):
         r.propose(1.0, req(seq))
     r.step(1.0, 1, Accepted(ballot=r.ballot, slot=1, count=2))
@@ -429,7 +442,7 @@ def test_promise_carries_the_snapshot_when_slots_were_truncated() -> None:
     # The candidate installs it and proposes nothing below it.
     cand = make(2)
     cand.start(0.0)
-    out = cand.tick(1.0)
+    out = campaign(cand, 1.0)
     ballot = sent(out, Prepare)[0].ballot
     out = cand.step(
         1.0,

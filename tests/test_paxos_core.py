@@ -323,6 +323,47 @@ def test_hole_below_a_decided_slot_is_filled_with_noop_after_a_delay() -> None:
     assert r.counters["hole_fills"] == 1
 
 
+def test_a_slot_known_only_to_be_in_use_is_never_filled() -> None:
+    # Another proposer is still deciding slot 1: filling it would start a duel.
+    r = make(0, hole_delay=0.05, done_gossip_interval=100.0)
+    r.step(0.0, 1, Prepare(slot=1, ballot=b(1, 1), done=0))
+    r.step(0.01, 1, Accept(slot=1, ballot=b(1, 1), payload=req(1, client=2), done=0))
+    assert r.next_deadline() == 100.0
+    assert not sent(r.tick(1.0), Prepare) and r.counters["hole_fills"] == 0
+
+
+def test_a_slot_a_peer_reported_decided_is_filled() -> None:
+    # A peer's done says slot 1 is decided there; this node missed the Decided.
+    r = make(0, hole_delay=0.05, done_gossip_interval=100.0)
+    r.step(0.0, 1, Prepare(slot=1, ballot=b(1, 1), done=0))
+    r.step(0.0, 2, Done(done=1))
+    assert r.next_deadline() == 0.05
+    assert {m.slot for m in sent(r.tick(0.05), Prepare)} == {1}
+
+
+def test_timers_scale_with_measured_round_trips() -> None:
+    r = make(0, retry_timeout=0.1, hole_delay=0.05, done_gossip_interval=100.0)
+    r.propose(0.0, req(1))
+    assert r.next_deadline() == 0.1  # no sample yet: the configured floor
+    # The promise arrives 0.3 s later, after the retry: still a sample (it names its ballot).
+    r.tick(0.1)
+    r.step(0.3, 1, Promise(slot=1, ballot=b(1, 0), accepted=None, done=0))
+    assert r.rtt.srtt == 0.3
+    out = r.propose(0.3, req(2, client=2))
+    (prepare,) = sent(out, Prepare, dst=1)
+    assert r._instances[prepare.slot].deadline == 0.3 + 2 * (0.3 + 4 * 0.15)
+
+
+def test_without_adapt_timers_the_configured_delays_stand() -> None:
+    r = make(0, retry_timeout=0.1, adapt_timers=False, done_gossip_interval=100.0)
+    r.propose(0.0, req(1))
+    r.tick(0.1)
+    r.step(0.3, 1, Promise(slot=1, ballot=b(1, 0), accepted=None, done=0))
+    out = r.propose(0.3, req(2, client=2))
+    (prepare,) = sent(out, Prepare, dst=1)
+    assert r._instances[prepare.slot].deadline == 0.3 + 0.1
+
+
 def test_hole_filler_recovers_a_possibly_chosen_value_instead_of_noop() -> None:
     r = make(0)
     r.step(0.0, 1, Decided(slot=2, payload=req(2), done=0))

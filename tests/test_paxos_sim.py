@@ -63,6 +63,43 @@ def test_one_instance_costs_prepare_and_accept_round_trips(nodes: int) -> None:
     assert cost["Prepare"] == cost["Accept"] == cost["Decided"] == nodes - 1
 
 
+def test_hole_filling_leaves_the_slot_its_proposer_is_still_deciding() -> None:
+    # One-way 20 ms: the others see slot 1 in use for 80 ms before its Decided,
+    # longer than hole_delay.  Only a slot below a decided one is a hole.
+    sim = cluster(3, seed=8, network=NetworkConfig(delay=Delay.constant(0.02)))
+    op = sim.submit(Put(key="x", value="1"), node=0)
+    assert sim.run_until(lambda: op.done and same_applied(sim), timeout=2.0)
+    assert sim.message_counts()["Prepare"] == 2
+    assert sum(px(sim, n).counters["hole_fills"] for n in range(3)) == 0
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_one_command_costs_the_same_on_a_slow_network(seed: int) -> None:
+    sim = cluster(5, seed=seed, network=NetworkConfig(delay=Delay.uniform(0.015, 0.02)))
+    op = sim.submit(Put(key="x", value="1"), node=0)
+    assert sim.run_until(lambda: op.done and same_applied(sim), timeout=2.0)
+    cost = sim.message_counts()
+    del cost["Done"]  # idle gossip, not the command's
+    assert sum(cost.values()) == 5 * 4  # Prepare, Promise, Accept, Accepted, Decided
+
+
+@pytest.mark.parametrize("adapt", [True, False])
+def test_timers_adapt_to_a_round_trip_longer_than_the_defaults(adapt: bool) -> None:
+    # 100 ms round trips against a 0.1 s retry and a 0.05 s hole delay.
+    network = NetworkConfig(delay=Delay.constant(0.05))
+    sim = cluster(5, seed=1, network=network, options={"adapt_timers": adapt})
+    ops = closed_loop(sim, clients=8, per_client=5, nodes=[0, 1, 2, 3, 4])
+    assert sim.run_until(finished(ops, 40), timeout=120.0)
+    assert all(op.ok for op in ops)
+    mean = sum(op.complete - op.invoke for op in ops) / len(ops)
+    per_op = sum(sim.message_counts().values()) / len(ops)
+    if adapt:
+        assert mean < 0.75 and per_op < 100
+    else:  # the contrast: retries and hole fills preempt rounds still in flight
+        assert mean > 2.0 and per_op > 500
+    assert_one_sequence(sim)
+
+
 def test_no_node_is_leader_and_every_node_takes_requests() -> None:
     sim = cluster(3, seed=4)
     ops = [sim.submit(Put(key=f"k{n}", value="v"), node=n) for n in range(3)]

@@ -182,26 +182,38 @@ class FakeClock:
         return self.now
 
 
-def test_find_peak_stops_two_points_after_saturation_and_reports_the_knee():
+def test_find_peak_stops_three_points_after_saturation_and_reports_the_knee():
     system = FakeSystem(capacity=8000.0, per_command=1000.0)
     peak = find_peak(system, clients=1, windows=(1, 2, 4, 8, 16, 32, 64, 128))
-    # 1k, 2k, 4k, 8k, then 8k twice without a 5% gain: stop after window 32.
-    assert [p.window for p in system.calls] == [1, 2, 4, 8, 16, 32]
+    # 1k, 2k, 4k, 8k, then 8k three times without a 5% gain: stop after window 64.
+    assert [p.window for p in system.calls] == [1, 2, 4, 8, 16, 32, 64]
     assert peak.best.window == 8 and peak.best.throughput == 8000.0
     assert "flat" in peak.stop_reason
 
 
+def test_one_low_point_in_a_ladder_does_not_end_the_search():
+    # A shared machine: window 4 came out low, the load goes on rising after it.
+    curve = {1: 1000.0, 2: 4000.0, 4: 2000.0, 8: 3600.0, 16: 8000.0, 32: 8100.0}
+    system = FakeSystem()
+
+    def run(point):
+        return attrs.evolve(system(point), throughput=curve.get(point.window, 8000.0), p50_ms=1.0)
+
+    peak = find_peak(run, clients=1, windows=(1, 2, 4, 8, 16, 32, 64, 128, 256))
+    assert peak.best.window == 32 and peak.best.throughput == 8100.0
+
+
 def test_small_gains_count_as_flat():
-    # +3% per step is below the 5% threshold: two such steps end the search.
-    curve = {1: 1000.0, 2: 2000.0, 4: 2060.0, 8: 2120.0, 16: 5000.0}
+    # +3% per step is below the 5% threshold: three such steps end the search.
+    curve = {1: 1000.0, 2: 2000.0, 4: 2060.0, 8: 2120.0, 16: 2180.0, 32: 5000.0}
     system = FakeSystem()
 
     def run(point):
         return attrs.evolve(system(point), throughput=curve[point.window], p50_ms=1.0)
 
-    peak = find_peak(run, clients=1, windows=(1, 2, 4, 8, 16))
-    assert [p.window for p in peak.points] == [1, 2, 4, 8]
-    assert peak.best.window == 8
+    peak = find_peak(run, clients=1, windows=(1, 2, 4, 8, 16, 32))
+    assert [p.window for p in peak.points] == [1, 2, 4, 8, 16]
+    assert peak.best.window == 16
 
 
 def test_the_knee_is_the_lightest_load_within_min_gain_of_the_peak():
@@ -212,7 +224,7 @@ def test_the_knee_is_the_lightest_load_within_min_gain_of_the_peak():
         return attrs.evolve(system(point), throughput=curve[point.window], p50_ms=point.window)
 
     peak = find_peak(run, clients=1, windows=(1, 2, 4, 8, 16))
-    assert peak.best.window == 8 and peak.knee.window == 2
+    assert peak.best.window == 16 and peak.knee.window == 2
 
 
 def test_find_peak_stops_on_failed_commands_and_excludes_that_point():
@@ -244,7 +256,7 @@ def test_find_peak_is_bounded_in_points_and_in_time():
 
     clock = FakeClock()
     system = FakeSystem(capacity=1e12, clock=clock, wall=100.0)
-    peak = find_peak(system, clients=1, max_seconds=250.0, clock=clock)
+    peak = find_peak(system, clients=1, max_seconds=250.0)
     # Each point takes 100 s: a third would end at 300 s, past the budget.
     assert len(peak.points) == 2 and "time budget" in peak.stop_reason
     assert clock.now <= 250.0
@@ -455,6 +467,14 @@ def test_against_reference_bounds_latency_by_a_tenth_of_the_references_peak_p50(
                 "unloaded_p50_ms": 100.0,
                 "peak_throughput": 30_000.0,
                 "peak_p50_ms": 200.0,
+            },
+            {  # another configuration: neither the reference nor judged
+                "system": "pysyncobj-nobatch",
+                "protocol": "raft",
+                "clients": 3,
+                "unloaded_p50_ms": 0.2,
+                "peak_throughput": 35_000.0,
+                "peak_p50_ms": 1.0,
             },
             {
                 "system": "raft",

@@ -17,7 +17,7 @@ from consensus.commands import (
     Put,
     Request,
 )
-from consensus.statemachine import STALE, KVStore, pack, unpack
+from consensus.statemachine import SESSION_EXPIRED, STALE, KVStore, pack, unpack
 
 
 class Feeder:
@@ -296,3 +296,90 @@ def test_a_protocols_batch_of_packs_applies_every_request_inside():
     packed = Request(client_id=99, seq=1, command=pack([a, b]))
     assert kv.apply(1, Batch(requests=(packed, c))) == [(a, None), (b, None), (c, None)]
     assert kv.data == {"a": "1", "b": "2", "c": "3"}
+
+
+# -- session expiry -------------------------------------------------------------------
+
+
+def put(client: int, seq: int, value: str = "v") -> Request:
+    return Request(client_id=client, seq=seq, command=Append(key=f"c{client}", value=value))
+
+
+def test_without_expiry_every_session_is_kept_and_any_seq_opens_one() -> None:
+    f = Feeder()
+    for client in range(1, 101):
+        f.store.apply(f.store.applied_index + 1, put(client, 1))
+    assert len(f.store.sessions) == 100
+    assert f.run(500, 7, Put(key="k", value="v")) is None  # today's behaviour, unchanged
+
+
+def test_max_sessions_drops_the_least_recently_used_session() -> None:
+    f = Feeder(KVStore(max_sessions=2))
+    f.apply(put(1, 1))
+    f.apply(put(2, 1))
+    f.apply(put(1, 2))  # client 1 used again: client 2 is now the least recent
+    f.apply(put(3, 1))
+    assert set(f.store.sessions) == {1, 3} and f.store.expired == 1
+    # Client 2's next request, or a retry of its last: never executed again.
+    assert f.run(2, 2, Append(key="c2", value="x")) is SESSION_EXPIRED
+    assert f.run(2, 1, Append(key="c2", value="v")) is None  # seq 1 opens a new session
+    assert f.store.data["c2"] == "vv"  # (which is why a retry must come before expiry)
+
+
+def test_session_ttl_drops_sessions_idle_for_that_many_entries() -> None:
+    f = Feeder(KVStore(session_ttl=3))
+    f.apply(put(1, 1))  # index 1
+    f.apply(put(2, 1))  # index 2
+    f.apply(Noop())  # index 3
+    assert set(f.store.sessions) == {1, 2}
+    f.apply(put(2, 2))  # index 4: client 1's last request is 3 entries old
+    assert set(f.store.sessions) == {2}
+    [(_, result)] = f.apply(put(1, 1))  # a retry of client 1's request: seq 1...
+    assert result is None and f.store.data["c1"] == "vv"
+    [(_, result)] = f.apply(put(2, 2))
+    assert result is None and f.store.data["c2"] == "vv"  # a retry answered from its session
+
+
+def test_expiry_is_a_function_of_the_applied_sequence_and_survives_snapshots() -> None:
+    import random
+
+    rng = random.Random(4)
+    seqs: dict[int, int] = {}
+    log: list[Any] = []
+    for _ in range(300):
+        client = rng.randint(1, 12)
+        if rng.random() < 0.2 and client in seqs:
+            log.append(put(client, seqs[client]))  # a retry
+        else:
+            seqs[client] = seqs.get(client, 0) + 1
+            log.append(put(client, seqs[client]))
+    one, two = KVStore(max_sessions=5, session_ttl=40), KVStore(max_sessions=5, session_ttl=40)
+    results_one = [one.apply(i, p) for i, p in enumerate(log, start=1)]
+    results_two = [two.apply(i, p) for i, p in enumerate(log[:150], start=1)]
+    restored = KVStore(max_sessions=5, session_ttl=40)
+    restored.restore(150, two.snapshot())
+    results_two += [restored.apply(i, p) for i, p in enumerate(log[150:], start=151)]
+    assert results_one == results_two
+    assert (one.data, one.sessions) == (restored.data, restored.sessions)
+    assert any(r is SESSION_EXPIRED for rs in results_one for _, r in rs)
+
+
+def test_each_request_of_a_packed_batch_uses_its_own_session() -> None:
+    kv = KVStore(max_sessions=2)
+    outer = Request(client_id=99, seq=1, command=pack([put(1, 1), put(2, 1)]))
+    kv.apply(1, outer)
+    assert set(kv.sessions) == {1, 2}
+    kv.apply(2, put(3, 1))
+    assert set(kv.sessions) == {2, 3}
+    assert kv.apply_requests(3, [put(1, 2)]) == [(put(1, 2), SESSION_EXPIRED)]
+
+
+def test_answered_tells_what_applying_again_would_answer() -> None:
+    kv = KVStore(max_sessions=1)
+    kv.apply(1, put(1, 1))
+    kv.apply(2, put(1, 2))
+    assert kv.answered(put(1, 2)) == (True, None)  # an Append's result
+    assert kv.answered(put(1, 1)) == (True, STALE)
+    assert kv.answered(put(1, 3)) == (False, None)  # not applied yet
+    kv.apply(3, put(2, 1))
+    assert kv.answered(put(1, 2)) == (True, SESSION_EXPIRED)

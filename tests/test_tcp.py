@@ -19,7 +19,7 @@ import pytest
 import trio
 
 from consensus.codec import Codec
-from consensus.commands import Put
+from consensus.commands import Get, Put
 from consensus.registry import get_protocol
 from consensus.runtime.client import connect
 from consensus.runtime.cluster import OperationFailed
@@ -377,3 +377,35 @@ async def test_a_silent_connection_is_closed_after_the_handshake_timeout(tmp_pat
         assert await closed_by_peer(framed)
         await assert_still_commits(cluster)
     assert any("no complete handshake within 0.3 s" in m for m in refusals(caplog)), caplog.text
+
+
+async def test_a_request_of_an_expired_session_fails_once_and_the_client_opens_a_new_one(tmp_path):
+    # A cluster that keeps one session: any other client's request evicts it.
+    cluster = cluster_file(tmp_path, settings={"max_sessions": 1})
+
+    async def other(command: Any) -> Any:  # a request of a new session (seq 1)
+        async with connect(cluster) as client:
+            return await client.submit(command)
+
+    async with running(cluster), connect(cluster) as first:
+        with trio.fail_after(BOUND):
+            await first.put("a", "1")  # opens the first client's session (seq 1)
+            await other(Put(key="b", value="1"))  # evicts it
+            with pytest.raises(OperationFailed, match="session_expired"):
+                await first.put("a", "2")  # seq 2 of a session the cluster forgot
+            assert first.stats["sessions_expired"] == 1
+            # Not executed, never retried; the next command opens a new session.
+            assert await other(Get(key="a")) == "1"
+            await first.put("a", "3")
+            assert await other(Get(key="a")) == "3"
+
+            # The same through the callback path load generators use.
+            await first.put("a", "4")
+            await other(Put(key="b", value="2"))
+            done = trio.Event()
+            op = first.start(Put(key="a", value="5"), lambda op: done.set())
+            await done.wait()
+            assert op.status == "info" and first.stats["sessions_expired"] == 2
+            assert await other(Get(key="a")) == "4"
+            await first.put("a", "6")
+            assert await other(Get(key="a")) == "6"

@@ -106,7 +106,7 @@ TARGET_COLUMNS = [
 
 
 def targets_table(verdict: pd.DataFrame) -> Table:
-    """``against_reference`` as a rich table: each system against PySyncObj's best."""
+    """``against_reference`` as a rich table: each of our systems against the reference."""
     first = verdict.iloc[0]
     title = (
         f"against {first['reference']}'s peak ({first['reference_peak']:,.0f} cmds/s at p50"
@@ -243,6 +243,10 @@ def peers_command(args: argparse.Namespace, console: Console | None = None) -> i
     if not verdict.empty:
         console.print(targets_table(verdict))
         summary.attrs["targets"] = verdict
+    # For the record: the same bounds against PySyncObj without batching.
+    unbatched = against_reference(summary, summary.attrs["points"], reference="pysyncobj-nobatch")
+    if not unbatched.empty:
+        console.print(targets_table(unbatched))
     if args.out:
         paths = save(summary, args.out)
         console.print(f"written: {', '.join(str(p) for p in paths)}")

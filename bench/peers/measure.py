@@ -18,7 +18,7 @@ On top of ``run_point``:
 * ``unloaded``: one client, window 1: the commit latency of a lone command;
 * ``PeakSearch`` / ``find_peak``: raise the load along a ladder (by default
   window 1, 2, 4, ... per client, the client count fixed) until throughput
-  stops rising by more than ``min_gain`` twice in a row, p50 latency passes
+  stops rising by more than ``min_gain`` three times in a row, p50 latency passes
   ``max_p50_ms`` or errors pass ``max_failed``; bounded in points and in
   seconds.  The peak is the point of highest throughput within those bounds,
   the knee the lightest load that came within ``min_gain`` of it;
@@ -38,7 +38,6 @@ import math
 import os
 import platform
 import sys
-import time
 from datetime import UTC, datetime
 from typing import Any, Callable, Mapping, Sequence
 
@@ -173,11 +172,14 @@ class PeakSearch:
     """The peak-finding loop as a step machine, so several searches can interleave.
 
     ``next_point()`` gives the load to run (None when done), ``record(result)``
-    takes what it did.  Stops after two points in a row (``patience``) that
-    did not beat the best throughput so far by more than ``min_gain``; when a
+    takes what it did.  Stops after three points in a row (``patience``) that
+    did not beat the best throughput so far by more than ``min_gain`` (on a
+    shared machine one point in a ladder often comes out low); when a
     point's p50 exceeds ``max_p50_ms`` or more than ``max_failed`` of its
     answers are errors; after ``max_points``; or when the next point would
-    likely end past ``max_seconds`` (judged by the slowest point so far).
+    likely take the search's own points past ``max_seconds`` of wall time
+    (judged by the slowest point so far; the points of searches interleaved
+    with it do not count).
 
     ``best`` is the peak: the highest throughput among acceptable points
     (latency and errors within bounds).  ``knee`` is the lightest load that
@@ -189,12 +191,11 @@ class PeakSearch:
         ladder: Sequence[LoadPoint],
         *,
         min_gain: float = 0.05,
-        patience: int = 2,
+        patience: int = 3,
         max_p50_ms: float = 1000.0,
         max_failed: float = 0.01,
         max_points: int = len(DEFAULT_WINDOWS),
         max_seconds: float = 300.0,
-        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if not ladder:
             raise ValueError("find_peak needs at least one load point")
@@ -204,8 +205,7 @@ class PeakSearch:
         self.max_p50_ms = max_p50_ms
         self.max_failed = max_failed
         self.max_seconds = max_seconds
-        self._clock = clock
-        self._started: float | None = None
+        self._spent = 0.0  # wall seconds of this search's own points
         self._slowest = 0.0
         self._flat = 0  # Invariant: 0 <= _flat <= patience
         self._best_tp = -math.inf
@@ -222,10 +222,7 @@ class PeakSearch:
         if len(self.points) >= len(self._ladder):
             self.stop_reason = "ladder exhausted"
             return None
-        now = self._clock()
-        if self._started is None:
-            self._started = now
-        elif now - self._started + self._slowest > self.max_seconds:
+        if self.points and self._spent + self._slowest > self.max_seconds:
             self.stop_reason = f"time budget ({self.max_seconds:g}s)"
             return None
         return self._ladder[len(self.points)]
@@ -234,6 +231,7 @@ class PeakSearch:
         assert not self.done, "record() after the search stopped"
         self.points.append(result)
         self._slowest = max(self._slowest, result.wall_s)
+        self._spent += result.wall_s
         tp = result.throughput
         if tp > self._best_tp * (1 + self.min_gain):
             self._flat = 0
@@ -430,23 +428,25 @@ def against_reference(
     unloaded_target_ms: float = 1.0,
     throughput_factor: float = 2.0,
 ) -> pd.DataFrame:
-    """Each other system against the reference's best, from one ``compare`` run.
+    """Each of our systems against the reference's best, from one ``compare`` run.
 
-    The reference's peak is its highest throughput over every system whose
-    name starts with ``reference`` and every client count; a system's
+    The reference is one system (default: PySyncObj in its default, batched
+    configuration, the one the speed targets name); other PySyncObj
+    configurations are neither reference nor judged.  Its peak is its highest
+    throughput over every client count; a system's
     *bounded peak* is its highest throughput among its peak-search points
     whose p50 latency is at most ``latency_share`` of the reference's p50 at
     its peak.  One row per other system: its unloaded p50, bounded peak, the
     ratio to the reference peak, and whether each target is met
     (``unloaded_p50_ms <= unloaded_target_ms``, ratio >= ``throughput_factor``).
     """
-    refs = summary[summary["system"].str.startswith(reference)]
+    refs = summary[summary["system"] == reference]
     if refs.empty:
         return pd.DataFrame()
     best = refs.loc[refs["peak_throughput"].idxmax()]
     bound = best["peak_p50_ms"] * latency_share
     rows = []
-    others = summary[~summary["system"].str.startswith(reference)]
+    others = summary[~summary["system"].str.startswith("pysyncobj")]
     for system, group in others.groupby("system", sort=False):
         mine = points[(points["system"] == system) & (points["stage"] == "peak")]
         within = mine[mine["p50_ms"] <= bound]

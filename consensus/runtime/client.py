@@ -15,7 +15,11 @@ a pool of *lanes*: each operation borrows a lane (a session id of its own,
 random 62 bits) for its lifetime and numbers its request with the lane's
 next sequence number; every retry of that operation reuses the same
 ``(client_id, seq)``, so a retry of a request that did commit is answered
-from the session table instead of being applied twice.
+from the session table instead of being applied twice.  A cluster that
+expires sessions (``max_sessions``, ``session_ttl``) answers a request of an
+expired session ``session_expired``: the client cannot know whether an
+earlier attempt took effect, so the operation ends indeterminate
+(``OperationFailed``), never retried, and the lane gets a new session.
 
 Finding the leader: requests go to the node that answered last.  A
 rejection with a leader hint moves there at once; one without (no leader
@@ -67,16 +71,20 @@ log = logging.getLogger("consensus.client")
 #: Requests per Submit frame.
 REQUESTS_PER_FRAME = 4096
 _RETRY_AT_ONCE = ("not_leader", "overwritten")
+#: The answer to a request whose session the cluster expired (never retried).
+SESSION_EXPIRED = "session_expired"
 #: Longest pause between two attempts of one operation (seconds).
 MAX_BACKOFF = 1.0
 
 
 class _Lane:
-    __slots__ = ("client_id", "seq")
+    __slots__ = ("client_id", "seq", "expired")
 
     def __init__(self) -> None:
         self.client_id = secrets.randbits(62) + 1
         self.seq = 0
+        #: The cluster answered ``session_expired``: this session is gone for good.
+        self.expired = False
 
 
 class _Waiter:
@@ -326,12 +334,13 @@ class Client:
         self._op_ids = itertools.count()
         # Backoff jitter only; session ids come from the secrets module.
         self._rng = random.Random(seed)
-        #: Attempts, redirects, timeouts, busy answers, reconnects.
+        #: Attempts, redirects, timeouts, busy answers, expired sessions, reconnects.
         self.stats: dict[str, int] = {
             "attempts": 0,
             "redirects": 0,
             "timeouts": 0,
             "busy": 0,
+            "sessions_expired": 0,
             "disconnects": 0,
         }
 
@@ -358,9 +367,14 @@ class Client:
         Raises ``OperationFailed`` when the outcome stays unknown."""
         lane, request, op = self._begin(command, node)
         try:
-            return await self._run(request, op, node)
+            return await self._run(request, op, node, lane)
         finally:
-            self._lanes.append(lane)
+            self._give_back(lane)
+
+    def _give_back(self, lane: _Lane) -> None:
+        # An expired session answers every later request ``session_expired``:
+        # its lane is replaced by a new session instead.
+        self._lanes.append(_Lane() if lane.expired else lane)
 
     def _begin(self, command: Any, node: int | None) -> tuple[_Lane, Request, Operation]:
         """Borrow a lane, number the request, record the operation as invoked."""
@@ -402,7 +416,7 @@ class Client:
                 op.complete = self.clock()
                 op.status = OK
                 op.result = reply.result
-                self._lanes.append(lane)
+                self._give_back(lane)
                 on_done(op)
             else:
                 op.retries += 1
@@ -423,18 +437,29 @@ class Client:
             self.stats["timeouts"] += 1
             if op.node is not None:
                 self._next(op.node)  # forget a leader that did not answer
+        elif first is not None and first.reason == SESSION_EXPIRED:
+            self._expire(op, lane)
+            self._give_back(lane)
+            on_done(op)
+            return
         elif first is not None and first.reason in _RETRY_AT_ONCE:
             if first.leader is not None and first.leader in self.nodes:
                 self.leader = first.leader
         try:
-            await self._run(request, op, None)
+            await self._run(request, op, None, lane)
         except OperationFailed:
             pass
         finally:
-            self._lanes.append(lane)
+            self._give_back(lane)
         on_done(op)
 
-    async def _run(self, request: Request, op: Operation, node: int | None) -> Any:
+    def _expire(self, op: Operation, lane: _Lane) -> None:
+        # Whether an earlier attempt took effect cannot be known: final, unknown.
+        self.stats["sessions_expired"] += 1
+        lane.expired = True
+        op.status = INFO
+
+    async def _run(self, request: Request, op: Operation, node: int | None, lane: _Lane) -> Any:
         target = node if node is not None else self._target()
         redirects = 0
         backoffs = 0
@@ -472,6 +497,9 @@ class Client:
                 backoffs += 1
             elif reply.reason == "stale":
                 break  # superseded by a later request of this lane: cannot happen here
+            elif reply.reason == SESSION_EXPIRED:
+                self._expire(op, lane)
+                raise OperationFailed(op, reason)
             elif (
                 reply.reason in _RETRY_AT_ONCE
                 and reply.leader is not None

@@ -37,6 +37,13 @@ promises is on disk.  ``wal_preallocate`` (bytes, default 16 MiB; 0: off):
 each node's log file is extended that far ahead of its records, so a sync
 is an ``fdatasync`` with no metadata to commit (``consensus.wal``).
 
+``max_sessions``, ``session_ttl`` (default 0: never): client sessions
+expire, as ``ClusterConfig``'s do (``consensus.statemachine``): at most
+``max_sessions`` are kept, least recently used dropped first, and one whose
+last request is ``session_ttl`` applied entries old is dropped; a request of
+an expired session is answered ``session_expired`` (the client library
+raises ``OperationFailed`` and opens a new session for its next command).
+
 Every key is validated as config files are (``consensus.schema``): an
 unknown key or a bad value is a ``ConfigError`` naming the key.
 """
@@ -150,6 +157,8 @@ class ClusterFile:
     wal_preallocate: int = attrs.field(default=16 << 20, validator=in_range(0))
     seed: int = 0
     snapshot_every: int = attrs.field(default=0, validator=in_range(0))
+    max_sessions: int = attrs.field(default=0, validator=in_range(0))
+    session_ttl: int = attrs.field(default=0, validator=in_range(0))
     client: ClientConfig = attrs.Factory(lambda: ClientConfig(timeout=2.0, backoff=0.02))
     limits: Limits = attrs.Factory(Limits)
     tls: TlsConfig | None = None
@@ -226,6 +235,8 @@ class ClusterFile:
                 options=dict(self.options),
                 client=self.client,
                 snapshot_every=self.snapshot_every,
+                max_sessions=self.max_sessions,
+                session_ttl=self.session_ttl,
             )
             config.protocol_options()
         except ConfigError as exc:

@@ -54,6 +54,7 @@ from consensus.commands import Request
 from consensus.host import ClientReply, ReplicaHost
 from consensus.registry import ProtocolSpec
 from consensus.replica import Outputs
+from consensus.statemachine import StateMachine
 from consensus.storage import MemoryStorage, Storage
 
 __all__ = ["LocalNetwork", "NodeRunner", "ReplyFn", "Transport"]
@@ -100,6 +101,7 @@ class NodeRunner:
         max_pending: int = 20_000,
         snapshot_every: int = 0,
         pack_proposals: int = 0,
+        state_machine: StateMachine | None = None,
         logger: logging.Logger | logging.LoggerAdapter | None = None,
     ) -> None:
         self.node_id = node_id
@@ -121,6 +123,7 @@ class NodeRunner:
             snapshot_every=snapshot_every,
             record_applied=False,
             pack_proposals=pack_proposals,
+            state_machine=state_machine,
         )
         self._t0 = 0.0
         self._messages: deque[tuple[int, Any]] = deque()

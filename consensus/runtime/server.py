@@ -191,6 +191,7 @@ class NodeServer:
                 max_pending=cluster.limits.max_pending,
                 snapshot_every=cluster.snapshot_every,
                 pack_proposals=cluster.limits.pack_proposals,
+                state_machine=cluster.cluster_config().state_machine(),
                 logger=self.log,
             )
             bound = listeners[0].socket.getsockname()

@@ -240,6 +240,7 @@ class Simulator:
             on_apply=self._dispatch_apply if self._apply_hooks else None,
             clock_rate=1.0 + self._drift(node_id),
             pack_proposals=self.config.pack_proposals,
+            state_machine=self.config.state_machine(),
         )
         node.timer_at = _INF
         if tracer is not None and node.incarnation:
@@ -744,6 +745,10 @@ class Simulator:
             return
         if reply.ok:
             self._finish(client, attempt, OK, reply.result)
+            return
+        if reply.reason == "session_expired":
+            # Whether an earlier attempt took effect cannot be known: final, unknown.
+            self._finish(client, attempt, INFO, None)
             return
         decision = self._policy.after_rejection(attempt, reply.leader_hint)
         if decision is None:

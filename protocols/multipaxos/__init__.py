@@ -1,11 +1,15 @@
 """``multipaxos``: Multi-Paxos with a distinguished leader elected by ballots.
 
 Phase 1 runs once per leader for every slot from its first unchosen one; each
-client command then costs one phase-2 round trip to a majority.  See
+client command then costs one phase-2 round trip to a majority.  A
+disruption guard keeps nodes that cannot hear the leader from deposing it,
+reads may be served by the leader (``read_mode``: confirmed rounds or
+leases), and membership changes go through the log (``alpha`` slots later).  See
 ``README.md`` for the message flow and ``core`` for the theory of operation.
 """
 
 from consensus.registry import ProtocolSpec
+from protocols.multipaxos.configs import Change, Configs, ConfigState
 from protocols.multipaxos.core import MultiPaxos
 from protocols.multipaxos.messages import (
     Accept,
@@ -16,9 +20,11 @@ from protocols.multipaxos.messages import (
     Learn,
     Nack,
     Prepare,
+    PrePrepare,
+    PrePromise,
     Promise,
 )
-from protocols.multipaxos.options import MultiPaxosOptions
+from protocols.multipaxos.options import READ_MODES, MultiPaxosOptions
 from protocols.multipaxos.records import SnapshotRecord
 from protocols.paxos_common.acceptor import AcceptRecord, ForgetRecord, PromiseRecord, PValue
 from protocols.paxos_common.ballot import Ballot
@@ -29,6 +35,9 @@ __all__ = [
     "Accepted",
     "Ballot",
     "CatchUp",
+    "Change",
+    "ConfigState",
+    "Configs",
     "ForgetRecord",
     "Heartbeat",
     "HeartbeatAck",
@@ -38,9 +47,12 @@ __all__ = [
     "Nack",
     "PROTOCOL",
     "PValue",
+    "PrePrepare",
+    "PrePromise",
     "Prepare",
     "Promise",
     "PromiseRecord",
+    "READ_MODES",
     "SnapshotRecord",
 ]
 
@@ -62,6 +74,11 @@ PROTOCOL = ProtocolSpec(
         HeartbeatAck,
         CatchUp,
         Learn,
+        Change,
+        ConfigState,
+        PrePrepare,
+        PrePromise,
     ),
     records=(PromiseRecord, AcceptRecord, ForgetRecord, SnapshotRecord),
+    membership=True,
 )

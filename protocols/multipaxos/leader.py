@@ -23,7 +23,12 @@ planning (those slots are chosen, and the snapshot is all that is left).
 
 After phase 1, every slot needs only phase 2: ``Accept`` to all, chosen on a
 majority of ``Accepted`` (one round trip).  ``InFlight`` tracks one proposed
-slot until then.
+slot until then, with the quorum system of its slot's configuration.
+
+Before phase 1, with the disruption guard, a would-be leader asks whether a
+quorum would promise at all (``PrePhase``, the counterpart of Raft's
+PreVote): nothing is promised or persisted, so a node that cannot hear the
+others never raises anyone's ballot.
 """
 
 from __future__ import annotations
@@ -34,10 +39,11 @@ from typing import Any
 import attrs
 
 from consensus.commands import Noop
+from consensus.quorum import Majority
 from protocols.paxos_common.acceptor import PValue
 from protocols.paxos_common.ballot import Ballot
 
-__all__ = ["InFlight", "Phase1", "runs"]
+__all__ = ["InFlight", "Phase1", "PrePhase", "runs"]
 
 
 @attrs.define
@@ -54,8 +60,11 @@ class Phase1:
     best: dict[int, PValue] = attrs.Factory(dict)
     snapshot_index: int = 0
     snapshot_data: bytes = b""
+    snapshot_config: Any = None
     #: When to resend ``Prepare`` to the acceptors that have not answered.
     resend_at: float = 0.0
+    #: Every node sent the ``Prepare`` (the members of each configuration needed).
+    asked: set[int] = attrs.Factory(set)
 
     def add(
         self,
@@ -63,6 +72,7 @@ class Phase1:
         accepted: Iterable[PValue],
         snapshot_index: int = 0,
         snapshot_data: bytes = b"",
+        snapshot_config: Any = None,
     ) -> None:
         """Record ``node``'s promise (duplicates are harmless)."""
         self.promised.add(node)
@@ -76,6 +86,7 @@ class Phase1:
         if snapshot_index > self.snapshot_index:
             self.snapshot_index = snapshot_index
             self.snapshot_data = snapshot_data
+            self.snapshot_config = snapshot_config
 
     def plan(self, is_chosen: Any) -> list[tuple[int, Any]]:
         """``(slot, payload)`` the new leader must propose, in slot order.
@@ -99,11 +110,21 @@ class Phase1:
 
 @attrs.define
 class InFlight:
-    """A slot the leader proposed at its ballot and that is not yet known chosen."""
+    """A slot the leader proposed at its ballot and that is not yet known chosen;
+    ``quorum``: its configuration's quorum system."""
 
     payload: Any
+    quorum: Majority
     acks: set[int] = attrs.Factory(set)
     sent_at: float = 0.0
+
+
+@attrs.define
+class PrePhase:
+    """A would-be leader's pre-phase: the nodes that would promise ``ballot``."""
+
+    ballot: Ballot
+    granted: set[int] = attrs.Factory(set)
 
 
 def runs(slots: Iterable[int]) -> Iterator[tuple[int, int]]:

@@ -37,6 +37,8 @@ class ChosenLog:
     def __init__(self) -> None:
         self.snapshot_index = 0
         self.snapshot_data = b""
+        #: The configurations as of the snapshot (``configs.ConfigState``; None: initial).
+        self.snapshot_config: Any = None
         # Every slot <= applied has been handed to the host as Committed.
         self.applied = 0
         self._chosen: dict[int, Any] = {}
@@ -100,27 +102,28 @@ class ChosenLog:
             slot += 1
         return out
 
-    def compact(self, index: int, data: bytes) -> None:
+    def compact(self, index: int, data: bytes, config: Any = None) -> None:
         """The host snapshotted the state machine at ``index`` (already delivered)."""
         assert index <= self.applied, f"snapshot at {index} beyond applied {self.applied}"
-        self._set_snapshot(index, data)
+        self._set_snapshot(index, data, config)
 
-    def install(self, index: int, data: bytes) -> bool:
+    def install(self, index: int, data: bytes, config: Any = None) -> bool:
         """Adopt a peer's snapshot if it is ahead of us; ``True`` if adopted.
 
         The host must restore it before applying anything after ``index``.
         """
         if index <= self.applied:
             return False
-        self._set_snapshot(index, data)
+        self._set_snapshot(index, data, config)
         self.applied = index
         return True
 
-    def _set_snapshot(self, index: int, data: bytes) -> None:
+    def _set_snapshot(self, index: int, data: bytes, config: Any) -> None:
         if index <= self.snapshot_index:
             return
         self.snapshot_index = index
         self.snapshot_data = data
+        self.snapshot_config = config
         for slot in [s for s in self._chosen if s <= index]:
             del self._chosen[slot]
 

@@ -5,7 +5,10 @@ Slots are numbered from 1.  A message naming ``slot`` and a tuple of
 (several slots per message: the leader's pipelined or re-proposed backlog).
 ``commit_index`` is the sender's *chosen prefix*: every slot up to it is
 known chosen (piggybacked so followers learn decisions without extra
-messages).
+messages).  A snapshot travels with the configurations as of its index
+(``ConfigState``, see ``configs``).  ``round`` numbers a leader's heartbeat
+rounds: an answer names the round it answers, which is how a leader knows
+when the evidence behind a lease or a confirmed read was sent.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from typing import Any
 
 import attrs
 
+from protocols.multipaxos.configs import ConfigState
 from protocols.paxos_common.acceptor import PValue
 from protocols.paxos_common.ballot import Ballot
 
@@ -25,6 +29,8 @@ __all__ = [
     "HeartbeatAck",
     "Learn",
     "Nack",
+    "PrePrepare",
+    "PrePromise",
     "Prepare",
     "Promise",
 ]
@@ -52,6 +58,7 @@ class Promise:
     accepted: tuple[PValue, ...]
     snapshot_index: int = 0
     snapshot_data: bytes = b""
+    snapshot_config: ConfigState | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -83,17 +90,20 @@ class Accepted:
 
 @attrs.frozen(kw_only=True)
 class Heartbeat:
-    """An idle leader's liveness signal, carrying its chosen prefix."""
+    """A leader's liveness signal (round ``round`` of its ballot), carrying its chosen prefix."""
 
     ballot: Ballot
     commit_index: int
+    round: int = 0
 
 
 @attrs.frozen(kw_only=True)
 class HeartbeatAck:
-    """A follower still follows ``ballot`` (the leader's check-quorum evidence)."""
+    """A follower still follows ``ballot``: it heard heartbeat ``round`` (the
+    leader's check-quorum, lease and read-confirmation evidence)."""
 
     ballot: Ballot
+    round: int = 0
 
 
 @attrs.frozen(kw_only=True)
@@ -114,3 +124,22 @@ class Learn:
     commit_index: int
     snapshot_index: int = 0
     snapshot_data: bytes = b""
+    snapshot_config: ConfigState | None = None
+
+
+@attrs.frozen(kw_only=True)
+class PrePrepare:
+    """The disruption guard's pre-phase: would you promise ``ballot``?  Changes nothing."""
+
+    ballot: Ballot
+    commit_index: int
+
+
+@attrs.frozen(kw_only=True)
+class PrePromise:
+    """The answer to a ``PrePrepare``: ``granted`` when the sender heard no leader for
+    ``election_timeout_min``, leads nothing, and would promise ``ballot``."""
+
+    ballot: Ballot
+    granted: bool
+    commit_index: int

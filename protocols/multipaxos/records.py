@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import attrs
 
+from protocols.multipaxos.configs import ConfigState
 from protocols.paxos_common.acceptor import AcceptRecord, ForgetRecord, PromiseRecord
 
 __all__ = ["AcceptRecord", "ForgetRecord", "PromiseRecord", "SnapshotRecord"]
@@ -19,7 +20,9 @@ __all__ = ["AcceptRecord", "ForgetRecord", "PromiseRecord", "SnapshotRecord"]
 
 @attrs.frozen(kw_only=True)
 class SnapshotRecord:
-    """A state-machine snapshot covering slots ``1 .. index`` (all chosen)."""
+    """A state-machine snapshot covering slots ``1 .. index`` (all chosen), and
+    the configurations as of ``index`` (``None``: the initial members, no change)."""
 
     index: int
     data: bytes
+    config: ConfigState | None = None

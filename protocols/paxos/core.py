@@ -23,7 +23,10 @@ its own promises and accepted value at each acceptor
   order.  A slot that stays undecided below a known later slot for
   ``hole_delay`` (its proposer crashed, or the ``Decided`` was lost) is
   filled by running Paxos on it with ``Noop``: phase 1 finds any value that
-  may have been chosen, so a hole filler never overrides a decision.
+  may have been chosen, so a hole filler never overrides a decision.  Only a
+  slot below one known *decided* (here, or by a peer's ``done``) is a hole: a
+  slot known only to be in use (a ``Prepare`` or ``Accept`` seen) has a
+  proposer still deciding it, and filling it would only start a duel.
 * **Forgetting** (the lab's ``Done``/``Min``).  Every message carries the
   sender's ``done`` (highest slot applied).  Once every node's ``done`` has
   passed a slot, no node will ever ask about it again, so acceptors forget it
@@ -39,7 +42,7 @@ them (same ``Outputs``); each learned decision is persisted too
 Invariants:
   applied == the highest slot handed to the host; _decided has only slots > applied
   no instance exists for a decided or applied slot
-  _max_known >= applied
+  _max_decided >= applied (the highest slot known decided, here or at a peer)
 """
 
 from __future__ import annotations
@@ -58,6 +61,7 @@ from protocols.paxos.proposer import ACCEPTING, BACKOFF, PREPARING, Instance
 from protocols.paxos.records import DecisionRecord, SnapshotRecord
 from protocols.paxos_common.acceptor import Acceptor
 from protocols.paxos_common.ballot import ZERO
+from protocols.paxos_common.rtt import RoundTrips
 
 __all__ = ["Paxos"]
 
@@ -75,14 +79,19 @@ class Paxos(Replica):
         self.peers = ctx.peers
         self.quorum = Majority(ctx.members)
         self.acceptor = Acceptor(per_slot=True)
+        #: Measured round trips (Prepare to Promise, Accept to Accepted): the timers'
+        #: scale when ``adapt_timers`` (see ``protocols.paxos_common.rtt``).
+        self.rtt = RoundTrips()
         self.applied = 0
         self._snapshot: tuple[int, bytes] | None = None
         # Decided but not yet applied (waiting for a lower slot).
         self._decided: dict[int, Any] = {}
         for record in records:
             self._replay(record)
-        # Highest slot known to be in use anywhere (decided, proposed, or a peer's done).
-        self._max_known = max(max(self._decided, default=0), self.acceptor.max_slot)
+        # Highest slot known decided (here, or by a peer's done): the hole-filling
+        # bound.  A slot merely in use (a Prepare or Accept seen) does not raise it:
+        # its proposer is still deciding it.
+        self._max_decided = max(max(self._decided, default=0), self.applied)
         self._instances: dict[int, Instance] = {}
         self._queue: deque[Request] = deque()
         self._queued: set[RequestKey] = set()
@@ -193,7 +202,7 @@ class Paxos(Replica):
             "node": self.node_id,
             "leader": None,
             "applied": self.applied,
-            "max_known": self._max_known,
+            "max_decided": self._max_decided,
             "instances": len(self._instances),
             "queued": len(self._queue),
             "acceptor_slots": self.acceptor.slot_count(),
@@ -218,13 +227,13 @@ class Paxos(Replica):
         if not self._has_hole():
             self._hole_at = _INF
         elif self._hole_at == _INF:
-            self._hole_at = now + self.options.hole_delay
+            self._hole_at = now + self._hole_delay()
 
     def _has_hole(self) -> bool:
-        """Is some slot below the highest known one neither decided nor ours to finish?"""
+        """Is some slot below the highest decided one neither decided nor ours to finish?"""
         # Terminates after at most len(_decided) + len(_instances) + 1 steps.
         slot = self.applied + 1
-        while slot <= self._max_known:
+        while slot <= self._max_decided:
             if slot not in self._decided and slot not in self._instances:
                 return True
             slot += 1
@@ -255,12 +264,8 @@ class Paxos(Replica):
     def _note_done(self, src: NodeId, done: int) -> None:
         if done > self._peer_done.get(src, 0):
             self._peer_done[src] = done
-        if done > self._max_known:
-            self._max_known = done
-
-    def _note_slot(self, slot: int) -> None:
-        if slot > self._max_known:
-            self._max_known = slot
+        if done > self._max_decided:
+            self._max_decided = done
 
     # -- proposing ---------------------------------------------------------------------
 
@@ -298,7 +303,6 @@ class Paxos(Replica):
                 self.counters["batched_slots"] += 1
             inst = Instance(slot=slot, own=own)
             self._instances[slot] = inst
-            self._note_slot(slot)
             self._start_round(now, inst, out)
 
     def _requeue(self, own: Any) -> None:
@@ -312,7 +316,8 @@ class Paxos(Replica):
     def _start_round(self, now: float, inst: Instance, out: Outputs) -> None:
         top = max(inst.ballot, inst.seen, self.acceptor.promised(inst.slot))
         ballot = top.next(self.node_id)
-        inst.new_round(ballot, now + self.options.retry_timeout)
+        inst.new_round(ballot, now + self._retry_timeout())
+        inst.sent_at[(ballot, PREPARING)] = now
         self.counters["prepares"] += 1
         out.broadcast(self.peers, Prepare(slot=inst.slot, ballot=ballot, done=self.applied))
         vote = self.acceptor.prepare(ballot, inst.slot)
@@ -332,7 +337,8 @@ class Paxos(Replica):
             inst.own = None
         inst.phase = ACCEPTING
         inst.value = value
-        inst.deadline = now + self.options.retry_timeout
+        inst.deadline = now + self._retry_timeout()
+        inst.sent_at[(inst.ballot, ACCEPTING)] = now
         out.broadcast(
             self.peers, Accept(slot=inst.slot, ballot=inst.ballot, payload=value, done=self.applied)
         )
@@ -351,11 +357,34 @@ class Paxos(Replica):
             )
             self._learn(inst.slot, inst.value, out)
 
+    # -- timers on the network's scale ---------------------------------------------------
+
+    def _sample(self, now: float, inst: Instance, ballot: Any, phase: int) -> None:
+        # A reply names its ballot and each ballot's phase is sent once: the round
+        # trip is unambiguous, even for a reply that arrives after a retry.
+        sent = inst.sent_at.get((ballot, phase))
+        if sent is not None:
+            self.rtt.sample(now - sent)
+
+    def _retry_timeout(self) -> float:
+        # A phase answers within a round trip: wait two estimates before a retry.
+        opts = self.options
+        if not opts.adapt_timers:
+            return opts.retry_timeout
+        return self.rtt.at_least(opts.retry_timeout, 2.0)
+
+    def _hole_delay(self) -> float:
+        # A proposer still at work needs up to two phases and a Decided.
+        opts = self.options
+        if not opts.adapt_timers:
+            return opts.hole_delay
+        return self.rtt.at_least(opts.hole_delay, 3.0)
+
     def _fill_holes(self, now: float, out: Outputs) -> None:
         """Run Paxos with Noop on undecided slots below the highest known slot."""
         started = 0
         slot = self.applied + 1
-        while slot <= self._max_known and started < self.options.max_hole_fills:
+        while slot <= self._max_decided and started < self.options.max_hole_fills:
             if slot not in self._decided and slot not in self._instances:
                 inst = Instance(slot=slot, own=None)
                 self._instances[slot] = inst
@@ -363,7 +392,7 @@ class Paxos(Replica):
                 self._start_round(now, inst, out)
                 started += 1
             slot += 1
-        self._hole_at = now + self.options.hole_delay
+        self._hole_at = now + self._hole_delay()
 
     # -- learning ----------------------------------------------------------------------
 
@@ -374,7 +403,8 @@ class Paxos(Replica):
             assert self._decided[slot] == payload, f"slot {slot} decided twice"
             return
         self._decided[slot] = payload
-        self._note_slot(slot)
+        if slot > self._max_decided:
+            self._max_decided = slot
         out.persist.append(DecisionRecord(slot=slot, payload=payload))
         inst = self._instances.pop(slot, None)
         if inst is not None and inst.own is not None and inst.own != payload:
@@ -383,7 +413,6 @@ class Paxos(Replica):
     # -- message handlers ----------------------------------------------------------------
 
     def _on_prepare(self, now: float, src: NodeId, m: Prepare, out: Outputs) -> None:
-        self._note_slot(m.slot)
         vote = self.acceptor.prepare(m.ballot, m.slot)
         out.persist.extend(vote.records)
         if vote.ok:
@@ -399,6 +428,8 @@ class Paxos(Replica):
 
     def _on_promise(self, now: float, src: NodeId, m: Promise, out: Outputs) -> None:
         inst = self._instances.get(m.slot)
+        if inst is not None:
+            self._sample(now, inst, m.ballot, PREPARING)
         if inst is None or inst.phase != PREPARING or m.ballot != inst.ballot:
             self.counters["dropped_stale"] += 1
             return
@@ -416,12 +447,16 @@ class Paxos(Replica):
         inst.seen = max(inst.seen, m.promised)
         inst.duels += 1
         opts = self.options
-        ceiling = min(opts.backoff_max, opts.backoff_base * 2**inst.duels)
+        base, most = opts.backoff_base, opts.backoff_max
+        if opts.adapt_timers:
+            # A rival needs about two round trips undisturbed to finish: back off
+            # on the network's scale, not only the configured one.
+            base, most = self.rtt.at_least(base, 0.5), self.rtt.at_least(most, 4.0)
+        ceiling = min(most, base * 2**inst.duels)
         inst.phase = BACKOFF
         inst.deadline = now + self.ctx.rng.uniform(ceiling / 2, ceiling)
 
     def _on_accept(self, now: float, src: NodeId, m: Accept, out: Outputs) -> None:
-        self._note_slot(m.slot)
         vote = self.acceptor.accept(m.ballot, m.slot, m.payload)
         out.persist.extend(vote.records)
         if vote.ok:
@@ -431,6 +466,8 @@ class Paxos(Replica):
 
     def _on_accepted(self, now: float, src: NodeId, m: Accepted, out: Outputs) -> None:
         inst = self._instances.get(m.slot)
+        if inst is not None:
+            self._sample(now, inst, m.ballot, ACCEPTING)
         if inst is None or inst.phase != ACCEPTING or m.ballot != inst.ballot:
             self.counters["dropped_stale"] += 1
             return

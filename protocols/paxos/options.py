@@ -23,6 +23,12 @@ class PaxosOptions:
     its peers how far it has applied when that changed (it also rides on every
     message); ``done_refresh_interval``: the same even when unchanged, so a
     lost report does not stall forgetting forever.
+
+    ``adapt_timers``: the timers above are floors that measured round trips
+    raise (``protocols.paxos_common.rtt``): a retry waits at least twice the
+    retransmission estimate (``srtt + 4 * rttvar``), a hole three times, and
+    backoffs start at half of it and reach four times it.  Off: the
+    configured values stand, however slow the network (for comparison).
     """
 
     retry_timeout: float = 0.1
@@ -34,6 +40,7 @@ class PaxosOptions:
     max_hole_fills: int = 16
     done_gossip_interval: float = 0.05
     done_refresh_interval: float = 1.0
+    adapt_timers: bool = True
 
     def __attrs_post_init__(self) -> None:
         if min(self.retry_timeout, self.backoff_base, self.hole_delay) <= 0:

@@ -60,6 +60,8 @@ class Instance:
     duels: int = 0
     #: Backoff end (BACKOFF) or retry timeout (PREPARING/ACCEPTING).
     deadline: float = 0.0
+    #: When each (ballot, phase) of this instance was sent: replies' round trips.
+    sent_at: dict[tuple[Ballot, int], float] = attrs.Factory(dict)
 
     def new_round(self, ballot: Ballot, deadline: float) -> None:
         self.ballot = ballot
