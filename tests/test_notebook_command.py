@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-
 import nbformat
 import pytest
 
@@ -34,8 +32,8 @@ def _notebook(tmp_path, source):
 
 def test_a_notebook_is_executed_in_place_with_its_outputs(tmp_path):
     # The kernel imports this checkout's packages (PYTHONPATH), wherever it runs.
-    path = _notebook(tmp_path, "import bench.trace\nprint(N * 14)")
-    shutil.copytree(NOTEBOOK_DIR.parent / "bench", tmp_path / "bench")
+    path = _notebook(tmp_path, "import checkout_probe\nprint(N * checkout_probe.FACTOR)")
+    (tmp_path / "checkout_probe.py").write_text("FACTOR = 14\n")
     assert execute_notebook(path) > 0
     cell = nbformat.read(path, as_version=4).cells[1]
     assert cell.outputs[0]["text"] == "42\n"

@@ -28,7 +28,6 @@ CI_PARAMETERS: dict[str, dict[str, Any]] = {
     },
     "election_timeouts.ipynb": {
         "TRIALS": 3,
-        "TRIALS_NARROW": 2,
         "TRIALS_FIXED": 1,
         "VARIANT_TRIALS": 2,
         "MP_TRIALS": 2,
