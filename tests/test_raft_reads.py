@@ -373,6 +373,23 @@ def test_followers_serve_reads_in_a_simulated_cluster_and_stay_linearizable() ->
     assert check(list(sim.history)).ok
 
 
+def test_concurrent_follower_reads_share_read_index_messages_and_stay_linearizable() -> None:
+    sim = cluster(options={"follower_reads": True})
+    leader = elect_sim(sim)
+    sim.run_for(0.01)
+    follower = next(n for n in sim.node_ids if n != leader)
+    for i in range(10):  # a write at the leader and eight reads at a follower, at once
+        ops = [sim.submit(Put(key="x", value=str(i)), node=leader)]
+        ops += [sim.submit(Get(key="x"), node=follower) for _ in range(8)]
+        assert sim.run_until(lambda: all(op.done for op in ops), timeout=1.0)  # noqa: B023
+        assert all(op.ok for op in ops)
+    counters = raft(sim, follower).counters
+    assert counters["follower_reads"] == 80
+    assert counters["read_index_batches"] == 10  # the eight reads of each burst went together
+    assert raft(sim, leader).counters["read_index_received"] == 10
+    assert check(list(sim.history)).ok
+
+
 def stale_read_scenario(leader_drift: float) -> list[object]:
     """Lease reads at a leader whose clock runs ``leader_drift`` against real time
     (the lease assumes 1%): the leader is cut off, the others elect a new leader
