@@ -320,7 +320,7 @@ def test_a_leader_confirms_a_forwarded_batch_at_once_within_its_lease() -> None:
     assert sent(out, ReadIndexResponse, dst=2) == [
         ReadIndexResponse(term=1, reads=((3, 5), (4, 1)), index=1, success=True)
     ]
-    assert lease.counters["lease_reads"] == 1 and lease.counters["reads_for_followers"] == 2
+    assert lease.counters["lease_reads"] == 2 and lease.counters["reads_for_followers"] == 2
 
 
 @pytest.mark.parametrize("fast", [True, False], ids=["fast", "careful"])

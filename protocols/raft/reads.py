@@ -154,11 +154,11 @@ class Reads(Replica):
         index = max(self.commit_index, self._term_start)
         if self.quorum.is_phase2_quorum((self.node_id,)) or self._in_read_lease():
             if self.options.read_mode == "lease":
-                self.counters["lease_reads"] += 1
+                self.counters["lease_reads"] += len(reads)
             self._answer_read(index, reads, origin, out)
             return
         if self.options.read_mode == "lease":
-            self.counters["lease_fallbacks"] += 1
+            self.counters["lease_fallbacks"] += len(reads)
         self._reads.append((self._read_round + 1, index, reads, origin))
         self._read_round_due = True
         self._flush_at = self._now
