@@ -18,11 +18,13 @@ from core_helpers import outgoing, sent
 from raft_helpers import ET_MIN, HB, ack, append, cluster, elect, elect_sim, getreq, make, raft
 
 from consensus.checker.linearizability import check
+from consensus.codec import Codec, CodecError
 from consensus.commands import Get, Put
 from consensus.config import ConfigError, Delay, NetworkConfig
 from consensus.replica import ReadReady
 from consensus.schema import structure
 from protocols.raft import (
+    PROTOCOL,
     AppendEntries,
     RaftOptions,
     RaftReplica,
@@ -171,54 +173,173 @@ def test_a_restarted_node_in_lease_mode_refuses_votes_for_an_election_timeout() 
 # -------------------------------------------------------------- follower reads
 
 
-def test_a_follower_asks_its_leader_for_a_read_index_and_serves_the_read() -> None:
-    f = make(node=1, follower_reads=True)
+def follower(**opts: Any) -> RaftReplica:
+    """Node 1 with follower reads, following leader 0 in term 1 (its log: the Noop)."""
+    f = make(node=1, follower_reads=True, **opts)
     f.step(0.0, 0, append(1, 0, 0, 1))
-    out = f.read(0.01, getreq(4, client=3))
-    assert sent(out, ReadIndex, dst=0) == [ReadIndex(term=1, client_id=3, seq=4)]
-    assert not out.reads and not out.rejected
-    out = f.step(0.02, 0, ReadIndexResponse(term=1, client_id=3, seq=4, index=1, success=True))
+    return f
+
+
+def forward(f: RaftReplica, now: float, *reads: tuple[int, int], leader: int = 0) -> ReadIndex:
+    """Client reads ``(client_id, seq)`` reach ``f`` in one batch of inputs; the
+    flush right after them forwards them: the one ReadIndex it sends ``leader``."""
+    for client, seq in reads:
+        out = f.read(now, getreq(seq, client=client))
+        assert not outgoing(out) and not out.reads and not out.rejected
+    assert f.next_deadline() == now  # the flush, right after this batch of inputs
+    (message,) = sent(f.tick(now), ReadIndex, dst=leader)
+    deadline = f.next_deadline()
+    assert deadline is not None and deadline > now  # the election timer again
+    return message  # type: ignore[no-any-return]
+
+
+def test_a_follower_asks_its_leader_for_a_read_index_and_serves_the_read() -> None:
+    f = follower()
+    assert forward(f, 0.01, (3, 4)) == ReadIndex(term=1, reads=((3, 4),))
+    out = f.step(0.02, 0, ReadIndexResponse(term=1, reads=((3, 4),), index=1, success=True))
     assert out.reads == [ReadReady(client_id=3, seq=4, index=1)]
 
 
-def test_a_leader_confirms_a_forwarded_read_like_its_own() -> None:
+def test_reads_arriving_in_one_batch_of_inputs_share_one_read_index_and_one_answer() -> None:
+    f = follower()
+    pairs = ((3, 4), (5, 1), (3, 5))
+    assert forward(f, 0.01, *pairs) == ReadIndex(term=1, reads=pairs)
+    assert f.counters["follower_reads"] == 3 and f.counters["read_index_batches"] == 1
+    # The leader confirms the batch as one read: one round, one answer.
     r = make()
     now, _ = elect(r)
     ack(r, now, 1, 1)  # the Noop commits
-    out = r.step(now, 2, ReadIndex(term=1, client_id=3, seq=4))
-    assert not sent(out, ReadIndexResponse)
+    rounds = r.counters["read_rounds"]
+    assert not outgoing(r.step(now, 1, ReadIndex(term=1, reads=pairs)))
     out = r.tick(now)
     (round_,) = {m.read_round for m in sent(out, AppendEntries)}
-    out = ack(r, now, 1, 1, read_round=round_)
-    assert sent(out, ReadIndexResponse, dst=2) == [
-        ReadIndexResponse(term=1, client_id=3, seq=4, index=1, success=True)
-    ]
-    # A lease-mode leader answers at once.
-    lease, t = lease_leader()
-    out = lease.step(t + 0.01, 2, ReadIndex(term=1, client_id=3, seq=5))
-    assert sent(out, ReadIndexResponse, dst=2)[0].success
+    assert r.counters["read_rounds"] == rounds + 1
+    out = ack(r, now, 2, 1, read_round=round_)
+    answer = ReadIndexResponse(term=1, reads=pairs, index=1, success=True)
+    assert sent(out, ReadIndexResponse) == [answer] and sent(out, dst=1) == [answer]
+    assert r.counters["reads_for_followers"] == 3 and r.counters["read_index_received"] == 1
+    out = f.step(0.02, 0, answer)
+    assert out.reads == [ReadReady(client_id=c, seq=s, index=1) for c, s in pairs]
 
 
-def test_a_node_that_is_not_leader_refuses_and_the_follower_rejects_the_read() -> None:
-    r = make(node=2)
-    out = r.step(0.0, 1, ReadIndex(term=0, client_id=3, seq=4))
-    assert not sent(out, ReadIndexResponse)[0].success
-    f = make(node=1, follower_reads=True)
-    f.step(0.0, 0, append(1, 0, 0))
-    f.read(0.0, getreq(4, client=3))
-    out = f.step(0.0, 0, ReadIndexResponse(term=1, client_id=3, seq=4, index=0, success=False))
-    assert [(x.seq, x.reason) for x in out.rejected] == [(4, "not_leader")]
+def test_a_read_retried_before_the_flush_is_forwarded_once() -> None:
+    f = follower()
+    assert forward(f, 0.01, (3, 4), (3, 4)).reads == ((3, 4),)
 
 
-def test_forwarded_reads_are_rejected_when_the_follower_moves_to_a_new_term() -> None:
-    f = make(node=1, follower_reads=True)
-    f.step(0.0, 0, append(1, 0, 0))
-    f.read(0.0, getreq(4, client=3))
-    out = f.step(0.01, 2, append(2, 0, 0))
+def test_a_late_response_serves_only_the_pending_reads_it_lists() -> None:
+    f = follower()
+    forward(f, 0.01, (3, 4), (3, 5))
+    forward(f, 0.02, (7, 1))
+    # An answer for (3, 4) alone (say, to an earlier attempt of that read) serves
+    # (3, 4), and neither (3, 5) of the same batch nor (7, 1) of the next.
+    out = f.step(0.03, 0, ReadIndexResponse(term=1, reads=((3, 4),), index=1, success=True))
+    assert out.reads == [ReadReady(client_id=3, seq=4, index=1)]
+    # Listing a read answered already and one never seen here serves nothing.
+    again = ReadIndexResponse(term=1, reads=((3, 4), (8, 8)), index=1, success=True)
+    stale = f.counters["stale_messages"]
+    assert not f.step(0.03, 0, again).reads and f.counters["stale_messages"] == stale + 1
+    out = f.step(0.04, 0, ReadIndexResponse(term=1, reads=((3, 5), (7, 1)), index=1, success=True))
+    assert [(x.client_id, x.seq) for x in out.reads] == [(3, 5), (7, 1)]
+
+
+def test_a_late_answer_from_an_earlier_term_still_serves_a_retry_of_the_same_read() -> None:
+    f = follower()
+    forward(f, 0.01, (3, 4))
+    out = f.step(0.02, 2, append(2, 1, 1))  # a new leader: the read is rejected
     assert [(x.seq, x.reason, x.leader_hint) for x in out.rejected] == [(4, "not_leader", 2)]
-    # A late answer to it finds nothing to serve.
-    late = ReadIndexResponse(term=1, client_id=3, seq=4, index=1, success=True)
+    forward(f, 0.03, (3, 4), (3, 6), leader=2)  # the client retried; another read joins
+    # The old leader's answer to the first attempt was confirmed after that attempt
+    # was sent, hence after the read was first invoked: still valid for (3, 4).
+    late = ReadIndexResponse(term=1, reads=((3, 4),), index=1, success=True)
+    assert f.step(0.04, 0, late).reads == [ReadReady(client_id=3, seq=4, index=1)]
+    assert (3, 6) in f._forwarded  # not listed: still waits for its own answer
+
+
+def test_a_node_that_is_not_leader_refuses_and_the_follower_rejects_the_reads() -> None:
+    r = make(node=2)
+    out = r.step(0.0, 1, ReadIndex(term=0, reads=((3, 4), (3, 5))))
+    assert sent(out, ReadIndexResponse) == [
+        ReadIndexResponse(term=0, reads=((3, 4), (3, 5)), index=0, success=False)
+    ]
+    f = follower()
+    forward(f, 0.0, (3, 4), (3, 5))
+    refusal = ReadIndexResponse(term=1, reads=((3, 4), (3, 5)), index=0, success=False)
+    out = f.step(0.0, 0, refusal)
+    assert [(x.seq, x.reason) for x in out.rejected] == [(4, "not_leader"), (5, "not_leader")]
+
+
+def test_a_follower_that_changes_term_rejects_every_read_forwarded_or_collected() -> None:
+    f = follower()
+    forward(f, 0.0, (3, 4), (3, 5))
+    f.read(0.01, getreq(6, client=3))  # collected, not yet forwarded
+    out = f.step(0.01, 2, append(2, 1, 1))
+    assert sorted((x.seq, x.reason, x.leader_hint) for x in out.rejected) == [
+        (4, "not_leader", 2),
+        (5, "not_leader", 2),
+        (6, "not_leader", 2),
+    ]
+    assert not sent(f.tick(0.01), ReadIndex)  # nothing left to forward
+    # A late answer to them finds nothing to serve.
+    late = ReadIndexResponse(term=1, reads=((3, 5), (3, 6)), index=1, success=True)
     assert not f.step(0.02, 0, late).reads
+
+
+def test_a_follower_that_starts_an_election_rejects_every_read_it_forwarded() -> None:
+    f = follower()
+    forward(f, 0.0, (3, 4))
+    f.read(0.0, getreq(5, client=3))
+    deadline = f._election_deadline
+    assert deadline is not None
+    f._flush_at = deadline  # the election timer and the flush fall due together
+    out = f.tick(deadline)
+    assert f.role is Role.PRECANDIDATE and not sent(out, ReadIndex)
+    assert sorted((x.seq, x.reason) for x in out.rejected) == [(4, "not_leader"), (5, "not_leader")]
+
+
+def test_a_leader_that_steps_down_refuses_every_forwarded_batch_it_held() -> None:
+    r = make()
+    now, _ = elect(r)
+    r.step(now, 1, ReadIndex(term=1, reads=((3, 4), (3, 5))))
+    r.step(now, 2, ReadIndex(term=1, reads=((6, 1),)))
+    r.read(now, getreq(7, client=9))
+    out = r.step(now + 0.01, 2, append(2, 1, 1))  # a newer leader
+    assert r.role is Role.FOLLOWER
+    assert sent(out, ReadIndexResponse, dst=1) == [
+        ReadIndexResponse(term=2, reads=((3, 4), (3, 5)), index=0, success=False)
+    ]
+    assert sent(out, ReadIndexResponse, dst=2) == [
+        ReadIndexResponse(term=2, reads=((6, 1),), index=0, success=False)
+    ]
+    assert [(x.client_id, x.seq, x.leader_hint) for x in out.rejected] == [(9, 7, 2)]
+
+
+def test_a_leader_confirms_a_forwarded_batch_at_once_within_its_lease() -> None:
+    lease, t = lease_leader()
+    out = lease.step(t + 0.01, 2, ReadIndex(term=1, reads=((3, 5), (4, 1))))
+    assert sent(out, ReadIndexResponse, dst=2) == [
+        ReadIndexResponse(term=1, reads=((3, 5), (4, 1)), index=1, success=True)
+    ]
+    assert lease.counters["lease_reads"] == 2 and lease.counters["reads_for_followers"] == 2
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["fast", "careful"])
+def test_read_index_pairs_round_trip_through_both_codec_paths(fast: bool) -> None:
+    codec = Codec(PROTOCOL.messages, fast=fast)
+    careful = Codec(PROTOCOL.messages, fast=False)
+    for message in [
+        ReadIndex(term=2, reads=()),
+        ReadIndex(term=2, reads=((3, 4), (2**40, 0))),
+        ReadIndexResponse(term=2, reads=((3, 4), (5, 6)), index=9, success=True),
+    ]:
+        data = codec.encode(message)
+        assert data == careful.encode(message)
+        back = codec.decode(data)
+        assert back == message and type(back.reads) is tuple
+        assert all(type(pair) is tuple for pair in back.reads)
+    for bad in [((3, 4, 5),), ((3, "4"),), [(3, 4)], ((3, True),)]:
+        with pytest.raises(CodecError):
+            codec.encode(ReadIndex(term=2, reads=bad))
 
 
 def test_without_follower_reads_a_follower_rejects_reads_with_the_leader_hint() -> None:
@@ -247,7 +368,25 @@ def test_followers_serve_reads_in_a_simulated_cluster_and_stay_linearizable() ->
         ops.extend(pair)
     assert all(op.ok for op in ops)
     assert raft(sim, follower).counters["follower_reads"] == 20
+    assert raft(sim, follower).counters["read_index_batches"] == 20  # one read at a time
     assert raft(sim, leader).counters["reads_for_followers"] == 20
+    assert check(list(sim.history)).ok
+
+
+def test_concurrent_follower_reads_share_read_index_messages_and_stay_linearizable() -> None:
+    sim = cluster(options={"follower_reads": True})
+    leader = elect_sim(sim)
+    sim.run_for(0.01)
+    follower = next(n for n in sim.node_ids if n != leader)
+    for i in range(10):  # a write at the leader and eight reads at a follower, at once
+        ops = [sim.submit(Put(key="x", value=str(i)), node=leader)]
+        ops += [sim.submit(Get(key="x"), node=follower) for _ in range(8)]
+        assert sim.run_until(lambda: all(op.done for op in ops), timeout=1.0)  # noqa: B023
+        assert all(op.ok for op in ops)
+    counters = raft(sim, follower).counters
+    assert counters["follower_reads"] == 80
+    assert counters["read_index_batches"] == 10  # the eight reads of each burst went together
+    assert raft(sim, leader).counters["read_index_received"] == 10
     assert check(list(sim.history)).ok
 
 

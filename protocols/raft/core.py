@@ -137,6 +137,8 @@ class RaftReplica(Transfer):
         self._progress: dict[NodeId, Progress] = {}
         self._heartbeat_deadline: float | None = None
         self._check_quorum_deadline: float | None = None
+        # A flush right after the current inputs (a deadline at now): a leader's
+        # new entries and read round, a follower's batch of forwarded reads.
         self._flush_at: float | None = None
 
         # Proposals this node appended as leader and has not yet seen committed:
@@ -207,13 +209,20 @@ class RaftReplica(Transfer):
             if self._transfer_deadline is not None and now >= self._transfer_deadline:
                 self._abort_transfer()
             self._leader_tick(out)
-        elif self._election_deadline is not None and now >= self._election_deadline:
-            self._hup(out)
+            return self._finish(out)
+        if self._election_deadline is not None and now >= self._election_deadline:
+            self._hup(out)  # a role change rejects the reads not yet forwarded
+        if self._flush_at is not None and now >= self._flush_at:
+            self._flush_read_batch(out)
         return self._finish(out)
 
     def next_deadline(self) -> float | None:
         if self.role is not Role.LEADER:
-            return self._election_deadline
+            # The election timer, and the flush of a batch of follower reads.
+            election, flush = self._election_deadline, self._flush_at
+            if flush is None or (election is not None and election < flush):
+                return election
+            return flush
         deadline = self._heartbeat_deadline  # always set while leading
         for other in (self._check_quorum_deadline, self._flush_at, self._transfer_deadline):
             if other is not None and (deadline is None or other < deadline):

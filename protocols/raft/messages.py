@@ -25,8 +25,9 @@ Two RPCs, each a request and a response, carry the whole protocol:
   carries ``transfer=True``, which voters answer even within a leader's
   lease (it is the leader's own wish).
 * ``ReadIndex`` / ``ReadIndexResponse``: follower reads (ReadIndex
-  forwarding, thesis 6.4): a follower asks the leader for a read index for
-  one client read, named by the read's ``(client_id, seq)``.
+  forwarding, thesis 6.4): a follower asks the leader for one read index for
+  a batch of client reads, each named by its ``(client_id, seq)``; the
+  answer lists the same pairs.
 
 Two *admin requests* are not sent by the protocol on its own: an operator
 (a test, a fault schedule, the nemesis) steps one into any node, which
@@ -61,6 +62,7 @@ __all__ = [
     "InstallSnapshotResponse",
     "ReadIndex",
     "ReadIndexResponse",
+    "ReadPairs",
     "RequestVote",
     "RequestVoteResponse",
     "TimeoutNow",
@@ -199,23 +201,27 @@ class TimeoutNow:
     term: int
 
 
+#: Client reads named by ``(client_id, seq)``, as one ``ReadIndex`` carries them.
+ReadPairs = tuple[tuple[int, int], ...]
+
+
 @attrs.frozen(kw_only=True)
 class ReadIndex:
-    """A follower asks its leader for a read index for client read ``(client_id, seq)``."""
+    """A follower asks its leader for one read index for the client reads
+    ``reads`` (each ``(client_id, seq)``; etcd coalesces reads the same way)."""
 
     term: int
-    client_id: int
-    seq: int
+    reads: ReadPairs
 
 
 @attrs.frozen(kw_only=True)
 class ReadIndexResponse:
-    """The leader's answer to ``ReadIndex``: with ``success``, the read may be
-    served once the follower applied ``index``; otherwise it is not the leader."""
+    """The leader's answer to one ``ReadIndex``, listing the same ``reads``:
+    with ``success``, each may be served once the follower applied ``index``;
+    otherwise the receiver was not the leader (or stopped leading)."""
 
     term: int
-    client_id: int
-    seq: int
+    reads: ReadPairs
     index: int
     success: bool
 

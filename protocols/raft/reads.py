@@ -24,19 +24,26 @@ that no other leader committed writes it does not know.  Three ways
   rounds sent before the configuration last changed.
 * ``log``: ``supports_reads`` is False; the host proposes reads as entries.
 
-Follower reads (``follower_reads``; ReadIndex forwarding, as etcd): a
-follower or learner that gets a read sends ``ReadIndex(client_id, seq)`` to
-its leader, which confirms leadership as for its own reads and answers
-``ReadIndexResponse(index)``; the follower then emits ``ReadReady(index)``
-and serves the read from its own state machine once applied.  The read is
-named by its ``(client_id, seq)``: a late answer to an earlier attempt of
-the same read (even from before a restart) is still a valid index for it,
-since it was confirmed after the read was first invoked.  A follower that
-changes role or term rejects the reads it forwarded (their clients retry);
-a leader that steps down answers the forwarded reads it held with a refusal.
+Follower reads (``follower_reads``; ReadIndex forwarding, batched as etcd
+does): a follower or learner collects the reads that arrive while it handles
+one batch of inputs and, at the flush right after them (``_flush_at``, as a
+leader's entries), sends its leader one ``ReadIndex`` listing all their
+``(client_id, seq)`` pairs.  The leader confirms the whole batch as one
+pending read (one round, or at once within its lease) and answers with one
+``ReadIndexResponse`` listing the same pairs and the read index; the
+follower emits ``ReadReady(index)`` for each and serves the reads from its
+own state machine once applied.  A read is named by its pair: a late answer
+to an earlier attempt of the same read (even from before a restart) is still
+a valid index for it, since it was confirmed by a round that started after
+that attempt was sent, hence after the read was first invoked.  So a
+response serves exactly the pairs it lists that are still pending here, and
+never any other read.  A follower that changes role or term rejects the
+reads it forwarded or collected (their clients retry); a leader that steps
+down answers every forwarded batch it held with a refusal.
 
 Invariants: ``_reads`` is ordered by round; a read is answered at most
-once; a leader serves a lease read only while ``now < _lease_until``, and
+once; a follower's ``_read_batch`` is empty unless ``_flush_at`` is set; a
+leader serves a lease read only while ``now < _lease_until``, and
 ``_lease_until`` only grows within a term and configuration.
 """
 
@@ -44,23 +51,22 @@ from __future__ import annotations
 
 from collections import deque
 
-from consensus.commands import Get, Request
+from consensus.commands import Request
 from consensus.log import Log
 from consensus.quorum import QuorumSystem
 from consensus.replica import NodeId, Outputs, ReadReady, Rejection, Replica
-from protocols.raft.messages import Entry, ReadIndex, ReadIndexResponse
+from protocols.raft.messages import Entry, ReadIndex, ReadIndexResponse, ReadPairs
 from protocols.raft.options import RaftOptions
 from protocols.raft.progress import Progress
 from protocols.raft.roles import Role
 
 __all__ = ["PendingRead", "Reads"]
 
-#: A read waiting for its round: (round needed, read index, request, origin);
-#: origin is None for a read at this leader, or the follower that forwarded it.
-PendingRead = tuple[int, int, Request, NodeId | None]
+#: Reads waiting for their round: (round needed, read index, reads, origin);
+#: origin is None for one read at this leader, or the follower that forwarded
+#: the batch ``reads``.
+PendingRead = tuple[int, int, ReadPairs, NodeId | None]
 _NEVER = float("-inf")
-#: The command of a forwarded read's stand-in request at the leader (never run).
-_NO_COMMAND = Get(key="")
 
 
 class Reads(Replica):
@@ -90,8 +96,10 @@ class Reads(Replica):
     _lease_until: float
     _lease_min_round: int
     _lease_lost: bool
-    # Follower: reads forwarded to the leader, by (client_id, seq).
+    # Follower: reads forwarded to the leader or about to be, by (client_id, seq);
+    # those collected since the last flush, to go in the next ReadIndex.
     _forwarded: dict[tuple[int, int], Request]
+    _read_batch: dict[tuple[int, int], None]
 
     def _rejection(self, request: Request, reason: str) -> Rejection:
         raise NotImplementedError
@@ -105,47 +113,64 @@ class Reads(Replica):
         self._lease_min_round = 0
         self._lease_lost = False
         self._forwarded = {}
+        self._read_batch = {}
 
     # ------------------------------------------------------------------ entry
 
     def _start_read(self, request: Request, out: Outputs) -> None:
         """A client read arrived here: serve, forward or reject it."""
+        key = (request.client_id, request.seq)
         if self.role is Role.LEADER:
             self.counters["reads"] += 1
-            self._leader_read(request, None, out)
+            self._leader_read((key,), None, out)
         elif self.options.follower_reads and self.leader_id is not None:
+            # Forwarded with the other reads of this batch of inputs, at the flush.
             self.counters["follower_reads"] += 1
-            key = (request.client_id, request.seq)
             self._forwarded[key] = request
-            out.send(self.leader_id, ReadIndex(term=self.term, client_id=key[0], seq=key[1]))
+            self._read_batch[key] = None
+            self._flush_at = self._now
         else:
             out.rejected.append(self._rejection(request, "not_leader"))
 
-    def _leader_read(self, request: Request, origin: NodeId | None, out: Outputs) -> None:
+    def _flush_read_batch(self, out: Outputs) -> None:
+        """Follower: one ReadIndex for the reads collected since the last flush."""
+        self._flush_at = None
+        forwarded = self._forwarded
+        # A late answer to an earlier attempt may have served a read meanwhile.
+        reads = tuple(key for key in self._read_batch if key in forwarded)
+        self._read_batch = {}
+        if not reads:
+            return
+        if self.leader_id is None:  # forgot its leader (not a member any more)
+            for key in reads:
+                out.rejected.append(self._rejection(forwarded.pop(key), "not_leader"))
+            return
+        self.counters["read_index_batches"] += 1
+        out.send(self.leader_id, ReadIndex(term=self.term, reads=reads))
+
+    def _leader_read(self, reads: ReadPairs, origin: NodeId | None, out: Outputs) -> None:
         # Until our Noop commits, our commit index may lag entries earlier leaders
         # committed; every one of them precedes the Noop (Leader Completeness).
         index = max(self.commit_index, self._term_start)
         if self.quorum.is_phase2_quorum((self.node_id,)) or self._in_read_lease():
             if self.options.read_mode == "lease":
-                self.counters["lease_reads"] += 1
-            self._answer_read(index, request, origin, out)
+                self.counters["lease_reads"] += len(reads)
+            self._answer_read(index, reads, origin, out)
             return
         if self.options.read_mode == "lease":
-            self.counters["lease_fallbacks"] += 1
-        self._reads.append((self._read_round + 1, index, request, origin))
+            self.counters["lease_fallbacks"] += len(reads)
+        self._reads.append((self._read_round + 1, index, reads, origin))
         self._read_round_due = True
         self._flush_at = self._now
 
     def _answer_read(
-        self, index: int, request: Request, origin: NodeId | None, out: Outputs
+        self, index: int, reads: ReadPairs, origin: NodeId | None, out: Outputs
     ) -> None:
         if origin is None:
-            out.reads.append(ReadReady(client_id=request.client_id, seq=request.seq, index=index))
+            for client_id, seq in reads:
+                out.reads.append(ReadReady(client_id=client_id, seq=seq, index=index))
             return
-        answer = ReadIndexResponse(
-            term=self.term, client_id=request.client_id, seq=request.seq, index=index, success=True
-        )
-        out.send(origin, answer)
+        out.send(origin, ReadIndexResponse(term=self.term, reads=reads, index=index, success=True))
 
     # ------------------------------------------------------------------ rounds
 
@@ -191,29 +216,32 @@ class Reads(Replica):
     # ---------------------------------------------------------------- messages
 
     def _on_read_index(self, src: NodeId, m: ReadIndex, out: Outputs) -> None:
-        """Leader: a follower's read; confirm it like our own."""
-        request_id = (m.client_id, m.seq)
+        """Leader: a follower's batch of reads; confirm it as one read of our own."""
         if self.role is not Role.LEADER:
             self.counters["stale_messages"] += 1
-            refusal = ReadIndexResponse(
-                term=self.term, client_id=m.client_id, seq=m.seq, index=0, success=False
-            )
-            out.send(src, refusal)
+            out.send(src, ReadIndexResponse(term=self.term, reads=m.reads, index=0, success=False))
             return
-        self.counters["reads_for_followers"] += 1
-        # Only (client_id, seq) travels; the command stays at the follower.
-        stub = Request(client_id=request_id[0], seq=request_id[1], command=_NO_COMMAND)
-        self._leader_read(stub, src, out)
+        self.counters["read_index_received"] += 1
+        self.counters["reads_for_followers"] += len(m.reads)
+        # Only the pairs travel; the commands stay at the follower.
+        self._leader_read(m.reads, src, out)
 
     def _on_read_index_response(self, src: NodeId, m: ReadIndexResponse, out: Outputs) -> None:
-        request = self._forwarded.pop((m.client_id, m.seq), None)
-        if request is None:
+        """Follower: serve (or reject) the reads it lists that are still pending
+        here; it says nothing about any other read."""
+        forwarded = self._forwarded
+        matched = False
+        for key in m.reads:
+            request = forwarded.pop(key, None)
+            if request is None:
+                continue  # answered already, or forwarded before a role or term change
+            matched = True
+            if m.success:
+                out.reads.append(ReadReady(client_id=key[0], seq=key[1], index=m.index))
+            else:
+                out.rejected.append(self._rejection(request, "not_leader"))
+        if not matched:
             self.counters["stale_messages"] += 1
-            return
-        if m.success:
-            out.reads.append(ReadReady(client_id=m.client_id, seq=m.seq, index=m.index))
-        else:
-            out.rejected.append(self._rejection(request, "not_leader"))
 
     def _take_reads(self) -> tuple[deque[PendingRead], dict[tuple[int, int], Request]]:
         """Before a role or term change resets them: the reads this node could
@@ -226,19 +254,19 @@ class Reads(Replica):
     ) -> None:
         """Reads a leader had not confirmed may be stale now, and a follower's
         forwarded reads may never be answered: their clients retry; followers
-        that forwarded reads to us get a refusal."""
+        that forwarded batches to us get one refusal per batch."""
         reads, forwarded = taken
-        for _, _, request, origin in reads:
+        hint = self.leader_id
+        for _, _, pairs, origin in reads:
             if origin is None:
-                out.rejected.append(self._rejection(request, "not_leader"))
+                for client_id, seq in pairs:
+                    out.rejected.append(
+                        Rejection(
+                            client_id=client_id, seq=seq, leader_hint=hint, reason="not_leader"
+                        )
+                    )
             else:
-                refusal = ReadIndexResponse(
-                    term=self.term,
-                    client_id=request.client_id,
-                    seq=request.seq,
-                    index=0,
-                    success=False,
-                )
+                refusal = ReadIndexResponse(term=self.term, reads=pairs, index=0, success=False)
                 out.send(origin, refusal)
         for request in forwarded.values():
             out.rejected.append(self._rejection(request, "not_leader"))
