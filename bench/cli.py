@@ -102,7 +102,9 @@ def _cmd_run(args: argparse.Namespace, console: Console) -> int:
         console.print(protocols_table())
         return 0
     config = load_run_config(args.config)
-    config = config.with_overrides(protocols=args.protocol, seed=args.seed, tcp=args.tcp)
+    config = config.with_overrides(
+        protocols=args.protocol, seed=args.seed, tcp=args.tcp, trace=args.trace
+    )
     verb = "running real processes of" if config.real else "simulating"
     with console.status(f"{verb}...") as status:
 
@@ -126,7 +128,12 @@ def _cmd_run(args: argparse.Namespace, console: Console) -> int:
         out = results.save(args.out)
         console.print(
             f"results written to {out}/ (ops, summary, messages, throughput, faults,"
-            " counters, nodes, queues .parquet)"
+            " counters, nodes, queues, trace .parquet)"
+        )
+    if config.trace:
+        console.print(
+            f"trace: {len(results.trace):,} rows"
+            + ("" if args.out else " (give --out DIR to keep it: trace.parquet)")
         )
     return 0
 
@@ -314,6 +321,7 @@ def _cmd_elections(args: argparse.Namespace, console: Console) -> int:
     from bench.elections import RANGES, election_study, summarize
 
     ranges = args.range or list(RANGES)
+    options = dict(_parse_option(o) for o in args.option or [])
     with Console(stderr=True).status(f"{args.trials} leader crashes per range..."):
         study = election_study(
             ranges,
@@ -322,10 +330,15 @@ def _cmd_elections(args: argparse.Namespace, console: Console) -> int:
             delay=(args.delay_ms * 0.8 / 1000, args.delay_ms * 1.2 / 1000),
             fsync=args.fsync_ms / 1000,
             jobs=args.jobs,
+            limit=args.limit,
+            protocol=args.protocol,
+            options=options,
+            candidate_write=not args.voters_only_write,
         )
     summary = summarize(study)
     table = Table(
-        title=f"Raft leader crashes (paper figure 16): 5 nodes, one-way delay {args.delay_ms:g} ms"
+        title=f"{args.protocol} leader crashes (Raft paper figure 16): 5 nodes, one-way delay"
+        f" {args.delay_ms:g} ms"
         f" +-20%, disk write {args.fsync_ms:g} ms, {args.trials} trials per range, seed {args.seed}"
     )
     shown = [
@@ -356,6 +369,32 @@ def _cmd_elections(args: argparse.Namespace, console: Console) -> int:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         study.to_parquet(args.out, index=False)
         console.print(f"one row per trial written to {args.out}")
+    return 0
+
+
+def _cmd_notebooks(args: argparse.Namespace, console: Console) -> int:
+    from bench.notebooks import execute_notebooks, notebook_paths
+
+    try:
+        paths = notebook_paths(args.only or ())
+    except ValueError as exc:
+        print(f"notebooks: {exc}", file=sys.stderr)
+        return 2
+    names = ", ".join(p.name for p in paths)
+    console.print(f"executing {len(paths)} notebooks in place ({args.jobs} at a time): {names}")
+
+    def report(path: Path, seconds: float | None, error: BaseException | None) -> None:
+        if error is None:
+            console.print(f"  {path.name}: {seconds:,.0f} s, outputs saved")
+        else:
+            first = str(error).strip().splitlines()[-1:] or [type(error).__name__]
+            console.print(f"  {path.name}: FAILED, not written: {first[0]}")
+
+    outcome = execute_notebooks(paths, jobs=args.jobs, timeout=args.timeout, report=report)
+    failed = [p.name for p, r in outcome.items() if isinstance(r, BaseException)]
+    if failed:
+        print(f"notebooks that raised: {', '.join(failed)}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -518,6 +557,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="run each protocol as real node processes on loopback (network.kind = 'tcp')",
     )
+    run.add_argument(
+        "--trace",
+        action="store_true",
+        help="record every message, client operation and role change (trace.parquet with"
+        " --out; bench.trace.to_shiviz, bench.plots.space_time)",
+    )
     sweep = sub.add_parser("sweep", help="run a grid of configs (a [sweep] table) and combine")
     sweep.add_argument("config", help="sweep config TOML with a [sweep] table")
     sweep.add_argument(
@@ -610,7 +655,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     validate.add_argument("--out", type=Path, help="write the rows (parquet)")
     elections = sub.add_parser(
-        "elections", help="Raft's election study (paper figure 16) with a modelled disk write"
+        "elections",
+        help="the Raft paper's election study (figure 16) with a modelled disk write, for"
+        " Raft or Multi-Paxos",
+    )
+    elections.add_argument(
+        "--protocol", choices=("raft", "multipaxos"), default="raft", help="whose leader crashes"
+    )
+    elections.add_argument(
+        "--option",
+        action="append",
+        metavar="KEY=VALUE",
+        help="protocol option, e.g. disruption_guard=true (repeatable)",
+    )
+    elections.add_argument(
+        "--voters-only-write",
+        action="store_true",
+        help="Raft: a candidate asks for votes before its own vote is on disk (a measurement)",
     )
     elections.add_argument("--trials", type=int, default=100, help="leader crashes per range")
     elections.add_argument("--seed", type=int, default=1)
@@ -619,9 +680,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     elections.add_argument("--delay-ms", type=float, default=5.0, help="mean one-way delay")
     elections.add_argument("--fsync-ms", type=float, default=5.0, help="the disk write")
-    elections.add_argument("--limit", type=float, default=10.0, help=argparse.SUPPRESS)
+    elections.add_argument(
+        "--limit", type=float, default=10.0, help="virtual seconds to wait for a new leader"
+    )
     elections.add_argument("--out", type=Path, help="write one row per trial (parquet)")
     _add_jobs(elections, "trials")
+    notebooks = sub.add_parser(
+        "notebooks",
+        help="re-execute the notebooks in place with their full parameters and save the outputs",
+    )
+    notebooks.add_argument(
+        "--only", action="append", metavar="NAME", help="just this notebook (repeatable)"
+    )
+    notebooks.add_argument("-j", "--jobs", type=int, default=1, help="notebooks run at once")
+    notebooks.add_argument(
+        "--timeout", type=int, default=7200, help="seconds one cell may take (default 2 h)"
+    )
     speed = sub.add_parser("speed", help="measure simulated messages per wall-clock second")
     speed.add_argument("--protocol", action="append", help="protocol to measure (repeatable)")
     speed.add_argument(
@@ -662,6 +736,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_elections(args, console)
         if args.command == "validate":
             return _cmd_validate(args, console)
+        if args.command == "notebooks":
+            return _cmd_notebooks(args, console)
         if args.command == "peers":
             from bench.peers.cli import peers_command
 

@@ -137,7 +137,9 @@ class RunConfig:
 
     ``drain``: virtual seconds after the workload stops for outstanding
     operations to finish; ``interval``: width of the throughput, queue and
-    utilisation time bins.
+    utilisation time bins.  ``trace = true``: record every message, client
+    operation and role change (``Results.trace``, ``consensus.sim.trace``;
+    simulated runs only, off by default: a busy run's trace is large).
 
     Unlike a bare ``ClusterConfig``, a run's cluster pays the measured costs
     of ``bench/configs/costs-default.toml`` unless its ``[costs]`` table says
@@ -162,6 +164,7 @@ class RunConfig:
     interval: float = 0.1
     name: str = "run"
     tcp: TcpSettings = attrs.Factory(TcpSettings)
+    trace: bool = False
 
     def __attrs_post_init__(self) -> None:
         if not self.protocols:
@@ -184,6 +187,8 @@ class RunConfig:
             raise ConfigError(f"drain: must be >= 0, got {self.drain}")
         if self.interval <= 0:
             raise ConfigError(f"interval: must be > 0, got {self.interval}")
+        if self.real and self.trace:
+            raise ConfigError("trace: only simulated runs record a message trace, not tcp ones")
         if self.real:
             for i, fault in enumerate(self.faults):
                 if fault.action not in TCP_FAULTS:
@@ -227,9 +232,16 @@ class RunConfig:
             raise ConfigError(f"options.{protocol}.{exc}") from None
 
     def with_overrides(
-        self, *, protocols: Any = None, seed: int | None = None, tcp: bool = False
+        self,
+        *,
+        protocols: Any = None,
+        seed: int | None = None,
+        tcp: bool = False,
+        trace: bool = False,
     ) -> RunConfig:
         changes: dict[str, Any] = {}
+        if trace:
+            changes["trace"] = True
         if tcp:
             network = attrs.evolve(self.cluster.network, kind="tcp")
             changes["cluster"] = attrs.evolve(self.cluster, network=network)

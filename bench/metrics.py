@@ -25,7 +25,11 @@
   longest queue, bytes sent and link utilisation; over TCP, each node
   process's CPU utilisation and fsyncs;
 * ``queues``: one row per protocol, node and time interval (costs on):
-  mean and longest queue, CPU and busy utilisation, fsyncs per second.
+  mean and longest queue, CPU and busy utilisation, fsyncs per second;
+* ``trace``: with ``trace = true``, one row per protocol and traced event:
+  every message (send and arrival times, or why it was dropped, type,
+  bytes, the client operations it carries), client invocations and
+  completions, role changes, crashes (``consensus.sim.trace``); else empty.
 
 The summary names each protocol's busiest node (the highest CPU
 utilisation), its CPU utilisation and its busy share, so a saturated leader
@@ -45,10 +49,21 @@ import attrs
 import pandas as pd
 
 from bench.config import RunConfig
+from consensus.sim.trace import TRACE_COLUMNS
 
 __all__ = ["Results", "collect"]
 
-TABLES = ("ops", "summary", "messages", "throughput", "faults", "counters", "nodes", "queues")
+TABLES = (
+    "ops",
+    "summary",
+    "messages",
+    "throughput",
+    "faults",
+    "counters",
+    "nodes",
+    "queues",
+    "trace",
+)
 
 NODE_COLUMNS = [
     "protocol",
@@ -87,6 +102,7 @@ class Results:
     counters: pd.DataFrame
     nodes: pd.DataFrame = attrs.Factory(lambda: pd.DataFrame(columns=NODE_COLUMNS))
     queues: pd.DataFrame = attrs.Factory(lambda: pd.DataFrame(columns=QUEUE_COLUMNS))
+    trace: pd.DataFrame = attrs.Factory(lambda: pd.DataFrame(columns=["protocol", *TRACE_COLUMNS]))
 
     def save(self, directory: str | Path) -> Path:
         directory = Path(directory)
@@ -220,7 +236,12 @@ def collect(config: RunConfig, runs: list[tuple[str, Any, list[dict[str, Any]], 
     ops_frames, summary, messages, throughput, faults, counters = [], [], [], [], [], []
     node_rows: list[dict[str, Any]] = []
     queue_rows: list[dict[str, Any]] = []
+    traces = []
     for protocol, sim, log, wall in runs:
+        if getattr(sim, "_tracer", None) is not None:
+            trace = sim.trace()
+            trace.insert(0, "protocol", protocol)
+            traces.append(trace)
         nodes, queues = _node_load(protocol, sim, config)
         node_rows.extend(nodes)
         queue_rows.extend(queues)
@@ -315,4 +336,9 @@ def collect(config: RunConfig, runs: list[tuple[str, Any, list[dict[str, Any]], 
         counters=pd.DataFrame(counters, columns=["protocol", "node", "counter", "value"]),
         nodes=pd.DataFrame(node_rows, columns=NODE_COLUMNS),
         queues=pd.DataFrame(queue_rows, columns=QUEUE_COLUMNS),
+        trace=(
+            pd.concat(traces, ignore_index=True)
+            if traces
+            else pd.DataFrame(columns=["protocol", *TRACE_COLUMNS])
+        ),
     )

@@ -37,7 +37,10 @@ def run_one(
 ) -> tuple[Simulator, FaultLog, float]:
     """Run one protocol under ``config``; returns the simulator, fault log, wall time."""
     sim = Simulator(
-        config.cluster_for(protocol), record_applied=False, stats_interval=config.interval
+        config.cluster_for(protocol),
+        record_applied=False,
+        stats_interval=config.interval,
+        trace=config.trace,
     )
     log: FaultLog = []
     schedule_faults(sim, list(config.faults), log)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 
 import pandas as pd
+import pytest
 
 from bench.cli import main
 from bench.elections import PAPER, election_study, summarize, trial
@@ -45,3 +46,57 @@ def test_same_seed_same_rows(tmp_path, capsys):
     out = tmp_path / "study.parquet"
     assert main(["elections", "--trials", "2", "--range", "100-200", "--out", str(out)]) == 0
     assert "paper" in capsys.readouterr().out and len(pd.read_parquet(out)) == 2
+
+
+def test_raft_accepts_a_fixed_election_timeout():
+    from protocols.raft.options import RaftOptions
+
+    options = RaftOptions(election_timeout_min=0.15, election_timeout_max=0.15)
+    assert options.election_timeout_min == options.election_timeout_max
+    with pytest.raises(ValueError, match="at least"):
+        RaftOptions(election_timeout_min=0.15, election_timeout_max=0.14)
+    # Every follower's timeout is exactly 150 ms: its first election starts then.
+    from consensus.sim.simulator import Simulator
+
+    sim = Simulator(
+        {
+            "protocol": "raft",
+            "nodes": 3,
+            "options": {
+                "election_timeout_min": 0.15,
+                "election_timeout_max": 0.15,
+                "heartbeat_interval": 0.05,
+            },
+        },
+        trace=True,
+    )
+    sim.run_for(0.2)
+    trace = sim.trace()
+    votes = trace[trace["type"] == "RequestVote"]
+    assert votes["time"].min() == pytest.approx(0.15)
+
+
+def test_downtime_runs_until_the_others_hear_the_new_leader():
+    study = election_study(["150-300"], trials=4, seed=2)
+    assert (study["downtime_ms"] > study["elected_ms"]).all()
+    # The first heartbeat needs a one-way delay (4-6 ms) to reach the last server.
+    gap = study["downtime_ms"] - study["elected_ms"]
+    assert (gap >= 4).all() and (gap < 20).all()
+
+
+def test_a_candidate_that_asks_before_writing_its_vote_elects_sooner_on_short_timeouts():
+    slow = summarize(election_study(["25-50"], trials=4, seed=4, limit=2.0)).iloc[0]
+    quick = summarize(
+        election_study(["25-50"], trials=4, seed=4, limit=2.0, candidate_write=False)
+    ).iloc[0]
+    assert quick["median_ms"] < slow["median_ms"]
+
+
+def test_multipaxos_study_times_its_new_leaders_first_heartbeat(capsys):
+    study = election_study(["150-300"], trials=3, seed=1, protocol="multipaxos")
+    assert set(study["protocol"]) == {"multipaxos"}
+    assert study["staged"].all() and study["elected"].all()
+    assert (study["downtime_ms"] >= 75).all()  # min/2 after the last heartbeat, at least
+    argv = ["elections", "--protocol", "multipaxos", "--trials", "2", "--range", "100-200"]
+    assert main([*argv, "--option", "check_quorum=false"]) == 0
+    assert "multipaxos" in capsys.readouterr().out

@@ -20,6 +20,19 @@ NOTEBOOKS = sorted((Path(__file__).parent.parent / "notebooks").glob("*.ipynb"))
 
 #: notebook -> the values CI runs it with.
 CI_PARAMETERS: dict[str, dict[str, Any]] = {
+    "compare_protocols.ipynb": {
+        "CLIENTS": [1, 16],
+        "LAN_DURATION": 0.6,
+        "WAN_DURATION": 3.0,
+        "JOBS": 1,
+    },
+    "election_timeouts.ipynb": {
+        "TRIALS": 3,
+        "TRIALS_FIXED": 1,
+        "VARIANT_TRIALS": 2,
+        "MP_TRIALS": 2,
+        "JOBS": 1,
+    },
     "why_consensus.ipynb": {"DURATION": 6.0},
     "saturation.ipynb": {
         "RATES": [5000, 40000],
@@ -27,7 +40,6 @@ CI_PARAMETERS: dict[str, dict[str, Any]] = {
         "PACKS": [0],
         "DURATION": 0.8,
         "JOBS": 1,
-        "ELECTION_TRIALS": 3,
     },
 }
 

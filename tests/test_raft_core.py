@@ -930,7 +930,7 @@ def test_protocol_spec_exports_messages_records_and_options() -> None:
 @pytest.mark.parametrize(
     "bad",
     [
-        {"election_timeout_min": 0.3, "election_timeout_max": 0.3},
+        {"election_timeout_min": 0.3, "election_timeout_max": 0.2},  # min == max is allowed
         {"heartbeat_interval": 0.2},
         {"max_inflight": 0},
         {"max_entries_per_message": 0},

@@ -8,10 +8,13 @@
 * ``servers``: the cost model at work (``consensus.costs``): each node a server
   with a queue, batches, CPU, fsync and link time; with ``clienthosts`` (client
   hosts, one machine's cores), ``costrows`` (cost rows compiled per class) and
-  ``nodestats`` (what each node did, per interval of virtual time).
+  ``nodestats`` (what each node did, per interval of virtual time);
+* ``trace``: the message trace of ``Simulator(..., trace=True)`` (every
+  message's send and arrival or drop, client operations, role changes).
 """
 
 from consensus.sim.network import NetworkModel
 from consensus.sim.simulator import SimClient, Simulator
+from consensus.sim.trace import TRACE_COLUMNS, MessageTrace
 
-__all__ = ["NetworkModel", "SimClient", "Simulator"]
+__all__ = ["TRACE_COLUMNS", "MessageTrace", "NetworkModel", "SimClient", "Simulator"]

@@ -219,6 +219,11 @@ class Servers:
         self._nodes = sim._nodes
         self._blocked = sim.network.blocked  # mutated in place, never replaced
         self._heap, self._seq = sim._heap, sim._seq
+        self._tracer = sim._tracer
+        if self._tracer is not None:  # tracing: other methods, none on the untraced path
+            self._release = self._traced_release  # type: ignore[method-assign]
+            self._untraced_close = self._close
+            self._close = self._traced_close  # type: ignore[method-assign,assignment]
 
     # -- a node's host ----------------------------------------------------------------
 
@@ -313,6 +318,60 @@ class Servers:
             row = server.stats.row_at(now)
             row[BYTES] += sent
             row[LINK] += link_time
+
+    # -- tracing (consensus.sim.trace) --------------------------------------------------
+
+    def _traced_release(
+        self, src: int, outbox: list[tuple[int, Any, int, Any]], now: float
+    ) -> None:
+        # _release, recording each message as it leaves (after the link's time).  A
+        # copy rather than a test per message in _release, so untraced runs pay
+        # nothing: keep the link arithmetic of the two in step.
+        tracer = self._tracer
+        assert tracer is not None
+        sim = self.sim
+        net = sim.network
+        heap, seq, push = sim._heap, sim._seq, heapq.heappush
+        bandwidth = self.bandwidth
+        server = self.servers[src]
+        link_free = server.link_free
+        link_time = 0.0
+        sent = 0
+        deliver = self._traced_input
+        for dst, payload, size, message in outbox:
+            t = now
+            if bandwidth:
+                took = size / bandwidth
+                t = (link_free if link_free > t else t) + took
+                link_free = t
+                link_time += took
+            sent += size
+            for row, arrival in tracer.sent(t, src, dst, message, size, net):
+                args = (dst, src, payload, row, arrival)
+                push(heap, (arrival, next(seq), _CALL, deliver, args, None))
+        server.link_free = link_free
+        if sent:
+            row = server.stats.row_at(now)
+            row[BYTES] += sent
+            row[LINK] += link_time
+
+    def _traced_input(self, dst: int, src: int, payload: Any, row: list[Any], now: float) -> None:
+        # INPUT for a traced message (a CALL event): note a drop, then queue it.
+        tracer = self._tracer
+        assert tracer is not None
+        if self._nodes[dst].host is None:
+            tracer.dropped(row, "down")
+        elif (src, dst) in self._blocked:
+            tracer.dropped(row, "partition")
+        else:
+            self.message(dst, src, payload, now)
+
+    def _traced_close(self, node: _Node, server: _Server, out: Outputs, *rest: Any) -> None:
+        # _close, then the node's role as its batch left it (rest: cost, now, taken, queued).
+        self._untraced_close(node, server, out, *rest)
+        now = rest[1]
+        if node.host is not None and self._tracer is not None:
+            self._tracer.role(now, node.id, node.host.replica)
 
     # -- events -------------------------------------------------------------------------
 

@@ -82,6 +82,7 @@ from consensus.host import ApplyHook, ClientReply, ProposeResult, ReplicaHost
 from consensus.sim.clients import Attempt, RetryPolicy
 from consensus.sim.network import NetworkModel
 from consensus.sim.servers import Servers
+from consensus.sim.trace import MessageTrace
 from consensus.storage import MemoryStorage, Storage
 
 __all__ = ["SimClient", "Simulator"]
@@ -134,8 +135,11 @@ class Simulator:
         *,
         record_applied: bool = True,
         stats_interval: float = 0.1,
+        trace: bool = False,
     ) -> None:
-        """``stats_interval``: the width of ``node_intervals()``'s time bins (costs on)."""
+        """``stats_interval``: the width of ``node_intervals()``'s time bins (costs on);
+        ``trace``: record every message, client operation and role change
+        (``trace()``, ``consensus.sim.trace``; off, it costs nothing)."""
         self.config = load_cluster_config(config)
         if self.config.network.kind != "sim":
             raise ConfigError(
@@ -174,10 +178,13 @@ class Simulator:
         self._codec: Any = None
         config = self.config
         costs = config.costs.enabled
-        if config.wire == "bytes" or config.count_bytes or config.storage.kind == "wal" or costs:
+        wal = config.storage.kind == "wal"
+        if config.wire == "bytes" or config.count_bytes or wal or costs or trace:
             from consensus.codec import Codec
 
             self._codec = Codec.for_protocol(self.spec)
+        #: The message trace, or None with tracing off (``consensus.sim.trace``).
+        self._tracer = MessageTrace(self._codec.encode) if trace else None
         self._nodes = [_Node(i, self._make_storage(i)) for i in self.node_ids]
         #: The cost model at work, or None with costs off.
         self._servers = Servers(self, stats_interval) if costs else None
@@ -206,10 +213,14 @@ class Simulator:
         node_id = node.id
         send: Callable[[int, Any], None]
         reply: Callable[[Any, ClientReply], None]
+        tracer = self._tracer
         if self._servers is None:
             send, reply = self._sender(node_id), self._on_reply
             # The host re-arms this node's timer after every input it is given.
             wake = functools.partial(self._reschedule, node)
+            if tracer is not None:
+                send = self._traced_sender(node_id)
+                wake = functools.partial(self._traced_wake, node)
         else:
             send, reply = self._servers.attach(node)
             wake = functools.partial(self._servers.rearm, node)
@@ -232,7 +243,11 @@ class Simulator:
             state_machine=self.config.state_machine(),
         )
         node.timer_at = _INF
+        if tracer is not None and node.incarnation:
+            tracer.event("restart", self.now, node_id)
         node.host.start(self.now)
+        if tracer is not None and node.host is not None:
+            tracer.role(self.now, node_id, node.host.replica)
 
     def _drift(self, node_id: int) -> float:
         drift = self.config.clock_drift
@@ -297,6 +312,62 @@ class Simulator:
 
     def _nodes_host(self, node_id: int) -> ReplicaHost | None:
         return self._nodes[node_id].host
+
+    # -- tracing (consensus.sim.trace): other senders, so untraced runs pay nothing ----
+
+    def _traced_sender(self, src: int) -> Callable[[int, Any], None]:
+        heap, seq, sim, net = self._heap, self._seq, self, self.network
+        tracer = self._tracer
+        assert tracer is not None
+        encode = self._codec.encode
+        on_wire = self.config.wire == "bytes"
+        counted = on_wire or self.config.count_bytes
+        deliver = self._traced_deliver
+
+        def send(dst: int, message: Any) -> None:
+            size = tracer.size(message)
+            host = self._nodes[src].host
+            if counted and host is not None:
+                host.sent_bytes[type(message).__name__] += size
+            payload = encode(message) if on_wire else message
+            for row, arrival in tracer.sent(sim.now, src, dst, message, size, net):
+                heapq.heappush(
+                    heap, (arrival, next(seq), _CALL, deliver, (dst, src, payload, row), None)
+                )
+
+        return send
+
+    def _traced_deliver(self, dst: int, src: int, payload: Any, row: list[Any]) -> None:
+        # The DELIVER branch of _run, for a traced message (a CALL event).
+        tracer = self._tracer
+        assert tracer is not None
+        node = self._nodes[dst]
+        host = node.host
+        if host is None:
+            tracer.dropped(row, "down")
+            return
+        if (src, dst) in self.network.blocked:
+            tracer.dropped(row, "partition")
+            return
+        message = self._codec.decode(payload) if self.config.wire == "bytes" else payload
+        self.messages_delivered += 1
+        host.handle(self.now, host.replica.step(self.now, src, message))
+        self._traced_wake(node)
+
+    def _traced_wake(self, node: _Node) -> None:
+        host = node.host
+        if host is not None:
+            assert self._tracer is not None
+            self._tracer.role(self.now, node.id, host.replica)
+        self._reschedule(node)
+
+    def trace(self) -> Any:
+        """The message trace as a pandas DataFrame (``consensus.sim.trace``):
+        one row per message, client invocation and completion, role change,
+        crash and restart.  Needs ``Simulator(..., trace=True)``."""
+        if self._tracer is None:
+            raise RuntimeError("tracing is off: build the simulator with trace=True")
+        return self._tracer.frame()
 
     # -- the event loop -------------------------------------------------------------
 
@@ -504,6 +575,8 @@ class Simulator:
         node.timer_at = _INF
         if self._servers is not None:
             self._servers.crashed(node_id)
+        if self._tracer is not None:
+            self._tracer.crashed(self.now, node_id)
 
     def restart(self, node_id: int) -> None:
         """Start a crashed node again from its storage."""
@@ -598,6 +671,8 @@ class Simulator:
             invoke=self.now,
         )
         self.history.record(op)
+        if self._tracer is not None:
+            self._tracer.event("invoke", self.now, node, f"{op.client}:{op.seq}")
         attempt = Attempt(op=op, node=node)
         client.outstanding = attempt
         self._on_done[op.op_id] = (client, on_done)
@@ -713,6 +788,8 @@ class Simulator:
         client._deadline = None  # its pending timer, if any, will find nothing to do
         if status == OK:
             client.preferred = attempt.node
+        if self._tracer is not None:
+            self._tracer.event("complete", self.now, attempt.node, f"{op.client}:{op.seq}", status)
         _, callback = self._on_done.pop(op.op_id, (client, None))
         if callback is not None:
             callback(op)

@@ -76,7 +76,9 @@ class RaftOptions:
     """Options for the ``raft`` protocol plugin.
 
     ``election_timeout_min``/``_max``: a follower that hears from no leader
-    for a timeout drawn uniformly from ``[min, max)`` starts an election.
+    for a timeout drawn uniformly from ``[min, max)`` starts an election
+    (``min == max``: always that timeout, no randomness, as in the Raft
+    paper's 150-150 ms line of figure 16).
     ``heartbeat_interval``: how often a leader sends (empty) AppendEntries.
     ``max_entries_per_message``: batching limit of one AppendEntries.
     ``max_inflight``: unacknowledged AppendEntries per follower (pipelining).
@@ -127,9 +129,9 @@ class RaftOptions:
     auto_leave_joint: bool = attrs.field(default=True, validator=attrs.validators.instance_of(bool))
 
     def __attrs_post_init__(self) -> None:
-        if self.election_timeout_max <= self.election_timeout_min:
+        if self.election_timeout_max < self.election_timeout_min:
             raise ValueError(
-                f"election_timeout_max ({self.election_timeout_max}) must exceed"
+                f"election_timeout_max ({self.election_timeout_max}) must be at least"
                 f" election_timeout_min ({self.election_timeout_min})"
             )
         if self.heartbeat_interval >= self.election_timeout_min:
