@@ -277,8 +277,11 @@ class Outputs:
             self.persist.extend(other.persist)
         self.messages.extend(other.messages)
         if other.restore is not None:
+            # The state is replaced: what earlier inputs committed is either in
+            # the snapshot or, after a rollback (a resync to an older index),
+            # undone; either way it must not be applied after the restore.
             self.restore = other.restore
-            self.committed = [c for c in self.committed if c.index > other.restore.index]
+            self.committed = []
         self.committed.extend(other.committed)
         self.rejected.extend(other.rejected)
         self.reads.extend(other.reads)

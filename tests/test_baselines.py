@@ -15,11 +15,11 @@ from bench.faults import Fault
 from bench.runner import run_one
 from consensus.checker.history import INFO, OK, Operation
 from consensus.checker.lost import lost_writes
-from consensus.commands import Append, CompareAndSet, Delete, Get, Put, Request
+from consensus.commands import Append, CompareAndSet, Delete, Get, Noop, Put, Request
 from consensus.config import ConfigError
 from consensus.host import ClientReply, ReplicaHost
 from consensus.registry import CAPABILITIES, ProtocolSpec, get_protocol
-from consensus.replica import Answer, Outputs
+from consensus.replica import Answer, Committed, Outputs, StateSnapshot
 from consensus.storage import MemoryStorage
 from consensus.testing import RULES, check_chaos, rules
 
@@ -35,6 +35,21 @@ def test_an_answer_is_carried_out_merged_and_compared_like_the_other_outputs() -
     merged = Outputs()
     merged.extend(out)
     assert merged == out
+
+
+def test_merged_outputs_drop_what_earlier_inputs_committed_when_a_later_one_rolls_back() -> None:
+    # A primary-backup resync: one input commits 5-7, the next one truncates
+    # the log to 4 and restores the state at 4, the next commits a new 5.
+    first, second, third = Outputs(), Outputs(), Outputs()
+    for index in (5, 6, 7):
+        first.committed.append(Committed(index=index, payload=Noop()))
+    second.restore = StateSnapshot(index=4, data={})
+    third.committed.append(Committed(index=5, payload=Noop()))
+    merged = Outputs()
+    for out in (first, second, third):
+        merged.extend(out)
+    assert merged.restore.index == 4
+    assert [c.index for c in merged.committed] == [5]
 
 
 def test_the_host_replies_with_the_plugins_own_result() -> None:
