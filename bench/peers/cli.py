@@ -59,6 +59,9 @@ SYSTEMS: dict[str, Callable[[LoadPoint], PointResult]] = {
     "paxos": functools.partial(run_ours_point, protocol="paxos"),
 }
 
+#: The systems of ``SYSTEMS`` that are not this project's: never judged by the targets.
+PEERS: tuple[str, ...] = ("pysyncobj", "pysyncobj-nobatch")
+
 #: The systems run when ``--systems`` is not given: PySyncObj's best latency
 #: and its best throughput come from different configurations, so both.
 DEFAULT_SYSTEMS: list[str] = ["pysyncobj", "pysyncobj-nobatch", "raft", "multipaxos", "paxos"]
@@ -239,12 +242,13 @@ def peers_command(args: argparse.Namespace, console: Console | None = None) -> i
         f" {args.duration:g}s per point (warm-up {args.warmup:g}s); {took:.0f}s in all"
     )
     console.print(comparison_table(summary, title))
-    verdict = against_reference(summary, summary.attrs["points"])
+    points = summary.attrs["points"]
+    verdict = against_reference(summary, points, peers=PEERS)
     if not verdict.empty:
         console.print(targets_table(verdict))
         summary.attrs["targets"] = verdict
     # For the record: the same bounds against PySyncObj without batching.
-    unbatched = against_reference(summary, summary.attrs["points"], reference="pysyncobj-nobatch")
+    unbatched = against_reference(summary, points, reference="pysyncobj-nobatch", peers=PEERS)
     if not unbatched.empty:
         console.print(targets_table(unbatched))
     if args.out:

@@ -39,7 +39,7 @@ import os
 import platform
 import sys
 from datetime import UTC, datetime
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Collection, Mapping, Sequence
 
 import attrs
 import pandas as pd
@@ -424,6 +424,7 @@ def against_reference(
     points: pd.DataFrame,
     *,
     reference: str = "pysyncobj",
+    peers: Collection[str] = ("pysyncobj",),
     latency_share: float = 0.1,
     unloaded_target_ms: float = 1.0,
     throughput_factor: float = 2.0,
@@ -431,8 +432,9 @@ def against_reference(
     """Each of our systems against the reference's best, from one ``compare`` run.
 
     The reference is one system (default: PySyncObj in its default, batched
-    configuration, the one the speed targets name); other PySyncObj
-    configurations are neither reference nor judged.  Its peak is its highest
+    configuration, the one the speed targets name); ``peers`` are the systems
+    that are not ours (the reference and its other configurations), neither
+    judged.  The reference's peak is its highest
     throughput over every client count; a system's
     *bounded peak* is its highest throughput among its peak-search points
     whose p50 latency is at most ``latency_share`` of the reference's p50 at
@@ -446,7 +448,7 @@ def against_reference(
     best = refs.loc[refs["peak_throughput"].idxmax()]
     bound = best["peak_p50_ms"] * latency_share
     rows = []
-    others = summary[~summary["system"].str.startswith("pysyncobj")]
+    others = summary[~summary["system"].isin([reference, *peers])]
     for system, group in others.groupby("system", sort=False):
         mine = points[(points["system"] == system) & (points["stage"] == "peak")]
         within = mine[mine["p50_ms"] <= bound]
