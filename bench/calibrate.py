@@ -285,7 +285,6 @@ def _runtime_costs(rounds: int = 2000) -> dict[str, float]:
     """Step 3: the client path through the runtime codec, framing and Trio."""
     import trio
 
-    from consensus.runtime.tcp import FramedStream
     from consensus.runtime.wire import Replies, Reply, Submit, runtime_codec
 
     codec = runtime_codec()
@@ -308,32 +307,11 @@ def _runtime_costs(rounds: int = 2000) -> dict[str, float]:
     async def ping_pong() -> float:
         listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
         port = listeners[0].socket.getsockname()[1]
-        payload = runtime_codec().encode_frame(Reply(client_id=1, seq=1, ok=True, result="x" * 16))
-        result = 0.0
-
-        async def echo(stream: trio.abc.Stream) -> None:
-            framed = FramedStream(stream, 1 << 20)
-            while True:
-                frames = await framed.receive_frames()
-                if not frames:
-                    return
-                for body in frames:
-                    codec.decode(body)
-                await framed.send(payload)
-
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(trio.serve_listeners, echo, listeners)
-            stream = await trio.open_tcp_stream("127.0.0.1", port)
-            framed = FramedStream(stream, 1 << 20)
-            started = perf()
-            for _ in range(rounds):
-                await framed.send(payload)
-                for body in await framed.receive_frames():
-                    codec.decode(body)
-            result = perf() - started
-            await stream.aclose()
+            nursery.start_soon(trio.serve_listeners, _echo, listeners)
+            result = await _ping(port, rounds)
             nursery.cancel_scope.cancel()
-        return result / rounds / 4  # a round trip: two frames sent, two received
+        return result / 4  # a round trip: two frames sent, two received
 
     frame_cost = trio.run(ping_pong)
 
@@ -367,27 +345,58 @@ def _runtime_costs(rounds: int = 2000) -> dict[str, float]:
     }
 
 
-_ECHO = """
-import sys, trio
-from consensus.runtime.tcp import FramedStream
-from consensus.runtime.wire import Reply, runtime_codec
-codec = runtime_codec()
-payload = codec.encode_frame(Reply(client_id=1, seq=1, ok=True, result="x" * 16))
-async def main():
-    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
-    print(listeners[0].socket.getsockname()[1], flush=True)
-    async def echo(stream):
-        framed = FramedStream(stream, 1 << 20)
-        while True:
-            frames = await framed.receive_frames()
-            if not frames:
-                return
-            for body in frames:
-                codec.decode(body)
-            await framed.send(payload)
-    await trio.serve_listeners(echo, listeners)
-trio.run(main)
-"""
+def _echo_payload() -> bytes:
+    from consensus.runtime.wire import Reply, runtime_codec
+
+    return runtime_codec().encode_frame(Reply(client_id=1, seq=1, ok=True, result="x" * 16))
+
+
+async def _echo(stream: Any) -> None:
+    """Answer every frame received on ``stream`` with one frame (after decoding it)."""
+    from consensus.runtime.tcp import FramedStream
+    from consensus.runtime.wire import runtime_codec
+
+    codec, payload = runtime_codec(), _echo_payload()
+    framed = FramedStream(stream, 1 << 20)
+    while True:
+        frames = await framed.receive_frames()
+        if not frames:
+            return
+        for body in frames:
+            codec.decode(body)
+        await framed.send(payload)
+
+
+async def _ping(port: int, rounds: int) -> float:
+    """CPU seconds per round trip with the echo server on ``port``."""
+    import trio
+
+    from consensus.runtime.tcp import FramedStream
+    from consensus.runtime.wire import runtime_codec
+
+    codec, payload = runtime_codec(), _echo_payload()
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    framed = FramedStream(stream, 1 << 20)
+    started = time.process_time()
+    for _ in range(rounds):
+        await framed.send(payload)
+        for body in await framed.receive_frames():
+            codec.decode(body)
+    took = time.process_time() - started
+    await stream.aclose()
+    return took / rounds
+
+
+def serve_echo() -> None:
+    """The echo server as a process of its own: prints its port, serves until killed."""
+    import trio
+
+    async def main() -> None:
+        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        print(listeners[0].socket.getsockname()[1], flush=True)
+        await trio.serve_listeners(_echo, listeners)
+
+    trio.run(main)
 
 
 def _cross_process_round_trip(rounds: int) -> float:
@@ -398,31 +407,14 @@ def _cross_process_round_trip(rounds: int) -> float:
 
     import trio
 
-    from consensus.runtime.tcp import FramedStream
-    from consensus.runtime.wire import Reply, runtime_codec
-
-    codec = runtime_codec()
-    payload = codec.encode_frame(Reply(client_id=1, seq=1, ok=True, result="x" * 16))
+    script = "from bench.calibrate import serve_echo; serve_echo()"
     echo = subprocess.Popen(
-        [sys.executable, "-c", _ECHO], stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True
     )
     try:
         assert echo.stdout is not None
         port = int(echo.stdout.readline())
-
-        async def ping() -> float:
-            stream = await trio.open_tcp_stream("127.0.0.1", port)
-            framed = FramedStream(stream, 1 << 20)
-            started = time.process_time()
-            for _ in range(rounds):
-                await framed.send(payload)
-                for body in await framed.receive_frames():
-                    codec.decode(body)
-            took = time.process_time() - started
-            await stream.aclose()
-            return took / rounds
-
-        return trio.run(ping)
+        return trio.run(_ping, port, rounds)
     finally:
         echo.kill()
         echo.wait()
