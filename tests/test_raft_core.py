@@ -13,10 +13,11 @@ from typing import Any
 import pytest
 from codec_helpers import roundtrip_table_check
 from core_helpers import build, outgoing, req, sent
+from raft_helpers import ET_MAX, ET_MIN, HB, ack, append, elect, make
 
 from consensus.codec import Codec
 from consensus.commands import ChangeMembership, Get, Noop, Request
-from consensus.replica import Committed, Outputs, ReadReady, StateSnapshot
+from consensus.replica import Committed, ReadReady, StateSnapshot
 from protocols.raft import (
     PROTOCOL,
     AppendEntries,
@@ -43,56 +44,12 @@ from protocols.raft import (
 )
 from protocols.raft.progress import ProgressState
 
-HB = 0.05  # default heartbeat interval
-ET_MIN, ET_MAX = 0.15, 0.30
-
-
-def make(node: int = 0, n: int = 3, records: Any = (), seed: int = 0, **opts: Any) -> RaftReplica:
-    replica = build(PROTOCOL, node, tuple(range(n)), RaftOptions(**opts), records, seed)
-    replica.start(0.0)
-    return replica  # type: ignore[no-any-return]
-
 
 def log_of(*terms: int) -> list[Any]:
     """Records for a log whose entry i (from 1) has term ``terms[i-1]``."""
     entries = tuple(Entry(term=t, payload=Noop()) for t in terms)
     last = max(terms, default=0)
     return [HardState(term=last, voted_for=None), LogAppend(index=1, entries=entries)]
-
-
-def elect(r: RaftReplica) -> tuple[float, Outputs]:
-    """Drive ``r`` through PreVote and an election won with every peer's vote."""
-    now = r.next_deadline()
-    assert now is not None
-    out = r.tick(now)
-    if r.role is Role.PRECANDIDATE:
-        for peer in r.peers:
-            grant = RequestVoteResponse(term=r.term + 1, vote_granted=True, prevote=True)
-            out.extend(r.step(now, peer, grant))
-            if r.role is not Role.PRECANDIDATE:
-                break
-    assert r.role is Role.CANDIDATE
-    for peer in r.peers:
-        out.extend(r.step(now, peer, RequestVoteResponse(term=r.term, vote_granted=True)))
-        if r.role is Role.LEADER:
-            break
-    assert r.role is Role.LEADER
-    return now, out
-
-
-def ack(r: RaftReplica, now: float, peer: int, index: int) -> Outputs:
-    return r.step(now, peer, AppendEntriesResponse(term=r.term, success=True, index=index))
-
-
-def append(term: int, prev: int, prev_term: int, *entry_terms: int, commit: int = 0) -> Any:
-    entries = tuple(Entry(term=t, payload=Noop()) for t in entry_terms)
-    return AppendEntries(
-        term=term,
-        prev_log_index=prev,
-        prev_log_term=prev_term,
-        entries=entries,
-        leader_commit=commit,
-    )
 
 
 def terms(r: RaftReplica) -> list[int]:
