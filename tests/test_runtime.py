@@ -264,20 +264,8 @@ def test_the_host_sends_eager_messages_before_persisting_and_the_rest_after():
 
 
 async def test_a_runner_never_packs_for_a_protocol_without_a_log(autojump_clock):
-    spec = get_protocol("nwr")
-    assert "log" in spec.lacks
-    network = LocalNetwork(3)
-    runners = [
-        NodeRunner(
-            node_id=n,
-            spec=spec,
-            members=(0, 1, 2),
-            options=spec.make_options(),
-            transport=network.endpoint(n),
-            pack_proposals=64,
-        )
-        for n in range(3)
-    ]
+    assert "log" in get_protocol("nwr").lacks
+    _, runners = await _runners("nwr", 64)
     async with trio.open_nursery() as nursery:
         for runner in runners:
             nursery.start_soon(runner.run)
