@@ -12,17 +12,25 @@ with client traffic checked for linearizability.
 
 from __future__ import annotations
 
-import random
 from typing import Any
 
+import membership_helpers
 import pytest
 from core_helpers import build, outgoing, sent
+from membership_helpers import (
+    OLD,
+    assert_linearizable_through_changes,
+    assert_same_applied_sequence,
+    change_members,
+    members,
+    one_leader,
+    write,
+)
 
-from consensus.checker.linearizability import check
-from consensus.commands import ChangeMembership, Get, Noop, Put, Request
-from consensus.config import ClusterConfig, Delay, NetworkConfig
+from consensus.commands import ChangeMembership, Noop, Put, Request
+from consensus.config import Delay, NetworkConfig
 from consensus.quorum import JointQuorum, Majority
-from consensus.replica import Outputs, StateSnapshot
+from consensus.replica import Outputs
 from consensus.sim.simulator import Simulator
 from protocols.raft import (
     PROTOCOL,
@@ -42,8 +50,6 @@ from protocols.raft import (
 )
 
 pytestmark = pytest.mark.filterwarnings("error")
-
-OLD = (0, 1, 2)
 
 
 #: The joint-consensus rules below are checked on their own: servers a change adds
@@ -402,46 +408,14 @@ def test_protocol_spec_declares_membership() -> None:
 # --------------------------------------------------------------- simulator
 
 
-def cluster(nodes: int = 5, members: tuple[int, ...] = OLD, seed: int = 7, **kw: Any) -> Simulator:
-    kw.setdefault("network", NetworkConfig(delay=Delay.uniform(0.001, 0.003)))
-    config = ClusterConfig(protocol="raft", nodes=nodes, members=members, seed=seed, **kw)
-    return Simulator(config)
+def cluster(**kw: Any) -> Simulator:
+    return membership_helpers.cluster("raft", **kw)
 
 
 def raft(sim: Simulator, node: int) -> RaftReplica:
     replica = sim.replica(node)
     assert isinstance(replica, RaftReplica)
     return replica
-
-
-def one_leader(sim: Simulator, among: tuple[int, ...]) -> bool:
-    return len([n for n in sim.leaders() if n in among]) == 1
-
-
-def members(sim: Simulator, node: int) -> tuple[int, ...]:
-    return tuple(raft(sim, node).status()["members"])
-
-
-def change_members(sim: Simulator, new: tuple[int, ...], timeout: float = 10.0) -> None:
-    op = sim.submit(ChangeMembership(members=new))
-    assert sim.run_until(lambda: op.done, timeout=timeout), f"change to {new} did not finish"
-    assert op.ok and op.result == new
-
-
-def write(sim: Simulator, count: int, prefix: str = "k", timeout: float = 10.0) -> None:
-    ops = [sim.submit(Put(key=f"{prefix}{i}", value=str(i))) for i in range(count)]
-    assert sim.run_until(lambda: all(op.done for op in ops), timeout=timeout)
-    assert all(op.ok for op in ops)
-
-
-def assert_same_applied_sequence(sim: Simulator) -> None:
-    """State Machine Safety: no two nodes applied different payloads at one index
-    (a node that installed a snapshot applied only the entries after it)."""
-    seen: dict[int, Any] = {}
-    for n in sim.up_nodes():
-        for index, payload in sim.applied(n):
-            if not isinstance(payload, StateSnapshot):
-                assert seen.setdefault(index, payload) == payload, f"node {n} at {index}"
 
 
 def test_sim_added_servers_catch_up_and_vote() -> None:
@@ -529,38 +503,4 @@ def test_sim_membership_change_under_message_loss() -> None:
 )
 def test_sim_client_traffic_during_changes_is_linearizable(seed: int, options: Any) -> None:
     sim = cluster(seed=seed, snapshot_every=25, options=options)
-    assert sim.run_until(lambda: one_leader(sim, OLD), timeout=5)
-    rng = random.Random(seed)
-    clients = [sim.client() for _ in range(4)]
-    stop = False
-
-    def issue(client: Any) -> None:
-        if stop:
-            return
-        key = rng.choice("ab")
-        command: Any = Get(key=key)
-        if rng.random() < 0.5:
-            command = Put(key=key, value=f"c{client.client_id}.{client.seq + 1}")
-        sim.after(
-            rng.uniform(0, 0.01), lambda: client.submit(command, on_done=lambda op: issue(client))
-        )
-
-    for client in clients:
-        issue(client)
-    plan = [(0, 1, 2, 3, 4), (1, 3, 4), (0, 1, 2), (2, 3, 4), (0, 2, 4)]
-    for new in plan:
-        sim.run_for(0.2)
-        change_members(sim, new, timeout=20)
-        if new == (1, 3, 4):
-            assert sim.run_until(lambda new=new: one_leader(sim, new), timeout=5)
-            (lead,) = sim.leaders()
-            sim.crash(lead)
-            sim.run_for(0.3)
-            sim.restart(lead)
-    stop = True
-    assert sim.run_until(lambda: all(op.done for op in sim.history), timeout=20)
-    kv = [op for op in sim.history if op.is_kv]
-    assert len(kv) > 100
-    result = check(kv, timeout=10)
-    assert result.ok is True, [v.describe() for v in result.violations]
-    assert_same_applied_sequence(sim)
+    assert_linearizable_through_changes(sim, seed)
