@@ -282,3 +282,77 @@ async def test_a_runner_never_packs_for_a_protocol_without_a_log(autojump_clock)
         assert len(replies) == 20 and all(r.ok for r in replies)
         assert runners[0].host._packs == {} and runners[0].host.pack_proposals == 0
         nursery.cancel_scope.cancel()
+
+
+class _WriterTransport:
+    """A transport shaped like TCP's: ``send`` queues, a writer task takes the
+    queue when woken and hands it to the local network, noting when."""
+
+    def __init__(self, inner, events: list[str]) -> None:
+        self.inner, self.events = inner, events
+        self.queue: list[tuple[int, object]] = []
+        self.wake = trio.Event()
+
+    def send(self, dst: int, message: object) -> None:
+        self.queue.append((dst, message))
+        self.wake.set()
+
+    def unsent(self) -> bool:
+        return bool(self.queue)
+
+    async def run(self, deliver) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self.inner.run, deliver)
+            while True:
+                await self.wake.wait()
+                self.wake = trio.Event()
+                taken, self.queue = self.queue, []
+                for dst, message in taken:
+                    if getattr(message, "entries", ()):
+                        self.events.append("wire entries")
+                    self.inner.send(dst, message)
+
+
+async def test_a_leaders_replication_is_on_the_wire_before_its_own_disk_write(autojump_clock):
+    """The eager AppendEntries of a batch leave before the leader syncs that batch,
+    whatever order Trio runs the driver and the writer in."""
+    from consensus.storage import MemoryStorage
+
+    logs: list[list[str]] = [[], [], []]
+
+    class Recording(MemoryStorage):
+        def __init__(self, events: list[str]) -> None:
+            super().__init__()
+            self.events = events
+
+        def sync(self):
+            self.events.append("sync")
+
+    spec = get_protocol("raft")
+    network = LocalNetwork(3)
+    runners = [
+        NodeRunner(
+            node_id=n,
+            spec=spec,
+            members=(0, 1, 2),
+            options=spec.make_options(),
+            transport=_WriterTransport(network.endpoint(n), logs[n]),
+            storage=Recording(logs[n]),
+        )
+        for n in range(3)
+    ]
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(network.run)
+        for runner in runners:
+            nursery.start_soon(runner.run)
+        leader = await _leader(runners)
+        events = logs[leader]
+        events.clear()
+        for i in range(30):
+            request = Request(client_id=7, seq=i + 1, command=Put(key="k", value=str(i)))
+            assert (await runners[leader].submit(request)).ok
+        nursery.cancel_scope.cancel()
+    # Every sync of a batch with new entries follows that batch's replication.
+    pairs = [(a, b) for a, b in zip(events, events[1:]) if b == "sync"]
+    assert len(pairs) >= 30
+    assert all(a == "wire entries" for a, b in pairs), events

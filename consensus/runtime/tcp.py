@@ -346,6 +346,10 @@ class TcpTransport:
         queue.append(frame)
         link.wake.set()
 
+    def unsent(self) -> bool:
+        """Whether a connected peer's writer has frames it has not taken yet."""
+        return any(link.queue and link.framed is not None for link in self._links.values())
+
     # -- running ---------------------------------------------------------------------------
 
     async def run(self, deliver: Callable[[int, Any], None]) -> None:
