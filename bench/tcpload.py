@@ -19,8 +19,11 @@ workload, a seed, and where to write the result.  Each process:
 
 Two kinds of operation: ``workload`` draws from a ``WorkloadConfig`` (reads,
 writes, compare-and-set, over a key distribution) exactly as simulated runs
-do; ``puts`` writes ``command_size``-character random values (the peer
-benchmark's commands).  Values written are unique per operation.
+do; ``puts`` writes ``command_size``-character values to keys drawn
+uniformly from 1,000 (the peer benchmark's commands): the operation's own
+number, then random padding drawn once per process, so that making a command
+costs the load generator as little as it can (at a peak it shares this
+machine's cores with the nodes).  Values written are unique per operation.
 """
 
 from __future__ import annotations
@@ -46,6 +49,10 @@ from consensus.schema import structure
 __all__ = ["main", "run_load"]
 
 
+#: How many keys a ``puts`` load draws ahead (and then uses in turn).
+_KEY_DRAWS = 4096
+
+
 def share(total: int, parts: int, index: int) -> int:
     """Process ``index``'s share of ``total`` split as evenly as possible."""
     return total // parts + (1 if index < total % parts else 0)
@@ -66,6 +73,9 @@ class _Load:
         self.choose_key = KeyChooser(self.workload, self.rng)
         self.last_written: dict[str, str] = {}
         self.count = 0
+        # The ``puts`` kind's keys (drawn ahead, used in turn) and padding.
+        self._keys = [f"k{self.rng.randrange(1000)}" for _ in range(_KEY_DRAWS)]
+        self._pad = "." + "".join(self.rng.choices("0123456789abcdef", k=self.command_size))
         self.history = History()
         # Operations started and not yet ended (callback-driven loads).
         self.outstanding = 0
@@ -76,12 +86,12 @@ class _Load:
         return time.monotonic() - self.start_at
 
     def command(self) -> Any:
-        self.count += 1
-        value = f"p{self.index}.{self.count}"
+        self.count = count = self.count + 1
+        value = f"p{self.index}.{count}"
         if self.kind == "puts":
-            key = f"k{self.rng.randrange(1000)}"
-            body = f"{self.rng.getrandbits(4 * max(self.command_size, 1)):x}"
-            return Put(key=key, value=(value + "." + body)[: max(self.command_size, len(value))])
+            if len(value) < self.command_size:
+                value = (value + self._pad)[: self.command_size]
+            return Put(key=self._keys[count % _KEY_DRAWS], value=value)
         return draw_command(self.workload, self.rng, self.choose_key, self.last_written, value)
 
     async def run(self) -> None:

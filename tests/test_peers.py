@@ -527,3 +527,28 @@ def test_against_reference_bounds_latency_by_a_tenth_of_the_references_peak_p50(
     assert row["bounded_peak"] == 65_000 and row["bounded_peak_window"] == 64
     assert row["ratio"] == pytest.approx(65 / 30)
     assert row["unloaded_target_met"] and row["throughput_target_met"]
+
+
+def test_the_puts_load_writes_unique_values_of_the_command_size_to_1000_keys():
+    from bench.tcpload import _Load
+
+    spec = {
+        "index": 1,
+        "processes": 2,
+        "start_at": 0.0,
+        "workload": {"mode": "closed", "clients": 1, "duration": 1.0},
+        "kind": "puts",
+        "command_size": 12,
+        "seed": 5,
+    }
+    load = _Load(spec)
+    commands = [load.command() for _ in range(20_000)]
+    values = [c.value for c in commands]
+    assert len(set(values)) == len(values)
+    assert all(len(v) == 12 for v in values[:9_000])  # "p1.9999" + padding
+    assert all(v.startswith(f"p1.{i + 1}") for i, v in enumerate(values))
+    keys = {c.key for c in commands}
+    assert keys <= {f"k{i}" for i in range(1000)} and len(keys) > 900
+    assert [c.key for c in commands[:50]] == [
+        c.key for c in (_Load(spec).command() for _ in range(50))
+    ]
