@@ -10,7 +10,9 @@ writes the ``[costs]`` table the simulator charges (``consensus.costs``):
    nodes batch, pack and pipeline as under load) while the real code is
    timed with ``time.perf_counter``: the codec's ``decode`` and the
    replica's ``step`` of every peer message (by type, with its size and
-   entry count), ``accept``/``accept_many`` per client request, ``tick``,
+   entry count), ``accept``/``accept_many`` (fitted to a cost per client
+   request and one per proposal the host made: one per pack, or one per
+   request in the run that does not pack), ``tick``,
    the state machine's ``apply`` per command, and every record appended to
    a real write-ahead log (``consensus.wal``, no fsync) beside the
    simulated storage.  The run's virtual results are thrown away: only the
@@ -133,6 +135,26 @@ def fit(rows: list[tuple[float, float, float]]) -> tuple[float, float, float]:
     return result[0], result[1], result[2]
 
 
+def fit_requests(rows: list[tuple[int, int, float]]) -> tuple[float, float]:
+    """``(per request, per proposal)`` fitted to (requests, proposals, seconds) rows
+    of accept calls, without an intercept (a call's own overhead is the batch's),
+    after dropping the slowest 2%; a negative coefficient is dropped and the fit
+    redone without it."""
+    data = np.array(rows, dtype=float)
+    data = data[data[:, 2] <= np.quantile(data[:, 2], 0.98)]
+    use = [0, 1]
+    while use:
+        coef, *_ = np.linalg.lstsq(data[:, use], data[:, 2], rcond=None)
+        negative = [i for i, c in zip(use, coef, strict=True) if c < 0]
+        if not negative:
+            break
+        use.remove(negative[0])
+    result = [0.0, 0.0]
+    for i, c in zip(use, coef, strict=True):
+        result[i] = float(c)
+    return result[0], result[1]
+
+
 class _Probe:
     """Times the real code of one simulation's nodes (see step 1)."""
 
@@ -141,7 +163,8 @@ class _Probe:
         self.protocol = sim.spec.name
         self.inputs: dict[str, _Samples] = defaultdict(_Samples)
         self.records: dict[str, _Samples] = defaultdict(_Samples)
-        self.requests: list[tuple[int, float]] = []
+        # Per accept call: (requests, proposals made, seconds).
+        self.requests: list[tuple[int, int, float]] = []
         self.ticks: list[float] = []
         self.applies: list[tuple[int, float]] = []
         self.sample_messages: dict[str, list[Any]] = defaultdict(list)
@@ -196,19 +219,21 @@ class _Probe:
         def timed_accept(now: float, request: Request, waiter: Any) -> Any:
             if inside[0]:
                 return accept(now, request, waiter)
+            proposals = host.proposals
             started = perf()
             out = accept(now, request, waiter)
-            self.requests.append((1, perf() - started))
+            self.requests.append((1, host.proposals - proposals, perf() - started))
             return out
 
         def timed_accept_many(now: float, items: list[Any]) -> Any:
             inside[0] = True
+            proposals = host.proposals
             started = perf()
             try:
                 out = accept_many(now, items)
             finally:
                 inside[0] = False
-            self.requests.append((len(items), perf() - started))
+            self.requests.append((len(items), host.proposals - proposals, perf() - started))
             return out
 
         def timed_apply(index: int, payload: Any) -> Any:
@@ -481,12 +506,13 @@ def calibrate(
     records: dict[str, dict[str, Any]] = {}
     sends: dict[str, dict[str, Any]] = {}
     requests: list[float] = []
+    proposes: list[float] = []
     ticks: list[float] = []
     applies: list[tuple[int, float]] = []
     for protocol in protocols:
         samples: dict[str, _Samples] = defaultdict(_Samples)
         record_samples: dict[str, _Samples] = defaultdict(_Samples)
-        proto_requests: list[tuple[int, float]] = []
+        proto_requests: list[tuple[int, int, float]] = []
         proto_ticks: list[float] = []
         messages: dict[str, list[Any]] = defaultdict(list)
         codec: Codec | None = None
@@ -508,11 +534,12 @@ def calibrate(
             inputs[f"{protocol}.{name}"] = _fitted(got)
         for name, got in sorted(record_samples.items()):
             records[f"{protocol}.{name}"] = _fitted(got, sizes=False)
-        total = sum(n for n, _ in proto_requests)
-        if total:
-            per_request = sum(t for _, t in proto_requests) / total
+        if proto_requests:
+            per_request, per_proposal = fit_requests(proto_requests)
             inputs[f"{protocol}.request"] = {"base": per_request}
+            inputs[f"{protocol}.propose"] = {"base": per_proposal}
             requests.append(per_request)
+            proposes.append(per_proposal)
         if proto_ticks:
             tick = statistics.median(proto_ticks)
             inputs[f"{protocol}.tick"] = {"base": tick}
@@ -530,7 +557,7 @@ def calibrate(
     frame = runtime["frame"]
     # A peer message is also a frame the transport received, or wrote.
     for key, row in (*inputs.items(), *sends.items()):
-        if not key.endswith((".request", ".tick")):
+        if not key.endswith((".request", ".propose", ".tick")):
             row["base"] += frame
     for key, row in inputs.items():
         if key.endswith(".request"):
@@ -547,9 +574,10 @@ def calibrate(
         ),
         "batch": runtime["loop"],
         "wakeup": runtime["wakeup"],
-        "message": median(inputs, (".request", ".tick")),
+        "message": median(inputs, (".request", ".propose", ".tick")),
         "message_per_byte": 0.0,
         "request": (statistics.median(requests) if requests else 0.0) + runtime["request"],
+        "propose": statistics.median(proposes) if proposes else 0.0,
         "tick": statistics.median(ticks) if ticks else 0.0,
         "send": median(sends),
         "send_per_byte": 0.0,
@@ -607,6 +635,7 @@ COMMENTS = {
     "message": "per peer message of a type without a row below",
     "message_per_byte": "",
     "request": "per client request (rows below): Submit decoding + the replica's accept",
+    "propose": "per proposal for client requests (rows below): one per pack, or per request",
     "tick": "per timer tick",
     "send": "per message sent of a type without a row below",
     "send_per_byte": "",

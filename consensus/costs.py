@@ -13,7 +13,10 @@ simulator always did.  With costs on, each node is a server with a queue
   sleeping in its event loop pays to wake up; a busy one does not), plus
   per input (a peer message by type, a client
   ``request``, a timer ``tick``) ``base + per_byte x its encoded size +
-  per_entry x its entry count`` (``CostRow``), plus per output: each record
+  per_entry x its entry count`` (``CostRow``), plus ``propose`` per
+  proposal the node made for client requests (one per packed entry, or one
+  per request when not packed: what a protocol does per log entry it
+  proposes, apart from what it does per request), plus per output: each record
   persisted (``records`` rows, or ``record``), each message sent (``sends``
   rows, or ``send`` + ``send_per_byte`` x size), each command applied
   (``apply``; a packed entry of k requests is k commands), each client
@@ -45,9 +48,10 @@ simulator always did.  With costs on, each node is a server with a queue
   each node and client host has a CPU of its own, as in a deployment.
 
 Rows are looked up by ``"<protocol>.<Type>"`` first, then ``"<Type>"``;
-``inputs`` also takes ``"<protocol>.request"`` and ``"<protocol>.tick"``
-(the protocol's own cost of a client request or a tick; the plain
-``request`` and ``tick`` are the fallbacks).  ``entries`` names what
+``inputs`` also takes ``"<protocol>.request"``, ``"<protocol>.propose"``
+and ``"<protocol>.tick"`` (the protocol's own cost of a client request, a
+proposal or a tick; the plain ``request``, ``propose`` and ``tick`` are the
+fallbacks).  ``entries`` names what
 ``per_entry`` counts: a field (its length, or its value when it is an
 integer, as ``Accepted.count``), or ``"requests"``: the client requests the
 message or record carries as objects (in its entries, payloads or accepted
@@ -125,6 +129,7 @@ _NUMBERS = (
     "message",
     "message_per_byte",
     "request",
+    "propose",
     "tick",
     "send",
     "send_per_byte",
@@ -147,6 +152,7 @@ class CostConfig:
     message: float = attrs.field(default=0.0, validator=non_negative)
     message_per_byte: float = attrs.field(default=0.0, validator=non_negative)
     request: float = attrs.field(default=0.0, validator=non_negative)
+    propose: float = attrs.field(default=0.0, validator=non_negative)
     tick: float = attrs.field(default=0.0, validator=non_negative)
     send: float = attrs.field(default=0.0, validator=non_negative)
     send_per_byte: float = attrs.field(default=0.0, validator=non_negative)
@@ -173,7 +179,8 @@ class CostConfig:
         )
 
     def input_row(self, protocol: str, name: str) -> CostRow | None:
-        """The row of input ``name`` (a message type, ``request`` or ``tick``), if any."""
+        """The row of input ``name`` (a message type, ``request``, ``propose`` or
+        ``tick``), if any."""
         return self.inputs.get(f"{protocol}.{name}", self.inputs.get(name))
 
     def record_row(self, protocol: str, name: str) -> CostRow | None:

@@ -195,6 +195,9 @@ class ReplicaHost:
         packs_rng = random.Random(f"{seed}:packs:{node_id}:{incarnation}")
         self._pack_session = packs_rng.getrandbits(62) + 1
         self._pack_seq = 0
+        #: Proposals made for client requests (one per pack, or per request not
+        #: packed): what the cost model charges ``propose`` for.
+        self.proposals = 0
 
     @property
     def sent(self) -> Counter[str]:
@@ -236,6 +239,7 @@ class ReplicaHost:
         if self.replica.supports_reads and isinstance(request.command, READ_ONLY):
             self.handle(now, self.replica.read(now, request))
         else:
+            self.proposals += 1
             self.handle(now, self.replica.propose(now, request))
         if self._wake is not None:
             self._wake()
@@ -322,6 +326,7 @@ class ReplicaHost:
         size = self.pack_proposals
         for start in range(0, len(packable), size):
             chunk = packable[start : start + size]
+            self.proposals += 1
             if len(chunk) == 1:
                 out.extend(self.replica.propose(now, chunk[0]))
                 continue
@@ -341,6 +346,7 @@ class ReplicaHost:
             return Outputs()
         if self.replica.supports_reads and isinstance(request.command, READ_ONLY):
             return self.replica.read(now, request)
+        self.proposals += 1
         return self.replica.propose(now, request)
 
     def _answered_change(self, request: Request) -> bool:

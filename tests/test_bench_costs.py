@@ -185,3 +185,20 @@ def test_validate_peaks_compare_each_modes_best_point():
     )
     assert list(simulated["clients"]) == [2, 8] and (simulated["mode"] == "sim").all()
     assert simulated["completed_per_s"].iloc[1] > simulated["completed_per_s"].iloc[0]
+
+
+def test_accept_timings_split_into_a_cost_per_request_and_one_per_proposal():
+    from bench.calibrate import fit_requests
+
+    rng = random.Random(2)
+    rows = [(1, 1, (2e-6 + 9e-6) * rng.uniform(0.95, 1.05)) for _ in range(500)]  # unpacked
+    for _ in range(500):  # packed: up to 64 requests per proposal
+        n = rng.randrange(2, 300)
+        rows.append((n, -(-n // 64), (2e-6 * n + 9e-6 * -(-n // 64)) * rng.uniform(0.95, 1.05)))
+    rows += [(1, 1, 0.01)] * 10  # garbage collections: dropped
+    per_request, per_proposal = fit_requests(rows)
+    assert per_request == pytest.approx(2e-6, rel=0.1)
+    assert per_proposal == pytest.approx(9e-6, rel=0.1)
+    # A protocol whose proposals cost nothing extra gets no negative proposal cost.
+    flat = [(n, -(-n // 64), 3e-6 * n) for n in range(1, 300)]
+    assert fit_requests(flat) == (pytest.approx(3e-6), pytest.approx(0.0, abs=1e-12))

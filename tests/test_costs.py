@@ -300,3 +300,33 @@ def sim_ballot():
     from protocols.paxos_common.ballot import ZERO
 
     return ZERO
+
+
+@pytest.mark.parametrize("pack", [0, 16])
+def test_a_leader_pays_propose_once_per_proposal_and_request_once_per_request(pack):
+    """With only ``propose`` = P set, a leader's CPU is P times the proposals its
+    host made: one per request without packing, one per pack with it; ``request``
+    = R adds R per request whatever the packing."""
+    p, r = 1e-4, 3e-5
+
+    def leader_cpu(costs: dict[str, float]) -> tuple[float, int, int]:
+        sim = simulator("raft", costs=costs, pack_proposals=pack, max_batch=64)
+        sim.run_for(0.5)
+        load = Workload(sim, WorkloadConfig(clients=32, duration=1.5, warmup=0.0, read_fraction=0))
+        load.start()
+        sim.run_for(1.5)
+        leader = sim.leaders()[0]
+        (row,) = [row for row in sim.node_stats() if row["node"] == leader]
+        host = sim.host(leader)
+        return row["cpu_s"], host.proposals, sum(1 for op in sim.history)
+
+    cpu, proposals, _ = leader_cpu({"propose": p})
+    assert proposals > 100 and cpu == pytest.approx(p * proposals, rel=1e-6)
+    cpu, proposals, requests = leader_cpu({"propose": p, "request": r})
+    assert cpu == pytest.approx(p * proposals + r * requests, rel=0.01)
+    if pack:
+        assert requests > 3 * proposals
+    else:
+        assert proposals >= requests - 32  # the last requests may still be queued
+    rows = structure(CostConfig, {"inputs": {"raft.propose": {"base": p}}}, path="costs")
+    assert rows.enabled and rows.input_row("raft", "propose").base == p

@@ -169,6 +169,8 @@ class Servers:
         )
         request = costs.input_row(protocol, "request")
         self.request_cost = costs.request if request is None else request.base
+        propose = costs.input_row(protocol, "propose")
+        self.propose_cost = costs.propose if propose is None else propose.base
         tick = costs.input_row(protocol, "tick")
         self.tick_cost = costs.tick if tick is None else tick.base
         record_default: Row = (costs.record, 0.0, 0.0, no_entries)
@@ -527,6 +529,7 @@ class Servers:
             take = min(budget, len(requests))
             cost += self.request_cost * take
             taken += take
+            proposals = host.proposals
             if self._packing and take > 1:
                 items = []
                 for _ in range(take):
@@ -543,6 +546,7 @@ class Servers:
                     if arrived != now:
                         waited.append(arrived)
                     results.append(accept(now, request, waiter))
+            cost += self.propose_cost * (host.proposals - proposals)
             for result in results:
                 if out is None:
                     out = result
