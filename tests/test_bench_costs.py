@@ -3,6 +3,7 @@ node-load DataFrames and summary columns, and calibration (``bench.calibrate``).
 
 from __future__ import annotations
 
+import gc
 import random
 
 import pandas as pd
@@ -111,7 +112,10 @@ def test_fit_recovers_known_costs_from_noisy_timings():
 def test_calibration_writes_a_table_the_simulator_reads(tmp_path, capsys):
     path = tmp_path / "costs.toml"
     args = ["calibrate", "--protocol", "raft", "--seconds", "0.4", "--no-real", "--out", str(path)]
+    collector = gc.get_threshold()
     assert main(args) == 0
+    # Probes run with the collector tuned as in a node; this process gets its own back.
+    assert gc.get_threshold() == collector and gc.get_freeze_count() == 0
     assert str(path) in capsys.readouterr().out
     costs = structure(CostConfig, cost_preset(str(path)), path="costs")
     assert costs.enabled and costs.fsync > 0 and costs.send > 0 and costs.apply > 0
@@ -202,3 +206,11 @@ def test_accept_timings_split_into_a_cost_per_request_and_one_per_proposal():
     # A protocol whose proposals cost nothing extra gets no negative proposal cost.
     flat = [(n, -(-n // 64), 3e-6 * n) for n in range(1, 300)]
     assert fit_requests(flat) == (pytest.approx(3e-6), pytest.approx(0.0, abs=1e-12))
+
+
+def test_apply_cost_per_command_drops_the_slowest_calls():
+    from bench.calibrate import per_command
+
+    calls = [(10, 10e-6)] * 98 + [(1, 5e-3)] * 2  # two calls caught by a collection
+    assert per_command(calls) == pytest.approx(1e-6)
+    assert per_command([]) == 0.0 and per_command([(0, 1e-6)]) == 0.0
