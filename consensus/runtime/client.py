@@ -70,6 +70,9 @@ log = logging.getLogger("consensus.client")
 
 #: Requests per Submit frame.
 REQUESTS_PER_FRAME = 4096
+#: Answers handled between two turns of the writer: a load of many operations
+#: leaves in pieces, not in one convoy that the cluster waits for.
+REPLIES_PER_TURN = 256
 _RETRY_AT_ONCE = ("not_leader", "overwritten")
 #: The answer to a request whose session the cluster expired (never retried).
 SESSION_EXPIRED = "session_expired"
@@ -287,10 +290,16 @@ class _Conn:
             for frame in frames:
                 message = decode(frame)
                 if type(message) is Replies:
-                    for reply in message.replies:
-                        waiter = pending.pop((reply.client_id, reply.seq), None)
-                        if waiter is not None:
-                            waiter.set(reply)
+                    replies = message.replies
+                    for start in range(0, len(replies), REPLIES_PER_TURN):
+                        if start:
+                            # Let the writer send the requests the answers so far
+                            # started: the cluster works on them while we go on.
+                            await trio.lowlevel.checkpoint()
+                        for reply in replies[start : start + REPLIES_PER_TURN]:
+                            waiter = pending.pop((reply.client_id, reply.seq), None)
+                            if waiter is not None:
+                                waiter.set(reply)
                 elif self.controls:
                     _, waiter = self.controls.popleft()
                     waiter.set(message)
