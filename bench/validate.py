@@ -16,8 +16,8 @@ generators (``other_cpu``: the kernel's share of loopback TCP, and any
 other work on a shared machine, which takes CPU from the nodes).
 
 ``peaks(rows)`` compares, per protocol, the peak of each mode (the highest
-``completed_per_s`` over the ladder) and the median latency at that peak,
-with the ratio simulated / real.
+``completed_per_s`` over the ladder), and the median latencies of the two
+modes at the real peak's client count, each as a ratio simulated / real.
 
 For a fair comparison the config must simulate what the real run does:
 the same packing (``cluster.pack_proposals`` and ``[tcp] pack_proposals``),
@@ -85,8 +85,11 @@ def compare(
 
 
 def peaks(rows: pd.DataFrame) -> pd.DataFrame:
-    """Per protocol: each mode's peak ``completed_per_s`` and the median latency at
-    that peak, and the ratios simulated / real."""
+    """Per protocol: each mode's peak ``completed_per_s`` (and its client count
+    and median latency), the ratio of the peaks simulated / real, and the ratio
+    of the median latencies at the real peak's client count (``p50_ratio``):
+    the same offered load, so that a plateau whose highest point falls on
+    another client count in each mode does not compare two different loads."""
     out = []
     for protocol, group in rows.groupby("protocol", sort=False):
         row: dict[str, Any] = {"protocol": protocol}
@@ -100,6 +103,9 @@ def peaks(rows: pd.DataFrame) -> pd.DataFrame:
             row[f"{mode}_p50_ms"] = best["p50_ms"]
         if "sim_peak" in row and "tcp_peak" in row:
             row["peak_ratio"] = row["sim_peak"] / row["tcp_peak"]
-            row["p50_ratio"] = row["sim_p50_ms"] / row["tcp_p50_ms"]
+            same = group[(group["mode"] == "sim") & (group["clients"] == row["tcp_clients"])]
+            sim_p50 = float(same["p50_ms"].iloc[0]) if len(same) else float("nan")
+            row["sim_p50_at_tcp_peak_ms"] = sim_p50
+            row["p50_ratio"] = sim_p50 / row["tcp_p50_ms"]
         out.append(row)
     return pd.DataFrame(out)

@@ -10,7 +10,8 @@ simulator always did.  With costs on, each node is a server with a queue
 * **CPU.**  A node handles its waiting inputs as one batch, as the real
   runtime's ``NodeRunner`` does, and is busy for the batch's CPU time: a
   ``batch`` overhead (plus ``wakeup`` when the node was idle: a process
-  sleeping in its event loop pays to wake up; a busy one does not), plus
+  sleeping in its event loop pays to wake up, and its tasks to take turns;
+  a busy one does not; a client host pays it too), plus
   per input (a peer message by type, a client
   ``request``, a timer ``tick``) ``base + per_byte x its encoded size +
   per_entry x its entry count`` (``CostRow``), plus ``propose`` per

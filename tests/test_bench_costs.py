@@ -137,7 +137,7 @@ def calibrate_table(path):
     return table
 
 
-def test_validate_peaks_compare_each_modes_best_point():
+def test_validate_peaks_compare_each_modes_best_point_and_latency_at_the_real_peak():
     import pandas as pd
 
     from bench.validate import compare, peaks
@@ -181,7 +181,9 @@ def test_validate_peaks_compare_each_modes_best_point():
         200.0,
         16,
     )
-    assert row["peak_ratio"] == 1.5 and row["p50_ratio"] == 2.0 / 1.5
+    # Latency compares the same load: the real peak's 16 clients.
+    assert row["peak_ratio"] == 1.5 and row["sim_p50_at_tcp_peak_ms"] == 1.0
+    assert row["p50_ratio"] == 1.0 / 1.5
     simulated = compare(
         {**SMALL, "workload": {"clients": 4, "duration": 0.6, "warmup": 0.2}},
         [2, 8],

@@ -265,6 +265,30 @@ def test_clients_sharing_one_host_complete_at_most_one_operation_per_client_cost
         assert completed_per_second(sim, 2.0, 3.0) == pytest.approx(expected, rel=0.02)
 
 
+def test_an_idle_client_host_pays_the_wakeup_and_a_busy_one_does_not():
+    c = 0.001
+
+    def host_cpu(clients: int, w: float) -> tuple[float, int]:
+        sim = simulator(
+            "raft",
+            network={"delay": {"kind": "constant", "value": 0.0001}},
+            costs={"client": c, "client_hosts": 1, "wakeup": w},
+        )
+        sim.run_for(1.0)
+        Workload(sim, WorkloadConfig(clients=clients, duration=3.0, warmup=0.0)).start()
+        sim.run_for(2.0)
+        answered = sum(1 for op in sim.history if op.complete is not None)
+        assert answered > 100
+        return sim._servers.clients.cpu, answered
+
+    # One client: every answer finds its host idle and pays c + w.
+    cpu, answered = host_cpu(1, 0.004)
+    assert cpu == pytest.approx(answered * (c + 0.004), rel=1e-6)
+    # Thirty-two: the host handles answers in batches, most while it is still busy.
+    cpu, answered = host_cpu(32, 0.0005)
+    assert 0 < cpu - answered * c < answered * 0.0005 / 2  # fewer than half woke it
+
+
 def test_per_entry_costs_count_the_client_requests_a_message_carries():
     from consensus.commands import Batch, Noop, PackedBatch, Request
     from consensus.sim.costrows import entry_counter, requests_carried

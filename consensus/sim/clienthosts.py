@@ -15,9 +15,11 @@ host has handled it, ``client`` CPU seconds each.  Clients share
 batches, as a load generator's client library does a frame of replies:
 every answer that arrived while it was busy is handled together, and their
 operations complete (their clients' next requests leave) when the batch
-ends.  A host per client with a CPU of its own has one operation at a
-time, so the simulator charges its cost as the request leaves (it arrives
-``client`` seconds later) and this class is not involved.
+ends.  A batch of a host that was idle also pays ``wakeup``, as a node's
+does: the load generator is the same kind of Trio process.  A host per
+client with a CPU of its own has one operation at a time, so the simulator
+charges its cost as the request leaves (it arrives ``client`` seconds later)
+and this class is not involved.
 
 Both sit beside ``consensus.sim.servers``, which owns the nodes' side.
 """
@@ -63,6 +65,8 @@ class ClientHosts:
     def __init__(self, sim: Simulator, costs: CostConfig, cores: Cores) -> None:
         self.sim = sim
         self.cost = costs.client
+        # What a host pays to wake up for a batch when it was idle, as a node does.
+        self.wakeup = costs.wakeup if costs.client else 0.0
         self.hosts = costs.client_hosts
         self.cores = cores
         self._heap, self._seq = sim._heap, sim._seq
@@ -81,10 +85,10 @@ class ClientHosts:
         if host not in self._busy:
             self._busy.add(host)
             heapq.heappush(
-                self._heap, (arrives, next(self._seq), _CALL, self._batch, (host,), None)
+                self._heap, (arrives, next(self._seq), _CALL, self._batch, (host, True), None)
             )
 
-    def _batch(self, host: int) -> None:
+    def _batch(self, host: int, woke: bool = False) -> None:
         # A host takes every answer that has arrived as one batch.
         now = self.sim.now
         queue = self._queue[host]
@@ -92,9 +96,11 @@ class ClientHosts:
         self._queue[host] = [item for item in queue if item[0] > now]
         if not ready:  # the first answer is still on its way
             first = min(arrives for arrives, _ in queue)
-            heapq.heappush(self._heap, (first, next(self._seq), _CALL, self._batch, (host,), None))
+            heapq.heappush(
+                self._heap, (first, next(self._seq), _CALL, self._batch, (host, woke), None)
+            )
             return
-        cost = self.cost * len(ready)
+        cost = self.cost * len(ready) + (self.wakeup if woke else 0.0)
         start = now
         if self.cores.free:
             core, start = self.cores.take(self._core.get(host, -1), now, cost)
