@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import trio
 
@@ -148,16 +150,26 @@ async def test_loss_only_delays_commits_under_mock_clock(autojump_clock):
         assert await cluster.submit(Get(key="log")) == "01234567890123456789"
 
 
-async def _runners(protocol: str, pack: int) -> tuple[LocalNetwork, list[NodeRunner]]:
+async def _runners(
+    protocol: str,
+    pack: int = 0,
+    *,
+    delay: float = 0.001,
+    transport: Any = None,
+    storage: Any = None,
+) -> tuple[LocalNetwork, list[NodeRunner]]:
+    """Three runners over a local network; ``transport(n, endpoint)`` and
+    ``storage(n)``, if given, make node ``n``'s."""
     spec = get_protocol(protocol)
-    network = LocalNetwork(3, delay=0.001)
+    network = LocalNetwork(3, delay=delay)
     runners = [
         NodeRunner(
             node_id=n,
             spec=spec,
             members=(0, 1, 2),
             options=spec.make_options(),
-            transport=network.endpoint(n),
+            transport=(transport or (lambda _, e: e))(n, network.endpoint(n)),
+            storage=storage(n) if storage else None,
             pack_proposals=pack,
         )
         for n in range(3)
@@ -328,19 +340,12 @@ async def test_a_leaders_replication_is_on_the_wire_before_its_own_disk_write(au
         def sync(self):
             self.events.append("sync")
 
-    spec = get_protocol("raft")
-    network = LocalNetwork(3)
-    runners = [
-        NodeRunner(
-            node_id=n,
-            spec=spec,
-            members=(0, 1, 2),
-            options=spec.make_options(),
-            transport=_WriterTransport(network.endpoint(n), logs[n]),
-            storage=Recording(logs[n]),
-        )
-        for n in range(3)
-    ]
+    network, runners = await _runners(
+        "raft",
+        delay=0.0,
+        transport=lambda n, endpoint: _WriterTransport(endpoint, logs[n]),
+        storage=lambda n: Recording(logs[n]),
+    )
     async with trio.open_nursery() as nursery:
         nursery.start_soon(network.run)
         for runner in runners:
