@@ -565,9 +565,9 @@ def calibrate(
 
     ``start``: the cost preset (or path) the probe runs use, so that they
     batch as a loaded cluster does; ``seconds``: simulated seconds per run;
-    ``end_to_end``: run step 5 (real processes, a few seconds).  The table's
-    ``end_to_end`` entry (not a cost; ``to_toml`` writes it as a comment)
-    keeps step 5's measurements.
+    ``end_to_end``: run steps 5 and 6 (real processes, a few seconds each).
+    The table's ``end_to_end`` entry (not a cost; ``to_toml`` writes it as
+    comments) keeps their measurements.
     """
     say = progress or (lambda _: None)
     seed_costs = structure(CostConfig, cost_preset(start), path="costs")

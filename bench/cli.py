@@ -644,7 +644,10 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument(
         "--no-real",
         action="store_true",
-        help="skip the end-to-end step (a real one-node cluster for a few seconds)",
+        help=(
+            "skip the end-to-end steps (real clusters for a few seconds: one node"
+            " under load, three nodes with one client)"
+        ),
     )
     validate = sub.add_parser(
         "validate", help="one config simulated with calibrated costs and run over TCP, side by side"
