@@ -85,7 +85,8 @@ class Transport(Protocol):
 
     def unsent(self) -> bool:
         """Whether messages given to ``send`` wait for a writer task to take them
-        (the driver yields until they are on their way before a disk write)."""
+        (the driver yields until they are on their way before a disk write).
+        Optional: without it the driver yields one scheduler turn."""
         ...
 
 
@@ -278,7 +279,10 @@ class NodeRunner:
     async def _let_writers_run(self) -> None:
         """Yield until the transport's writers took what was sent (bounded: a
         writer blocked on a full socket does not hold the driver)."""
-        unsent = self.transport.unsent
+        unsent = getattr(self.transport, "unsent", None)
+        if unsent is None:  # a transport that cannot tell: one turn
+            await trio.lowlevel.checkpoint()
+            return
         for _ in range(_WRITER_TURNS):
             await trio.lowlevel.checkpoint()
             if not unsent():
