@@ -274,3 +274,17 @@ def test_an_open_loop_over_tcp_offers_its_rate_whatever_the_latency(tmp_path):
     # A Poisson process at 400/s over the 1.5 s window: about 600 arrivals.
     assert 400 < len(measured) < 800
     assert (measured["status"] == "ok").mean() > 0.95
+
+
+def test_the_status_table_shows_the_ballot_a_paxos_follower_promised():
+    from consensus.runtime.cli import term_of
+    from consensus.sim.simulator import Simulator
+
+    sim = Simulator({"protocol": "multipaxos", "nodes": 3, "seed": 1})
+    sim.run_for(1.0)
+    (leader,) = sim.leaders()
+    rows = [sim.host(n).replica.status() for n in sim.node_ids]
+    leading = rows[leader]["ballot"]
+    # Every node shows the leader's ballot, not the one it would campaign with.
+    assert [term_of(row) for row in rows] == [leading] * 3
+    assert term_of({"term": 7, "ballot": "x"}) == 7 and term_of({}) == "-"

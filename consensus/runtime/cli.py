@@ -24,7 +24,7 @@ from consensus.runtime.launcher import READY, LocalCluster, NodeFailedToStart
 from consensus.runtime.server import StartupError
 from consensus.schema import ConfigError
 
-__all__ = ["main", "tune_gc"]
+__all__ = ["main", "term_of", "tune_gc"]
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -83,6 +83,16 @@ def _command(op: list[str]) -> Any:
 
 
 # -- serve ----------------------------------------------------------------------------------
+
+
+def term_of(status: dict[str, Any]) -> Any:
+    """The status table's term column: Raft's term; for a Paxos family node the
+    ballot it has promised (a follower promised its leader's; the ballot it
+    would campaign with is its own and says nothing of the cluster)."""
+    for key in ("term", "promised", "ballot"):
+        if key in status:
+            return status[key]
+    return "-"
 
 
 def tune_gc() -> None:
@@ -229,7 +239,7 @@ def _status(args: argparse.Namespace) -> int:
         if not row["up"]:
             table.add_row(str(node), addresses[node], "down", "-", "-", "-", "-", "-")
             continue
-        term = row.get("term", row.get("ballot", "-"))
+        term = term_of(row)
         commit = row.get("commit_index", row.get("applied", "-"))
         leader = row.get("leader")
         table.add_row(
