@@ -57,6 +57,7 @@ from types import TracebackType
 from typing import Any, Callable, Hashable, Iterable, Iterator, Protocol, Sequence, TypeVar
 
 from consensus.config import ConfigError
+from consensus.runtime.cli import tune_gc
 
 __all__ = [
     "Call",
@@ -245,6 +246,8 @@ def in_call_order(
 def _init_worker() -> None:
     # Ctrl-C is the parent's to handle: it stops the workers (see _stop).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Simulations allocate many short-lived objects: collect as a node does.
+    tune_gc()
     # A parent killed outright (SIGTERM, SIGKILL) cannot stop its workers, and
     # an idle worker would wait for work forever: each watches its parent.
     parent = multiprocessing.parent_process()
