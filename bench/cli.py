@@ -20,7 +20,6 @@ from rich.table import Table
 from bench.executors import Executor, TaskFailed
 from consensus.config import ConfigError
 from consensus.registry import UnknownProtocolError, get_protocol
-from consensus.runtime.cli import tune_gc
 from consensus.testing.chaos import MIXES
 
 __all__ = ["main", "protocols_table", "summary_table"]
@@ -726,8 +725,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if argv is None:  # this process is the command's own: tune its collector
-        tune_gc()
     console = Console(width=None if sys.stdout.isatty() else 140)
     try:
         if args.command == "run":
