@@ -118,6 +118,8 @@ class NodeRunner:
     ) -> None:
         self.node_id = node_id
         self.transport = transport
+        # Optional in a Transport: whether its writers still hold messages.
+        self._unsent: Callable[[], bool] | None = getattr(transport, "unsent", None)
         self.storage = storage if storage is not None else MemoryStorage()
         self.group_commit = group_commit
         self.max_batch = max_batch
@@ -279,7 +281,7 @@ class NodeRunner:
     async def _let_writers_run(self) -> None:
         """Yield until the transport's writers took what was sent (bounded: a
         writer blocked on a full socket does not hold the driver)."""
-        unsent = getattr(self.transport, "unsent", None)
+        unsent = self._unsent
         if unsent is None:  # a transport that cannot tell: one turn
             await trio.lowlevel.checkpoint()
             return
