@@ -127,27 +127,49 @@ class _Samples:
             self.count = entry_counter(type(value), self.field)
 
 
-def fit(rows: list[tuple[float, float, float]]) -> tuple[float, float, float]:
-    """``(base, per_byte, per_entry)`` fitted to (size, entries, seconds) rows."""
-    if not rows:
-        return 0.0, 0.0, 0.0
+def _slowest_dropped(rows: list[tuple[float, float, float]]) -> Any:
+    """The rows (x1, x2, seconds) as an array, the slowest 2% dropped (a garbage
+    collection, the scheduler)."""
     data = np.array(rows, dtype=float)
-    cut = np.quantile(data[:, 2], 0.98)
-    data = data[data[:, 2] <= cut]
+    return data[data[:, 2] <= np.quantile(data[:, 2], 0.98)]
+
+
+def _nonnegative_fit(data: Any, use: list[int], intercept: bool) -> tuple[float, float, float]:
+    """``(intercept, slope of column 0, slope of column 1)``: seconds (column 2)
+    fitted by least squares to the columns in ``use``; a column whose slope comes
+    out negative is dropped and the fit redone without it."""
     y = data[:, 2]
-    spread = (MIN_BYTES_SPREAD, MIN_ENTRIES_SPREAD)
-    use = [i for i in (0, 1) if np.ptp(data[:, i]) >= spread[i]]
-    while True:
-        x = np.column_stack([np.ones(len(y))] + [data[:, i] for i in use])
+    ones = [np.ones(len(y))] if intercept else []
+    coef = np.zeros(0)
+    while use or intercept:
+        x = np.column_stack(ones + [data[:, i] for i in use])
         coef, *_ = np.linalg.lstsq(x, y, rcond=None)
-        negative = [i for i, c in zip(use, coef[1:], strict=True) if c < 0]
+        negative = [i for i, c in zip(use, coef[len(ones) :], strict=True) if c < 0]
         if not negative:
             break
-        use.remove(negative[0])
-    result = [max(float(coef[0]), 0.0), 0.0, 0.0]
-    for i, c in zip(use, coef[1:], strict=True):
+        use = [i for i in use if i != negative[0]]
+    result = [max(float(coef[0]), 0.0) if intercept else 0.0, 0.0, 0.0]
+    for i, c in zip(use, coef[len(ones) :], strict=True):
         result[1 + i] = float(c)
     return result[0], result[1], result[2]
+
+
+def fit(rows: list[tuple[float, float, float]]) -> tuple[float, float, float]:
+    """``(base, per_byte, per_entry)`` fitted to (size, entries, seconds) rows; a
+    size or an entry count that hardly varies gets no coefficient."""
+    if not rows:
+        return 0.0, 0.0, 0.0
+    data = _slowest_dropped(rows)
+    spread = (MIN_BYTES_SPREAD, MIN_ENTRIES_SPREAD)
+    use = [i for i in (0, 1) if np.ptp(data[:, i]) >= spread[i]]
+    return _nonnegative_fit(data, use, intercept=True)
+
+
+def fit_requests(rows: list[tuple[int, int, float]]) -> tuple[float, float]:
+    """``(per request, per proposal)`` fitted to (requests, proposals, seconds) rows
+    of accept calls, without an intercept (a call's own overhead is the batch's)."""
+    _, per_request, per_proposal = _nonnegative_fit(_slowest_dropped(rows), [0, 1], intercept=False)
+    return per_request, per_proposal
 
 
 def per_command(applies: list[tuple[int, float]]) -> float:
@@ -172,26 +194,6 @@ def _collector_as_in_a_node() -> Iterator[None]:
     finally:
         gc.unfreeze()
         gc.set_threshold(*thresholds)
-
-
-def fit_requests(rows: list[tuple[int, int, float]]) -> tuple[float, float]:
-    """``(per request, per proposal)`` fitted to (requests, proposals, seconds) rows
-    of accept calls, without an intercept (a call's own overhead is the batch's),
-    after dropping the slowest 2%; a negative coefficient is dropped and the fit
-    redone without it."""
-    data = np.array(rows, dtype=float)
-    data = data[data[:, 2] <= np.quantile(data[:, 2], 0.98)]
-    use = [0, 1]
-    while use:
-        coef, *_ = np.linalg.lstsq(data[:, use], data[:, 2], rcond=None)
-        negative = [i for i, c in zip(use, coef, strict=True) if c < 0]
-        if not negative:
-            break
-        use.remove(negative[0])
-    result = [0.0, 0.0]
-    for i, c in zip(use, coef, strict=True):
-        result[i] = float(c)
-    return result[0], result[1]
 
 
 class _Probe:
