@@ -502,22 +502,39 @@ def measure_fsync(directory: str | None = None, rounds: int = 300) -> float:
     return statistics.fmean(times)
 
 
-def _end_to_end(table: dict[str, Any], seconds: float = 3.0) -> dict[str, float]:
-    """Step 5: a real one-node cluster's CPU per operation, node and client, and
-    what the table charges per operation for the same run simulated."""
+def _real_and_simulated(
+    table: dict[str, Any], seconds: float, *, nodes: int, workload: dict[str, Any], **costs: Any
+) -> dict[str, Any]:
+    """The same Raft cluster and closed loop, once as real processes (no fsync,
+    packing as by default) and once simulated with ``table`` (plus ``costs``) on
+    a loopback-like network: ``{"real": Results, "simulated": Results}``."""
     from bench.runner import run
 
     config = {
         "protocols": ["raft"],
-        "cluster": {"nodes": 1, "seed": 1, "pack_proposals": 256},
-        "costs": {"preset": "off", **{k: v for k, v in table.items() if k != "note"}},
-        "workload": {"clients": 64, "duration": seconds + 1.0, "warmup": 1.0},
+        "cluster": {"nodes": nodes, "seed": 1, "pack_proposals": 256},
+        "costs": {
+            "preset": "off",
+            **{k: v for k, v in table.items() if k not in ("note", "end_to_end")},
+            **costs,
+        },
+        "workload": {**workload, "duration": seconds + 1.0, "warmup": 1.0},
         "tcp": {"processes": 1, "fsync": "never", "pack_proposals": 256},
         "drain": 0.5,
     }
+    loopback = {"delay": {"kind": "constant", "value": 0.00003}}
+    return {
+        "real": run({**config, "network": {"kind": "tcp"}}),
+        "simulated": run({**config, "network": loopback}),
+    }
+
+
+def _end_to_end(table: dict[str, Any], seconds: float = 3.0) -> dict[str, float]:
+    """Step 5: a real one-node cluster's CPU per operation, node and client, and
+    what the table charges per operation for the same run simulated."""
     per_op = {}
-    for label, tcp in (("real", True), ("simulated", False)):
-        results = run({**config, "network": {"kind": "tcp"}} if tcp else config)
+    runs = _real_and_simulated(table, seconds, nodes=1, workload={"clients": 64})
+    for label, results in runs.items():
         summary, nodes = results.summary.iloc[0], results.nodes.iloc[0]
         ops = summary["completed_per_s"] * seconds
         per_op[f"{label}_node"] = nodes["cpu_util"] * seconds / ops
@@ -529,24 +546,11 @@ def _idle_batches(table: dict[str, Any], seconds: float = 3.0) -> dict[str, floa
     """Step 6: a real 3-node cluster with one client: CPU seconds per batch of its
     followers (each batch one AppendEntries at an idle node), and what the table
     charges per batch for the same run simulated."""
-    from bench.runner import run
-
-    config = {
-        "protocols": ["raft"],
-        "cluster": {"nodes": 3, "seed": 1, "pack_proposals": 256},
-        "costs": {
-            "preset": "off",
-            **{k: v for k, v in table.items() if k not in ("note", "end_to_end")},
-            "client_hosts": 1,
-        },
-        "workload": {"clients": 1, "duration": seconds + 1.0, "warmup": 1.0, "read_fraction": 0},
-        "tcp": {"processes": 1, "fsync": "never", "pack_proposals": 256},
-        "drain": 0.5,
-    }
-    loopback = {"delay": {"kind": "constant", "value": 0.00003}}
     per_batch = {}
-    for label, tcp in (("real", True), ("simulated", False)):
-        results = run({**config, "network": {"kind": "tcp"} if tcp else loopback})
+    runs = _real_and_simulated(
+        table, seconds, nodes=3, workload={"clients": 1, "read_fraction": 0}, client_hosts=1
+    )
+    for label, results in runs.items():
         nodes = results.nodes.sort_values("cpu_util")
         followers = nodes.iloc[:-1]  # the busiest node is the leader
         per_batch[f"{label}_follower_batch"] = float(
