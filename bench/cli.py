@@ -40,8 +40,9 @@ COLUMNS = [
 ]
 
 
-def _fmt(fmt: str, value: object) -> str:
-    if isinstance(value, float) and math.isnan(value):
+def cell(fmt: str, value: object) -> str:
+    """``value`` formatted for a table: ``-`` when it is missing (None or NaN)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
     return fmt.format(value)
 
@@ -75,7 +76,7 @@ def summary_table(summary: pd.DataFrame, title: str = "") -> Table:
         table.add_column(header, justify="right")
     for row in summary.to_dict("records"):
         cells = [
-            _busiest(row) if fmt == "busiest" else _fmt(fmt, row.get(key, math.nan))
+            _busiest(row) if fmt == "busiest" else cell(fmt, row.get(key, math.nan))
             for key, _, fmt in COLUMNS
         ]
         table.add_row(cells[0], _safety(row["protocol"]), *cells[1:])
@@ -191,7 +192,7 @@ def _cmd_sweep(args: argparse.Namespace, console: Console) -> int:
         table.add_column(column, justify="right")
     for row in summary.to_dict("records"):
         table.add_row(
-            *(_fmt("{:,.2f}" if isinstance(row[c], float) else "{}", row[c]) for c in shown)
+            *(cell("{:,.2f}" if isinstance(row[c], float) else "{}", row[c]) for c in shown)
         )
     console.print(table)
     if args.out:
@@ -306,7 +307,7 @@ def _cmd_validate(args: argparse.Namespace, console: Console) -> int:
     for column, _ in shown:
         table.add_column(column, justify="right")
     for row in rows.sort_values(["protocol", "clients", "mode"]).to_dict("records"):
-        table.add_row(*(_fmt(fmt, row[column]) for column, fmt in shown))
+        table.add_row(*(cell(fmt, row[column]) for column, fmt in shown))
     console.print(table)
     best = peaks(rows)
     console.print(best.round(3).to_string(index=False))
@@ -362,7 +363,7 @@ def _cmd_elections(args: argparse.Namespace, console: Console) -> int:
             if isinstance(value, float) and math.isinf(value):
                 cells.append(f"> {args.limit:g} s" if key != "elections" else "-")
             else:
-                cells.append(_fmt(fmt, value))
+                cells.append(cell(fmt, value))
         table.add_row(*cells)
     console.print(table)
     if args.out:

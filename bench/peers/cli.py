@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import math
 import sys
 import time
 from pathlib import Path
@@ -26,6 +25,7 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
+from bench.cli import cell
 from bench.peers.measure import DEFAULT_WINDOWS, LoadPoint, PointResult, against_reference, compare
 from bench.peers.ours import run_ours_point
 from bench.peers.pysyncobj import run_pysyncobj_point
@@ -80,12 +80,6 @@ COLUMNS = [
 ]
 
 
-def _fmt(fmt: str, value: object) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "-"
-    return fmt.format(value)
-
-
 def comparison_table(summary: pd.DataFrame, title: str = "") -> Table:
     """The ``compare`` summary as a rich table, one row per system and client count."""
     table = Table(title=title or None)
@@ -93,7 +87,7 @@ def comparison_table(summary: pd.DataFrame, title: str = "") -> Table:
         left = key in ("system", "protocol")
         table.add_column(header, justify="left" if left else "right", no_wrap=left)
     for row in summary.to_dict("records"):
-        table.add_row(*(_fmt(fmt, row.get(key)) for key, _, fmt in COLUMNS))
+        table.add_row(*(cell(fmt, row.get(key)) for key, _, fmt in COLUMNS))
     return table
 
 
@@ -120,7 +114,7 @@ def targets_table(verdict: pd.DataFrame) -> Table:
     for key, header, _ in TARGET_COLUMNS:
         table.add_column(header, justify="left" if key == "system" else "right")
     for row in verdict.to_dict("records"):
-        table.add_row(*(_fmt(fmt, row.get(key)) for key, _, fmt in TARGET_COLUMNS))
+        table.add_row(*(cell(fmt, row.get(key)) for key, _, fmt in TARGET_COLUMNS))
     return table
 
 
