@@ -13,7 +13,8 @@ import random
 from typing import Any
 
 from consensus.commands import Put, Request
-from consensus.registry import ProtocolSpec
+from consensus.host import ReplicaHost
+from consensus.registry import ProtocolSpec, get_protocol
 from consensus.replica import Committed, Outputs, Replica, ReplicaContext
 from protocols.paxos_common.ballot import Ballot
 
@@ -39,6 +40,28 @@ def build(
     if host_syncs:
         _sync_after_persist(replica)
     return replica
+
+
+def lone_host(
+    protocol: str = "sequencer", *, replies: list[Any] | None = None, **kw: Any
+) -> ReplicaHost:
+    """A ``ReplicaHost`` for node 0 of a one-node cluster (it commits at once) in
+    memory, sending nowhere; ``replies`` collects ``(waiter, reply)`` pairs; any
+    other argument of ``ReplicaHost`` in ``kw``."""
+    from consensus.storage import MemoryStorage
+
+    spec = get_protocol(protocol)
+    args: dict[str, Any] = {
+        "node_id": 0,
+        "spec": spec,
+        "members": (0,),
+        "options": spec.make_options(),
+        "seed": 0,
+        "storage": MemoryStorage(),
+        "send": lambda dst, message: None,
+        "reply": lambda waiter, reply: None if replies is None else replies.append((waiter, reply)),
+    }
+    return ReplicaHost(**{**args, **kw})
 
 
 def _sync_after_persist(replica: Any) -> None:

@@ -8,6 +8,7 @@ import unittest
 from typing import Any
 
 import pytest
+from core_helpers import lone_host
 
 from bench.cli import main
 from bench.config import load_run_config
@@ -17,10 +18,9 @@ from consensus.checker.history import INFO, OK, Operation
 from consensus.checker.lost import lost_writes
 from consensus.commands import Append, CompareAndSet, Delete, Get, Noop, Put, Request
 from consensus.config import ConfigError
-from consensus.host import ClientReply, ReplicaHost
+from consensus.host import ClientReply
 from consensus.registry import CAPABILITIES, ProtocolSpec, get_protocol
 from consensus.replica import Answer, Committed, Outputs, StateSnapshot
-from consensus.storage import MemoryStorage
 from consensus.testing import RULES, check_chaos, rules
 
 # -- answers without the log ---------------------------------------------------------------
@@ -54,17 +54,7 @@ def test_merged_outputs_drop_what_earlier_inputs_committed_when_a_later_one_roll
 
 def test_the_host_replies_with_the_plugins_own_result() -> None:
     replies: list[Any] = []
-    spec = get_protocol("sequencer")
-    host = ReplicaHost(
-        node_id=0,
-        spec=spec,
-        members=(0,),
-        options=spec.make_options(),
-        seed=0,
-        storage=MemoryStorage(),
-        send=lambda dst, m: None,
-        reply=lambda waiter, reply: replies.append((waiter, reply)),
-    )
+    host = lone_host(replies=replies)
     request = Request(client_id=3, seq=4, command=Get(key="k"))
     host.waiting[(3, 4)] = (request, "waiter")
     out = Outputs()

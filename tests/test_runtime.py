@@ -239,7 +239,8 @@ async def test_a_rejected_pack_answers_every_request_inside_it(autojump_clock):
 
 
 def test_the_host_sends_eager_messages_before_persisting_and_the_rest_after():
-    from consensus.host import ReplicaHost
+    from core_helpers import lone_host
+
     from consensus.replica import Outputs
     from consensus.storage import MemoryStorage
 
@@ -253,16 +254,8 @@ def test_the_host_sends_eager_messages_before_persisting_and_the_rest_after():
         def sync(self):
             events.append("sync")
 
-    spec = get_protocol("sequencer")
-    host = ReplicaHost(
-        node_id=0,
-        spec=spec,
-        members=(0, 1),
-        options=spec.make_options(),
-        seed=0,
-        storage=Recording(),
-        send=lambda dst, m: events.append(f"send {m}"),
-        reply=lambda waiter, reply: None,
+    host = lone_host(
+        members=(0, 1), storage=Recording(), send=lambda dst, m: events.append(f"send {m}")
     )
     synced = []
     host.replica.synced = lambda now: synced.append(now) or Outputs(messages=[(1, "after sync")])

@@ -14,15 +14,14 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from core_helpers import lone_host
 
 from consensus.checker.history import INFO
 from consensus.commands import Append, ChangeMembership, Get, Put, Request
 from consensus.config import ClusterConfig, ConfigError, Delay, NetworkConfig
-from consensus.host import ClientReply, ReplicaHost
-from consensus.registry import get_protocol
+from consensus.host import ClientReply
 from consensus.sim.simulator import Simulator
 from consensus.statemachine import KVStore
-from consensus.storage import MemoryStorage
 
 pytestmark = pytest.mark.filterwarnings("error")
 
@@ -57,19 +56,9 @@ def test_a_request_of_an_expired_session_is_answered_session_expired(protocol: s
 
 
 def test_the_host_answers_session_expired_inside_a_pack() -> None:
-    spec = get_protocol("sequencer")
     replies: list[tuple[Any, ClientReply]] = []
-    host = ReplicaHost(
-        node_id=0,
-        spec=spec,
-        members=(0,),
-        options=spec.make_options(),
-        seed=1,
-        storage=MemoryStorage(),
-        send=lambda dst, m: None,
-        reply=lambda waiter, reply: replies.append((waiter, reply)),
-        pack_proposals=8,
-        state_machine=KVStore(max_sessions=1),
+    host = lone_host(
+        replies=replies, seed=1, pack_proposals=8, state_machine=KVStore(max_sessions=1)
     )
     host.start(0.0)
     items = [(Request(client_id=c, seq=1, command=Put(key="k", value=str(c))), c) for c in (1, 2)]

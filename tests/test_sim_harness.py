@@ -309,22 +309,10 @@ def test_count_bytes_measures_objects_exactly_as_the_bytes_wire_does(protocol: s
 
 
 def test_the_host_wakes_its_driver_after_every_input_it_is_given() -> None:
-    from consensus.host import ReplicaHost
-    from consensus.registry import get_protocol
-    from consensus.storage import MemoryStorage
+    from core_helpers import lone_host
 
     woken: list[int] = []
-    host = ReplicaHost(
-        node_id=0,
-        spec=get_protocol("sequencer"),
-        members=(0,),
-        options=None,
-        seed=1,
-        storage=MemoryStorage(),
-        send=lambda dst, message: None,
-        reply=lambda waiter, reply: None,
-        wake=lambda: woken.append(1),
-    )
+    host = lone_host(seed=1, wake=lambda: woken.append(1))
     host.start(0.0)
     result = host.propose(0.0, Request(client_id=1, seq=1, command=Put(key="k", value="v")), None)
     assert result.accepted and result.index == 1  # a cluster of one commits at once
