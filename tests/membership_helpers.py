@@ -51,6 +51,16 @@ def write(sim: Simulator, count: int, prefix: str = "k", timeout: float = 10.0) 
     assert all(op.ok for op in ops)
 
 
+def serve_without(sim: Simulator, crashed: Any, voters: tuple[int, ...], prefix: str) -> None:
+    """Crash ``crashed``: the ``voters`` still elect one leader among them and
+    commit writes, and every node left applied one sequence."""
+    for n in crashed:
+        sim.crash(n)
+    assert sim.run_until(lambda: one_leader(sim, voters), timeout=5)
+    write(sim, 5, prefix=prefix)
+    assert_same_applied_sequence(sim)
+
+
 def assert_same_applied_sequence(sim: Simulator) -> None:
     """State Machine Safety: no two nodes applied different payloads at one index
     (a node that installed a snapshot applied only the entries after it)."""

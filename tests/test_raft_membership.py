@@ -24,6 +24,7 @@ from membership_helpers import (
     change_members,
     members,
     one_leader,
+    serve_without,
     write,
 )
 
@@ -430,11 +431,7 @@ def test_sim_added_servers_catch_up_and_vote() -> None:
     # Two of the original three crash: 3 and 4 make the majority that elects and commits.
     (lead,) = sim.leaders()
     crashed = [lead, next(n for n in OLD if n != lead)]
-    for n in crashed:
-        sim.crash(n)
-    assert sim.run_until(lambda: one_leader(sim, (0, 1, 2, 3, 4)), timeout=5)
-    write(sim, 5, prefix="after")
-    assert_same_applied_sequence(sim)
+    serve_without(sim, crashed, (0, 1, 2, 3, 4), prefix="after")
 
 
 def test_sim_removing_the_leader_elects_a_new_leader_among_the_remaining_members() -> None:
@@ -460,12 +457,8 @@ def test_sim_the_whole_membership_is_replaced_one_server_at_a_time() -> None:
         write(sim, 5, prefix=f"s{step}-")
         change_members(sim, new)
     sim.run_for(0.5)
-    for n in OLD:
-        sim.crash(n)
-    assert sim.run_until(lambda: one_leader(sim, (3, 4, 5)), timeout=5)
-    write(sim, 5, prefix="end")
+    serve_without(sim, OLD, (3, 4, 5), prefix="end")
     assert all(members(sim, n) == (3, 4, 5) for n in (3, 4, 5))
-    assert_same_applied_sequence(sim)
 
 
 def test_sim_the_whole_membership_is_replaced_at_once_new_servers_install_a_snapshot() -> None:
@@ -475,11 +468,7 @@ def test_sim_the_whole_membership_is_replaced_at_once_new_servers_install_a_snap
     change_members(sim, (3, 4, 5))
     assert all(sim.protocol_counters(n)["snapshots_installed"] >= 1 for n in (3, 4, 5))
     sim.run_for(0.5)
-    for n in OLD:
-        sim.crash(n)
-    assert sim.run_until(lambda: one_leader(sim, (3, 4, 5)), timeout=5)
-    write(sim, 5, prefix="end")
-    assert_same_applied_sequence(sim)
+    serve_without(sim, OLD, (3, 4, 5), prefix="end")
 
 
 def test_sim_membership_change_under_message_loss() -> None:
