@@ -312,10 +312,14 @@ def _cmd_validate(args: argparse.Namespace, console: Console) -> int:
     best = peaks(rows)
     console.print(best.round(3).to_string(index=False))
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        rows.to_parquet(args.out, index=False)
-        console.print(f"rows written to {args.out}")
+        _write_parquet(console, rows, args.out, "rows")
     return 0
+
+
+def _write_parquet(console: Console, frame: pd.DataFrame, out: Path, what: str) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_parquet(out, index=False)
+    console.print(f"{what} written to {out}")
 
 
 def _cmd_elections(args: argparse.Namespace, console: Console) -> int:
@@ -367,9 +371,7 @@ def _cmd_elections(args: argparse.Namespace, console: Console) -> int:
         table.add_row(*cells)
     console.print(table)
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        study.to_parquet(args.out, index=False)
-        console.print(f"one row per trial written to {args.out}")
+        _write_parquet(console, study, args.out, "one row per trial")
     return 0
 
 
