@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench.executors import Executor, TaskFailed
+from bench.tables import cell
 from consensus.config import ConfigError
 from consensus.registry import UnknownProtocolError, get_protocol
 from consensus.testing.chaos import MIXES
@@ -38,13 +39,6 @@ COLUMNS = [
     ("unknown", "unknown", "{}"),
     ("busiest_cpu", "busiest node (CPU)", "busiest"),
 ]
-
-
-def cell(fmt: str, value: object) -> str:
-    """``value`` formatted for a table: ``-`` when it is missing (None or NaN)."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "-"
-    return fmt.format(value)
 
 
 def _safety(protocol: str) -> str:

@@ -25,10 +25,10 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
-from bench.cli import cell
 from bench.peers.measure import DEFAULT_WINDOWS, LoadPoint, PointResult, against_reference, compare
 from bench.peers.ours import run_ours_point
 from bench.peers.pysyncobj import run_pysyncobj_point
+from bench.tables import cell
 
 __all__ = [
     "DEFAULT_SYSTEMS",
