@@ -622,3 +622,52 @@ def test_the_careful_path_alone_still_refuses_what_the_fast_path_refuses():
     data = cbor2.dumps([VERSION, 6, 1, 2, [True, "k"]])
     with pytest.raises(FieldError, match="Request.command"):
         CAREFUL.decode(data)
+
+
+@attrs.frozen(kw_only=True)
+class Hooked:
+    count: int
+
+    def __attrs_post_init__(self) -> None:
+        if self.count > 10:
+            raise ValueError("count above 10")
+
+
+@attrs.frozen(kw_only=True)
+class Base:
+    a: int
+
+
+@attrs.frozen(kw_only=True)
+class Child(Base):
+    b: str
+
+
+@attrs.define(kw_only=True, slots=False)
+class Unslotted:
+    a: int
+
+
+def test_decoding_builds_the_same_objects_as_their_constructors_and_runs_their_hooks() -> None:
+    # Plain slotted classes are built without their __init__ (a faster path):
+    # the objects must equal, hash and behave as constructed ones; a class with
+    # an init hook, a base class or a __dict__ still gets exactly its own rules.
+    codec = Codec([Hooked, Base, Child, Unslotted])
+    for value in (
+        Put(key="k", value="v"),
+        Request(client_id=3, seq=4, command=Put(key="k", value="v")),
+        Hooked(count=2),
+        Child(a=1, b="x"),
+        Unslotted(a=5),
+    ):
+        back = codec.decode(codec.encode(value))
+        assert type(back) is type(value) and back == value
+        assert attrs.asdict(back) == attrs.asdict(value)
+        if type(value) is not Unslotted:
+            assert hash(back) == hash(value)
+            with pytest.raises(attrs.exceptions.FrozenInstanceError):
+                back.a = 0  # type: ignore[union-attr]
+    with pytest.raises(FieldError, match="Hooked"):
+        codec.decode(cbor2.dumps([VERSION, codec.tags[Hooked], 11]))
+    with pytest.raises(FieldError, match="Validated"):
+        Codec([Validated]).decode(cbor2.dumps([VERSION, FIRST_EXTRA_TAG, -1]))
