@@ -111,7 +111,8 @@ class _Waiter:
             if task is not None:
                 trio.lowlevel.reschedule(task)
             elif self.callback is not None:
-                self.callback(reply)
+                callback, self.callback = self.callback, None
+                callback(reply)
 
     async def wait(self) -> Any:
         if self.reply is None:
@@ -141,9 +142,10 @@ class _Conn:
         self.closed = False
         self.queue: list[Request] = []
         self.wake = trio.Event()
+        # Attempts not yet answered, in the order they were sent, so by deadline
+        # (dicts keep insertion order): the reader's index and the watchdog's queue.
+        # An answered attempt leaves at once, so nothing of it outlives its answer.
         self.pending: dict[tuple[int, int], _Waiter] = {}
-        # Attempts in the order they were sent (so by deadline): the watchdog's queue.
-        self.deadlines: deque[tuple[tuple[int, int], _Waiter]] = deque()
         self.deadline_set = trio.Event()
         # Control queries (status, local reads) are answered in order: one waiter each.
         self.controls: deque[tuple[Any, _Waiter]] = deque()
@@ -208,7 +210,6 @@ class _Conn:
         for _, waiter in self.controls:
             waiter.set(None)
         self.controls.clear()
-        self.deadlines.clear()
 
     def send(self, request: Request) -> _Waiter:
         waiter = _Waiter(trio.current_time() + self.client.timeout)
@@ -216,32 +217,37 @@ class _Conn:
             waiter.set(Reply(client_id=0, seq=0, ok=False, reason=_DISCONNECTED))
             return waiter
         key = (request.client_id, request.seq)
-        self.pending[key] = waiter
+        pending = self.pending
+        earlier = pending.pop(key, None)
+        if earlier is not None:  # one attempt at a time: never, but never lost either
+            earlier.set(_TIMED_OUT)
+        pending[key] = waiter
         self.queue.append(request)
         self.wake.set()
-        self.deadlines.append((key, waiter))
-        if len(self.deadlines) == 1:
+        if len(pending) == 1:
             self.deadline_set.set()
         return waiter
 
     async def _watchdog(self) -> None:
         """Answer ``timeout`` to every attempt still unanswered at its deadline."""
-        deadlines, pending = self.deadlines, self.pending
+        pending = self.pending
         while True:
-            while deadlines and deadlines[0][1].reply is not None:
-                deadlines.popleft()  # answered in time
-            if not deadlines:
+            if not pending:
                 self.deadline_set = trio.Event()
                 await self.deadline_set.wait()
                 continue
-            key, waiter = deadlines[0]
-            if trio.current_time() < waiter.deadline:
+            now = trio.current_time()
+            expired = []
+            for key, waiter in pending.items():  # oldest first
+                if waiter.deadline > now:
+                    break
+                expired.append((key, waiter))
+            if not expired:
                 await trio.sleep_until(waiter.deadline)
                 continue
-            deadlines.popleft()
-            if pending.get(key) is waiter:
+            for key, waiter in expired:
                 del pending[key]
-            waiter.set(_TIMED_OUT)
+                waiter.set(_TIMED_OUT)
 
     async def control(self, query: Any) -> Any:
         """Send a control query (``StatusQuery``, ``LocalRead``) and wait for its answer."""
