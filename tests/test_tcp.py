@@ -19,9 +19,9 @@ import pytest
 import trio
 
 from consensus.codec import Codec
-from consensus.commands import Get, Put
+from consensus.commands import Get, Put, Request
 from consensus.registry import get_protocol
-from consensus.runtime.client import connect
+from consensus.runtime.client import _TIMED_OUT, Client, _Conn, connect
 from consensus.runtime.cluster import OperationFailed
 from consensus.runtime.clusterfile import ClusterFile, load_cluster_file
 from consensus.runtime.launcher import write_local_cluster_file
@@ -32,6 +32,7 @@ from consensus.runtime.wire import (
     Hello,
     Login,
     Refused,
+    Reply,
     Submit,
     login_proof,
     runtime_codec,
@@ -409,3 +410,27 @@ async def test_a_request_of_an_expired_session_fails_once_and_the_client_opens_a
             assert await other(Get(key="a")) == "4"
             await first.put("a", "6")
             assert await other(Get(key="a")) == "6"
+
+
+async def test_the_clients_watchdog_times_out_exactly_the_unanswered_attempts(autojump_clock):
+    # No sockets: one connection's bookkeeping, as its reader and watchdog see it.
+    def request(seq: int) -> Request:
+        return Request(client_id=7, seq=seq, command=Put(key="k", value=str(seq)))
+
+    async with trio.open_nursery() as nursery:
+        client = Client(nursery, {0: ("127.0.0.1", 1)}, b"s" * 32, timeout=2.0)
+        conn = _Conn(client, 0)
+        nursery.start_soon(conn._watchdog)
+        first = conn.send(request(1))
+        await trio.sleep(0.5)
+        answered, late = conn.send(request(2)), conn.send(request(3))
+        conn.pending.pop((7, 2)).set(Reply(client_id=7, seq=2, ok=True))  # as the reader does
+        await trio.sleep(1.6)  # 2.1 s: only the first attempt's deadline has passed
+        assert first.reply is _TIMED_OUT and late.reply is None
+        assert list(conn.pending) == [(7, 3)]
+        await trio.sleep(0.5)
+        assert late.reply is _TIMED_OUT and answered.reply.ok and not conn.pending
+        again = conn.send(request(4))  # the watchdog, idle, wakes for a new attempt
+        await trio.sleep(2.1)
+        assert again.reply is _TIMED_OUT
+        nursery.cancel_scope.cancel()
