@@ -62,6 +62,7 @@ from typing import Any
 import attrs
 import cbor2
 
+from consensus.builders import builder
 from consensus.commands import (
     Append,
     Batch,
@@ -121,55 +122,6 @@ _NAMES = {type(None): "None", bool: "bool", int: "int", float: "float", str: "st
 _WIRE_TYPES = {"array": (list, tuple), "map": (dict,)}
 _short = reprlib.Repr()
 _short.maxstring = _short.maxother = 40
-
-
-def _maker(cls: type, fields: Sequence[Any]) -> Callable[..., Any]:
-    """A function of the field values in order that builds ``cls``, as fast as
-    it safely can.
-
-    ``cls(**fields)`` by default (kw_only classes need keywords: a generated
-    positional adapter is about 2x faster than ``cls(**dict(zip(...)))``).  A
-    class whose ``__init__`` only stores its fields (slots and nothing else,
-    no validator, converter or init hook) is built without it: a new object
-    and each slot set through its descriptor, which is what that
-    ``__init__`` does, in half the time (decoding builds several objects per
-    request).  Such a maker has ``direct`` set."""
-    params = ", ".join(f"_{i}" for i in range(len(fields)))
-    slots: set[str] = set()
-    for klass in cls.__mro__[:-1]:
-        own = klass.__dict__.get("__slots__")
-        if own is None:  # a __dict__ somewhere: leave construction to __init__
-            slots = set()
-            break
-        slots.update([own] if isinstance(own, str) else own)
-    slots.discard("__weakref__")
-    plain = (
-        slots == {a.name for a in fields}
-        and all(
-            a.validator is None
-            and a.converter is None
-            and a.alias == a.name
-            and type(getattr(cls, a.name, None)).__name__ == "member_descriptor"
-            for a in fields
-        )
-        and not any(hasattr(cls, hook) for hook in ("__attrs_pre_init__", "__attrs_post_init__"))
-    )
-    if not plain:
-        # Aliases are identifiers, so this is safe to eval.
-        kwargs = ", ".join(f"{a.alias}=_{i}" for i, a in enumerate(fields))
-        return typing.cast(
-            Callable[..., Any], eval(f"lambda {params}: cls({kwargs})", {"cls": cls})
-        )
-    ns: dict[str, Any] = {"NEW": object.__new__, "CLS": cls}
-    lines = [f"def make({params}):", "    o = NEW(CLS)"]
-    for i, a in enumerate(fields):
-        ns[f"S{i}"] = getattr(cls, a.name).__set__
-        lines.append(f"    S{i}(o, _{i})")
-    lines.append("    return o")
-    exec(compile("\n".join(lines), f"<codec make {cls.__qualname__}>", "exec"), ns)
-    make = ns["make"]
-    make.direct = True
-    return typing.cast(Callable[..., Any], make)
 
 
 class _Slow(Exception):
@@ -396,7 +348,7 @@ class Codec:
         )
         encs = tuple((i, k.enc, names[i]) for i, k in enumerate(kinds) if k.exact is None)
         decs = tuple((i, k.dec, names[i]) for i, k in enumerate(kinds) if k.exact is None)
-        make = _maker(cls, fields)
+        make: Callable[..., Any] = builder(cls)
 
         def encode(obj: Any, top: bool) -> list[Any]:
             out = [VERSION, tag, *get(obj)] if top else [tag, *get(obj)]

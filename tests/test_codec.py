@@ -12,6 +12,7 @@ from codec_helpers import roundtrip_table_check
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from consensus.builders import builder
 from consensus.codec import (
     CORE_TYPES,
     FIRST_EXTRA_TAG,
@@ -649,7 +650,7 @@ class Unslotted:
 
 
 def test_decoding_builds_the_same_objects_as_their_constructors_and_runs_their_hooks() -> None:
-    # Plain slotted classes are built without their __init__ (a faster path):
+    # Plain slotted classes are built without their __init__ (builder's fast path):
     # the objects must equal, hash and behave as constructed ones; a class with
     # an init hook, a base class or a __dict__ still gets exactly its own rules.
     codec = Codec([Hooked, Base, Child, Unslotted])
@@ -669,5 +670,8 @@ def test_decoding_builds_the_same_objects_as_their_constructors_and_runs_their_h
                 back.a = 0  # type: ignore[union-attr]
     with pytest.raises(FieldError, match="Hooked"):
         codec.decode(cbor2.dumps([VERSION, codec.tags[Hooked], 11]))
+    assert builder(Child)(1, "x") == Child(a=1, b="x") and builder(Child).direct
+    with pytest.raises(ValueError, match="count above 10"):
+        builder(Hooked)(11)
     with pytest.raises(FieldError, match="Validated"):
         Codec([Validated]).decode(cbor2.dumps([VERSION, FIRST_EXTRA_TAG, -1]))
