@@ -183,6 +183,8 @@ class ReplicaHost:
         self.sent_bytes: Counter[str] = Counter()
         #: (client_id, seq) -> (request, waiter) for requests submitted here.
         self.waiting: dict[tuple[int, int], tuple[Request, Any]] = {}
+        # The answer to an applied write (result None), shared: values are frozen.
+        self._done = ClientReply(ok=True, result=None, node=node_id)
         self._reads: list[ReadReady] = []
         self._last_snapshot = 0
         #: Most client requests packed into one proposal (0: never pack).  A
@@ -444,6 +446,7 @@ class ReplicaHost:
 
     def _apply(self, now: float, out: Outputs) -> None:
         sm, waiting, reply, node_id = self.sm, self.waiting, self._reply, self.node_id
+        done = self._done
         packs = self._packs
         apply_requests = getattr(sm, "apply_requests", None)
         applied = self.applied if self.record_applied else None
@@ -472,7 +475,9 @@ class ReplicaHost:
             for request, result in results:
                 found = waiting.pop((request.client_id, request.seq), None)
                 if found is not None:
-                    if result is SESSION_EXPIRED:
+                    if result is None:  # a write's answer: one shared value
+                        reply(found[1], done)
+                    elif result is SESSION_EXPIRED:
                         reply(found[1], self._client_reply(result))
                     else:
                         reply(found[1], ClientReply(ok=True, result=result, node=node_id))

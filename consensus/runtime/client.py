@@ -55,6 +55,7 @@ from typing import Any, AsyncIterator, Callable
 
 import trio
 
+from consensus.builders import builder
 from consensus.checker.history import INFO, OK, History, Operation
 from consensus.codec import CodecError
 from consensus.commands import Append, CompareAndSet, Delete, Get, Put, Request
@@ -127,6 +128,8 @@ class _Waiter:
 
 
 _DISCONNECTED = "disconnected"
+#: ``Request(client_id, seq, command)``, positional and fast: one per operation.
+_new_request = builder(Request)
 _TIMED_OUT = Reply(client_id=0, seq=0, ok=False, reason="timeout")
 
 
@@ -395,7 +398,7 @@ class Client:
         """Borrow a lane, number the request, record the operation as invoked."""
         lane = self._lanes.pop() if self._lanes else _Lane()
         lane.seq += 1
-        request = Request(client_id=lane.client_id, seq=lane.seq, command=command)
+        request = _new_request(lane.client_id, lane.seq, command)
         op = Operation(
             op_id=next(self._op_ids),
             client=lane.client_id,

@@ -39,6 +39,7 @@ from typing import Any
 
 import trio
 
+from consensus.builders import builder
 from consensus.codec import Codec, CodecError
 from consensus.host import ClientReply
 from consensus.runtime.clusterfile import ClusterFile
@@ -65,6 +66,10 @@ from consensus.statemachine import STALE
 from consensus.wal import DurableStorage, WalError
 
 __all__ = ["NodeServer", "StartupError", "configure_logging"]
+
+#: ``Reply(client_id, seq, ok, result, reason, leader)``, positional and fast:
+#: every request a node answers builds one.
+_new_reply = builder(Reply)
 
 #: Replies per frame: keeps a frame far below any sane max_frame.
 REPLIES_PER_FRAME = 4096
@@ -356,14 +361,7 @@ class _ClientSession:
                 self._push(Reply(client_id=client_id, seq=seq, ok=False, reason="stale"))
                 return
             self._push(
-                Reply(
-                    client_id=client_id,
-                    seq=seq,
-                    ok=answer.ok,
-                    result=result,
-                    reason=answer.reason,
-                    leader=answer.leader_hint,
-                )
+                _new_reply(client_id, seq, answer.ok, result, answer.reason, answer.leader_hint)
             )
 
         return reply
