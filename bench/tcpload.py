@@ -156,6 +156,10 @@ class _Load:
                     else:
                         nursery.start_soon(self._open, client)
                     await self.finished.wait()
+        self._give_up_unended()
+
+    def _give_up_unended(self) -> None:
+        """The run is over: operations still unanswered are indeterminate (``info``)."""
         unended = self.history if self.tally is None else list(self.tally.live.values())
         for op in unended:
             if op.status is None:

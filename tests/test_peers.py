@@ -551,3 +551,48 @@ def test_the_puts_load_writes_unique_values_of_the_command_size_to_1000_keys():
     assert keys <= {f"k{i}" for i in range(1000)} and len(keys) > 900
     again = _Load(spec)  # the same seed draws the same keys
     assert [c.key for c in commands[:50]] == [again.command().key for _ in range(50)]
+
+
+def test_a_latency_load_tallies_operations_as_they_end_and_keeps_none():
+    from bench.tcpload import _latencies, _Load
+    from consensus.checker.history import INFO, OK, Operation
+    from consensus.commands import Put
+
+    spec = {
+        "index": 0,
+        "processes": 1,
+        "start_at": 0.0,
+        "workload": {"mode": "closed", "clients": 1, "duration": 3.0},
+        "record": "latency",
+        "measure_from": 1.0,
+    }
+    load = _Load(spec)
+    assert load.history is None and load.tally is not None
+
+    def op(i: int, invoke: float, complete: float | None, status: str | None) -> Operation:
+        o = Operation(
+            op_id=i, client=1, seq=i, command=Put(key="k", value="v"), node=0, invoke=invoke
+        )
+        o.complete, o.status = complete, status
+        load.tally.live[i] = o
+        return o
+
+    cases = [
+        op(1, 0.5, 0.9, OK),  # ended before the window: not counted
+        op(2, 0.9, 1.2, OK),  # ended in it: counted, 300 ms
+        op(3, 2.0, 2.004, OK),  # 4 ms
+        op(4, 2.5, 3.1, OK),  # ended after it: not counted
+        op(5, 1.5, None, INFO),  # given up, started in it: failed
+        op(6, 0.2, None, INFO),  # given up, started before it: not counted
+    ]
+    for o in cases:
+        load._settle(o)
+    load._settle(cases[1])  # a second end of one operation counts once
+    assert (load.tally.ok, load.tally.failed) == (2, 1) and not load.tally.live
+    op(7, 2.9, None, None)  # still outstanding when the run ends: failed
+    op(8, 3.2, None, None)  # started after the window (drain): not counted
+    load._give_up_unended()
+    assert not load.tally.live
+    out = _latencies(load, spec)
+    assert out["ok"] == 2 and out["failed"] == 2 and out["duration"] == 2.0
+    assert sorted(out["samples_ms"]) == pytest.approx([4.0, 300.0])
