@@ -269,22 +269,27 @@ class Outputs:
 
     def extend(self, other: Outputs) -> None:
         """Append ``other``'s outputs after these (a later input's effects)."""
+        # Most outputs are mostly empty: each list is tested before it is extended.
         if other.compact is not None:
             # A later compaction supersedes every record written before it.
             self.compact = other.compact
             self.persist = list(other.persist)
-        else:
+        elif other.persist:
             self.persist.extend(other.persist)
-        self.messages.extend(other.messages)
+        if other.messages:
+            self.messages.extend(other.messages)
         if other.restore is not None:
             # The state is replaced: what earlier inputs committed is either in
             # the snapshot or, after a rollback (a resync to an older index),
             # undone; either way it must not be applied after the restore.
             self.restore = other.restore
             self.committed = []
-        self.committed.extend(other.committed)
-        self.rejected.extend(other.rejected)
-        self.reads.extend(other.reads)
+        if other.committed:
+            self.committed.extend(other.committed)
+        if other.rejected:
+            self.rejected.extend(other.rejected)
+        if other.reads:
+            self.reads.extend(other.reads)
         if other.placed:
             if self.placed is None:
                 self.placed = []
