@@ -17,6 +17,7 @@ import random
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import attrs
 import pandas as pd
@@ -529,18 +530,21 @@ def test_against_reference_bounds_latency_by_a_tenth_of_the_references_peak_p50(
     assert row["unloaded_target_met"] and row["throughput_target_met"]
 
 
+def _load_spec(*, index: int = 0, processes: int = 1, duration: float = 1.0, **more: Any) -> dict:
+    """A load process's spec (``bench.tcpload``): one closed-loop client, and ``more``."""
+    return {
+        "index": index,
+        "processes": processes,
+        "start_at": 0.0,
+        "workload": {"mode": "closed", "clients": 1, "duration": duration},
+        **more,
+    }
+
+
 def test_the_puts_load_writes_unique_values_of_the_command_size_to_1000_keys():
     from bench.tcpload import _Load
 
-    spec = {
-        "index": 1,
-        "processes": 2,
-        "start_at": 0.0,
-        "workload": {"mode": "closed", "clients": 1, "duration": 1.0},
-        "kind": "puts",
-        "command_size": 12,
-        "seed": 5,
-    }
+    spec = _load_spec(index=1, processes=2, kind="puts", command_size=12, seed=5)
     load = _Load(spec)
     commands = [load.command() for _ in range(20_000)]
     values = [c.value for c in commands]
@@ -558,14 +562,7 @@ def test_a_latency_load_tallies_operations_as_they_end_and_keeps_none():
     from consensus.checker.history import INFO, OK, Operation
     from consensus.commands import Put
 
-    spec = {
-        "index": 0,
-        "processes": 1,
-        "start_at": 0.0,
-        "workload": {"mode": "closed", "clients": 1, "duration": 3.0},
-        "record": "latency",
-        "measure_from": 1.0,
-    }
+    spec = _load_spec(duration=3.0, record="latency", measure_from=1.0)
     load = _Load(spec)
     assert load.history is None and load.tally is not None
 
