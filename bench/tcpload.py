@@ -203,9 +203,13 @@ class _Load:
         """One closed-loop slot without a task: each answer issues the next."""
         self.outstanding += 1
 
+        duration = self.workload.duration
+
         def done(op: Operation) -> None:
             self._settle(op)
-            if self.now() < self.workload.duration:
+            # An answered operation's end is the time now (one clock read less).
+            now = op.complete if op.complete is not None else self.now()
+            if now < duration:
                 self._issue(client, done)
             else:
                 self._ended()

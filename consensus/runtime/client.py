@@ -153,6 +153,8 @@ class _Conn:
         # Control queries (status, local reads) are answered in order: one waiter each.
         self.controls: deque[tuple[Any, _Waiter]] = deque()
         self.scope = trio.CancelScope()
+        # Trio's clock, read once per attempt: its method, without trio.current_time's calls.
+        self.clock: Callable[[], float] = trio.lowlevel.current_clock().current_time
 
     async def run(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         with trio.CancelScope() as self.scope:
@@ -215,7 +217,7 @@ class _Conn:
         self.controls.clear()
 
     def send(self, request: Request) -> _Waiter:
-        waiter = _Waiter(trio.current_time() + self.client.timeout)
+        waiter = _Waiter(self.clock() + self.client.timeout)
         if self.closed:
             waiter.set(Reply(client_id=0, seq=0, ok=False, reason=_DISCONNECTED))
             return waiter
@@ -434,7 +436,7 @@ class Client:
                 op.complete = self.clock()
                 op.status = OK
                 op.result = reply.result
-                self._give_back(lane)
+                self._lanes.append(lane)  # _give_back: an ok answer never expires a lane
                 on_done(op)
             else:
                 op.retries += 1

@@ -360,23 +360,30 @@ class _ClientSession:
                 # A duplicate older than the client's latest request: never re-executed.
                 self._push(Reply(client_id=client_id, seq=seq, ok=False, reason="stale"))
                 return
-            self._push(
+            out = self.out
+            out.append(
                 _new_reply(client_id, seq, answer.ok, result, answer.reason, answer.leader_hint)
             )
+            if len(out) > self.limit:
+                self._too_slow()
+            self.wake.set()
 
         return reply
 
     def _push(self, reply: Reply) -> None:
         self.out.append(reply)
         if len(self.out) > self.limit:
-            self.server.log.warning(
-                "closing client connection from %s: %d replies unread (too slow)",
-                self.framed.peer,
-                len(self.out),
-            )
-            self.closed = True
-            self.out.clear()
+            self._too_slow()
         self.wake.set()
+
+    def _too_slow(self) -> None:
+        self.server.log.warning(
+            "closing client connection from %s: %d replies unread (too slow)",
+            self.framed.peer,
+            len(self.out),
+        )
+        self.closed = True
+        self.out.clear()
 
     def _push_control(self, answer: Any) -> None:
         self.controls.append(answer)
