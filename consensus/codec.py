@@ -62,7 +62,7 @@ from typing import Any
 import attrs
 import cbor2
 
-from consensus.builders import builder
+from consensus.builders import builder, slot_setters
 from consensus.commands import (
     Append,
     Batch,
@@ -478,11 +478,12 @@ class Codec:
                 dec_lines.append(f"    {a} = DEC{i}({a})")
                 enc_lines.append(f"    {a} = ENC{i}({a})")
         fields = ", ".join(values)
-        if getattr(make, "direct", False):  # inline it: one call less per value
+        setters = slot_setters(cls)
+        if setters is not None:  # builder's fast path, inlined: one call less per value
             ns["NEW"], ns["CLS"] = object.__new__, cls
             dec_lines.append("    o = NEW(CLS)")
-            for i, name in enumerate(names):
-                ns[f"S{i}"] = getattr(cls, name).__set__
+            for i, setter in enumerate(setters):
+                ns[f"S{i}"] = setter
                 dec_lines.append(f"    S{i}(o, a{i})")
             dec_lines.append("    return o")
         else:
