@@ -183,7 +183,7 @@ class ReplicaHost:
         self.sent_bytes: Counter[str] = Counter()
         #: (client_id, seq) -> (request, waiter) for requests submitted here.
         self.waiting: dict[tuple[int, int], tuple[Request, Any]] = {}
-        # The answer to an applied write (result None), shared: values are frozen.
+        # The answer to an applied write (result None): see _client_reply.
         self._done = ClientReply(ok=True, result=None, node=node_id)
         self._reads: list[ReadReady] = []
         self._last_snapshot = 0
@@ -364,6 +364,9 @@ class ReplicaHost:
         return True
 
     def _client_reply(self, result: Any) -> ClientReply:
+        """The answer to an applied request whose result is ``result``."""
+        if result is None:  # a write's: one shared value (answers are frozen)
+            return self._done
         if result is SESSION_EXPIRED:
             return ClientReply(ok=False, reason="session_expired", node=self.node_id)
         return ClientReply(ok=True, result=result, node=self.node_id)
@@ -427,8 +430,7 @@ class ReplicaHost:
             for answer in out.answers:
                 entry = self.waiting.pop((answer.client_id, answer.seq), None)
                 if entry is not None:
-                    reply = ClientReply(ok=True, result=answer.result, node=self.node_id)
-                    self._reply(entry[1], reply)
+                    self._reply(entry[1], self._client_reply(answer.result))
         if synced:
             self.handle(now, synced)
 
@@ -446,7 +448,7 @@ class ReplicaHost:
 
     def _apply(self, now: float, out: Outputs) -> None:
         sm, waiting, reply, node_id = self.sm, self.waiting, self._reply, self.node_id
-        done = self._done
+        client_reply = self._client_reply
         packs = self._packs
         apply_requests = getattr(sm, "apply_requests", None)
         applied = self.applied if self.record_applied else None
@@ -475,12 +477,7 @@ class ReplicaHost:
             for request, result in results:
                 found = waiting.pop((request.client_id, request.seq), None)
                 if found is not None:
-                    if result is None:  # a write's answer: one shared value
-                        reply(found[1], done)
-                    elif result is SESSION_EXPIRED:
-                        reply(found[1], self._client_reply(result))
-                    else:
-                        reply(found[1], ClientReply(ok=True, result=result, node=node_id))
+                    reply(found[1], client_reply(result))
         if self.snapshot_every and sm.applied_index - self._last_snapshot >= self.snapshot_every:
             self._snapshot(now, sm.applied_index)
 
@@ -496,5 +493,5 @@ class ReplicaHost:
                 continue
             request, waiter = entry
             result = self.sm.query(request.command)
-            self._reply(waiter, ClientReply(ok=True, result=result, node=self.node_id))
+            self._reply(waiter, self._client_reply(result))
         self._reads = still
