@@ -153,8 +153,9 @@ class _Conn:
         # Control queries (status, local reads) are answered in order: one waiter each.
         self.controls: deque[tuple[Any, _Waiter]] = deque()
         self.scope = trio.CancelScope()
-        # Trio's clock, read once per attempt: its method, without trio.current_time's calls.
-        self.clock: Callable[[], float] = trio.lowlevel.current_clock().current_time
+        # Trio's clock (attempts' deadlines): its method, read once per attempt
+        # without trio.current_time's calls around it.
+        self.trio_now: Callable[[], float] = trio.lowlevel.current_clock().current_time
 
     async def run(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         with trio.CancelScope() as self.scope:
@@ -217,7 +218,7 @@ class _Conn:
         self.controls.clear()
 
     def send(self, request: Request) -> _Waiter:
-        waiter = _Waiter(self.clock() + self.client.timeout)
+        waiter = _Waiter(self.trio_now() + self.client.timeout)
         if self.closed:
             waiter.set(Reply(client_id=0, seq=0, ok=False, reason=_DISCONNECTED))
             return waiter
@@ -241,7 +242,7 @@ class _Conn:
                 self.deadline_set = trio.Event()
                 await self.deadline_set.wait()
                 continue
-            now = trio.current_time()
+            now = self.trio_now()
             expired = []
             for key, waiter in pending.items():  # oldest first
                 if waiter.deadline > now:
@@ -436,7 +437,7 @@ class Client:
                 op.complete = self.clock()
                 op.status = OK
                 op.result = reply.result
-                self._lanes.append(lane)  # _give_back: an ok answer never expires a lane
+                self._give_back(lane)
                 on_done(op)
             else:
                 op.retries += 1

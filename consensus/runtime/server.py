@@ -360,30 +360,23 @@ class _ClientSession:
                 # A duplicate older than the client's latest request: never re-executed.
                 self._push(Reply(client_id=client_id, seq=seq, ok=False, reason="stale"))
                 return
-            out = self.out
-            out.append(
+            self._push(
                 _new_reply(client_id, seq, answer.ok, result, answer.reason, answer.leader_hint)
             )
-            if len(out) > self.limit:
-                self._too_slow()
-            self.wake.set()
 
         return reply
 
     def _push(self, reply: Reply) -> None:
         self.out.append(reply)
         if len(self.out) > self.limit:
-            self._too_slow()
+            self.server.log.warning(
+                "closing client connection from %s: %d replies unread (too slow)",
+                self.framed.peer,
+                len(self.out),
+            )
+            self.closed = True
+            self.out.clear()
         self.wake.set()
-
-    def _too_slow(self) -> None:
-        self.server.log.warning(
-            "closing client connection from %s: %d replies unread (too slow)",
-            self.framed.peer,
-            len(self.out),
-        )
-        self.closed = True
-        self.out.clear()
 
     def _push_control(self, answer: Any) -> None:
         self.controls.append(answer)
