@@ -502,6 +502,12 @@ def measure_fsync(directory: str | None = None, rounds: int = 300) -> float:
     return statistics.fmean(times)
 
 
+#: Loopback TCP as the simulator models it: 30 us one way on average, with
+#: jitter (a constant delay phase-locks light loads; bench/configs/validate.toml
+#: models it the same way).
+LOOPBACK_DELAY = {"kind": "uniform", "low": 0.00001, "high": 0.00005}
+
+
 def _real_and_simulated(
     table: dict[str, Any], seconds: float, *, nodes: int, workload: dict[str, Any], **costs: Any
 ) -> dict[str, Any]:
@@ -522,10 +528,9 @@ def _real_and_simulated(
         "tcp": {"processes": 1, "fsync": "never", "pack_proposals": 256},
         "drain": 0.5,
     }
-    loopback = {"delay": {"kind": "constant", "value": 0.00003}}
     return {
         "real": run({**config, "network": {"kind": "tcp"}}),
-        "simulated": run({**config, "network": loopback}),
+        "simulated": run({**config, "network": {"delay": LOOPBACK_DELAY}}),
     }
 
 
