@@ -176,10 +176,10 @@ def test_core_tags_are_fixed_and_extra_tags_follow_registration_order() -> None:
 
 
 def test_wire_format_is_the_documented_versioned_array() -> None:
-    # [VERSION, tag(Request)=6, client_id, seq, [tag(Put)=2, key, value]]
-    assert CODEC.encode(REQ) == cbor2.dumps([VERSION, 6, 1, 2, [2, "k", "v"]])
-    assert CODEC.encode(REQ).hex() == "85010601028302616b6176"
-    assert CODEC.size(REQ) == 11
+    # [VERSION, tag(Request)=6, client_id, seq, tag(Put)=2, key, value]: the command flat
+    assert CODEC.encode(REQ) == cbor2.dumps([VERSION, 6, 1, 2, 2, "k", "v"])
+    assert CODEC.encode(REQ).hex() == "870206010202616b6176"
+    assert CODEC.size(REQ) == 10
 
 
 def test_for_protocol_registers_messages_then_records() -> None:
@@ -224,23 +224,31 @@ def test_unknown_top_level_tag_is_rejected() -> None:
 
 def test_unknown_nested_tag_is_rejected_and_named() -> None:
     with pytest.raises(UnknownMessageType, match=r"Request\.command"):
-        CODEC.decode(wire(VERSION, 6, 1, 2, [99, "k"]))
+        CODEC.decode(wire(VERSION, 6, 1, 2, 99, "k"))
 
 
 def test_registered_class_in_the_wrong_field_is_a_field_error() -> None:
     with pytest.raises(FieldError, match=r"Request\.command: expected Get \| Put"):
-        CODEC.decode(wire(VERSION, 6, 1, 2, [7]))  # Noop is not a command
+        CODEC.decode(wire(VERSION, 6, 1, 2, 7))  # Noop is not a command
 
 
-@pytest.mark.parametrize("fields", [[1, 2], [1, 2, [1, "k"], "extra"], []])
-def test_wrong_field_count_is_rejected(fields: list[Any]) -> None:
-    with pytest.raises(FieldError, match="Request: expected 3 field"):
+@pytest.mark.parametrize(
+    ("fields", "error"),
+    [
+        ([1, 2], "Request: expected 3 field"),
+        ([], "Request: expected 3 field"),
+        ([1, 2, 1], r"Request\.command: Get: expected 1 field"),
+        ([1, 2, 1, "k", "extra"], r"Request: 1 item\(s\) after its fields"),
+    ],
+)
+def test_wrong_field_count_is_rejected(fields: list[Any], error: str) -> None:
+    with pytest.raises(FieldError, match=error):
         CODEC.decode(wire(VERSION, 6, *fields))
 
 
 def test_bool_never_passes_as_int() -> None:
     with pytest.raises(FieldError, match=r"Request\.client_id: expected int, got bool"):
-        CODEC.decode(wire(VERSION, 6, True, 2, [1, "k"]))
+        CODEC.decode(wire(VERSION, 6, True, 2, 1, "k"))
 
 
 def test_int_never_passes_as_bool() -> None:
@@ -257,10 +265,30 @@ def test_str_and_bytes_are_distinct() -> None:
 
 def test_field_errors_name_the_path_through_nested_values() -> None:
     with pytest.raises(FieldError, match=r"Batch\.requests: \[1\]: Request\.seq: expected int"):
-        CODEC.decode(wire(VERSION, 8, [[6, 1, 2, [1, "k"]], [6, 1, "two", [1, "k"]]]))
+        CODEC.decode(wire(VERSION, 8, 2, 6, 1, 2, 1, "k", 6, 1, "two", 1, "k"))
 
 
-@pytest.mark.parametrize("version", [0, 2, True, "1", None])
+@pytest.mark.parametrize("count", [-1, 3, 99, True, "2", [6]])
+def test_a_flat_sequence_with_a_wrong_count_is_refused(count: Any) -> None:
+    # [VERSION, Batch, count, items...] with two Get requests: only 2 is right.
+    items = [6, 1, 2, 1, "k", 6, 1, 3, 1, "k"]
+    assert CODEC.decode(wire(VERSION, 8, 2, *items)) == Batch(
+        requests=(
+            Request(client_id=1, seq=2, command=Get(key="k")),
+            Request(client_id=1, seq=3, command=Get(key="k")),
+        )
+    )
+    with pytest.raises(FieldError, match="Batch"):
+        CODEC.decode(wire(VERSION, 8, count, *items))
+
+
+def test_the_old_nested_form_of_a_flat_field_is_refused() -> None:
+    # Version 1 nested a registered value in an array of its own.
+    with pytest.raises(FieldError, match=r"Request\.command"):
+        CODEC.decode(wire(VERSION, 6, 1, 2, [1, "k"]))
+
+
+@pytest.mark.parametrize("version", [0, VERSION - 1, VERSION + 1, True, str(VERSION), None])
 def test_other_versions_are_rejected(version: Any) -> None:
     with pytest.raises(UnsupportedVersion):
         CODEC.decode(wire(version, 1, "k"))
@@ -547,7 +575,7 @@ STREAM = b"".join(CODEC.encode_frame(v) for v in STREAM_VALUES)
 
 
 def test_frame_is_a_big_endian_length_then_the_body() -> None:
-    assert CODEC.encode_frame(REQ) == (11).to_bytes(4, "big") + CODEC.encode(REQ)
+    assert CODEC.encode_frame(REQ) == (10).to_bytes(4, "big") + CODEC.encode(REQ)
 
 
 def test_frame_decoder_handles_every_split_point() -> None:
@@ -599,11 +627,14 @@ def test_a_bad_frame_body_breaks_the_stream() -> None:
 
 
 def test_a_bool_where_a_tag_belongs_is_refused_even_though_true_equals_one():
-    # [VERSION, Request, client_id, seq, [True, "k"]]: True == 1 == Get's tag.
-    data = cbor2.dumps([VERSION, 6, 1, 2, [True, "k"]])
+    # [VERSION, Request, client_id, seq, True, "k"]: True == 1 == Get's tag.
+    data = cbor2.dumps([VERSION, 6, 1, 2, True, "k"])
     with pytest.raises(FieldError, match="Request.command"):
         CODEC.decode(data)
-    data = cbor2.dumps([VERSION, 8, [[True, 1, 2, [2, "k", "v"]]]])  # Batch of a bool-tagged item
+    data = cbor2.dumps([VERSION, 8, 1, True, 1, 2, 2, "k", "v"])  # Batch of a bool-tagged item
+    with pytest.raises(FieldError):
+        CODEC.decode(data)
+    data = cbor2.dumps([VERSION, 8, True, 6, 1, 2, 2, "k", "v"])  # a bool for the count
     with pytest.raises(FieldError):
         CODEC.decode(data)
 
@@ -620,7 +651,7 @@ def test_fast_and_careful_paths_give_the_same_bytes_and_the_same_value(value):
 
 
 def test_the_careful_path_alone_still_refuses_what_the_fast_path_refuses():
-    data = cbor2.dumps([VERSION, 6, 1, 2, [True, "k"]])
+    data = cbor2.dumps([VERSION, 6, 1, 2, True, "k"])
     with pytest.raises(FieldError, match="Request.command"):
         CAREFUL.decode(data)
 

@@ -18,7 +18,7 @@ import cbor2
 import pytest
 import trio
 
-from consensus.codec import Codec
+from consensus.codec import VERSION, Codec
 from consensus.commands import Get, Put, Request
 from consensus.registry import get_protocol
 from consensus.runtime.client import _TIMED_OUT, Client, _Conn, connect
@@ -212,7 +212,7 @@ async def test_another_wire_version_is_refused(tmp_path, caplog):
     secret = cluster.secret_bytes()
     codec = runtime_codec()
     async with running(cluster) as servers:
-        # A Login of handshake version 2, properly signed.
+        # A Login of the next handshake version, properly signed.
         framed = await raw_connection(servers[2])
         hello = codec.decode(await framed.receive_frame())
         assert isinstance(hello, Hello) and hello.version == WIRE_VERSION
@@ -231,8 +231,9 @@ async def test_another_wire_version_is_refused(tmp_path, caplog):
         assert await closed_by_peer(framed)
         await assert_still_commits(cluster)
     messages = refusals(caplog)
-    assert any("wire version 2, this node speaks 1" in m for m in messages), caplog.text
-    assert any("this codec reads 1" in m for m in messages), caplog.text
+    ours, theirs = WIRE_VERSION, WIRE_VERSION + 1
+    assert any(f"wire version {theirs}, this node speaks {ours}" in m for m in messages), caplog.text
+    assert any(f"this codec reads {VERSION}" in m for m in messages), caplog.text
 
 
 VERSION_FROM_THE_FUTURE = 99
@@ -274,7 +275,7 @@ async def test_a_peer_sending_an_unknown_message_type_is_disconnected(tmp_path, 
             listener=2,
             timeout=BOUND,
         )
-        body = cbor2.dumps([1, 200, "no message has tag 200"])
+        body = cbor2.dumps([VERSION, 200, "no message has tag 200"])
         await framed.send(len(body).to_bytes(4, "big") + body)
         assert await closed_by_peer(framed)
         await assert_still_commits(cluster)

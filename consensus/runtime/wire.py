@@ -68,7 +68,7 @@ __all__ = [
 ]
 
 #: Version of the handshake and client protocol; a peer of another version is refused.
-WIRE_VERSION = 1
+WIRE_VERSION = 2  # 2: the codec writes registered values flat (consensus.codec)
 ROLES = ("peer", "client")
 NONCE_BYTES = 16
 
