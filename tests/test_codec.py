@@ -182,6 +182,34 @@ def test_wire_format_is_the_documented_versioned_array() -> None:
     assert CODEC.size(REQ) == 10
 
 
+def test_values_the_schema_names_are_flat_and_the_others_boxed() -> None:
+    batch = Batch(requests=(REQ, Request(client_id=3, seq=4, command=Get(key="g"))))
+    # [VERSION, tag(Batch)=8, count, Request..., Request...]: one array, however many.
+    assert cbor2.loads(CODEC.encode(batch)) == [
+        VERSION,
+        8,
+        2,
+        6,
+        1,
+        2,
+        2,
+        "k",
+        "v",
+        6,
+        3,
+        4,
+        1,
+        "g",
+    ]
+    # A dynamic field cannot name the class: the value is boxed, [tag, flat fields...].
+    boxed = cbor2.loads(CODEC.encode(Dynamic(anything=REQ, obj=None)))
+    assert boxed == [VERSION, CODEC.tags[Dynamic], [6, 1, 2, 2, "k", "v"], None]
+    # A union with a primitive is boxed too (None and a tag would look alike flat).
+    put = Put(key="p", value="q")
+    value = Unions(maybe_int=None, maybe_put=put, int_or_str=1, mixed=None, maybe_ints=None)
+    assert cbor2.loads(CODEC.encode(value))[3] == [2, "p", "q"]
+
+
 def test_for_protocol_registers_messages_then_records() -> None:
     spec = ProtocolSpec(
         name="t",
