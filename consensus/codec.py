@@ -206,6 +206,9 @@ class _Kind:
     # Set for a flat kind (see the module docstring): append to an array / read at an offset.
     put: Callable[[Any, list[Any]], None] | None = None
     take: Callable[[Any, int], tuple[Any, int]] | None = None
+    # Types ``enc`` and ``dec`` return as they are (a union's or a dynamic value's
+    # primitives): the fast path tests for them instead of calling.
+    same: frozenset[type] = frozenset()
 
 
 def _primitive(ok: frozenset[type]) -> _Kind:
@@ -476,17 +479,31 @@ class Codec:
                 put_lines.append(f"    out += ({', '.join(pending)},)")
             pending.clear()
 
+        def dispatch(
+            i: int, classes: tuple[type, ...], t: str, indent: str
+        ) -> tuple[list[str], str]:
+            # Check tag ``t`` and say which fast take reads what follows it: one class
+            # already compiled is called directly, else through the table by tag.
+            tags = [self.tags[c] for c in classes]
+            if len(tags) == 1 and tags[0] in self._fast_take:
+                ns[f"TAG{i}"], ns[f"TK{i}"] = tags[0], self._fast_take[tags[0]]
+                return [f"{indent}if type({t}) is not int or {t} != TAG{i}: raise Slow"], f"TK{i}"
+            ns[f"TAGS{i}"] = frozenset(tags)
+            return [
+                f"{indent}if type({t}) is not int or {t} not in TAGS{i}: raise Slow"
+            ], f"FT[{t}]"
+
         for i, (name, kind) in enumerate(zip(names, kinds, strict=True)):
             a = f"a{i}"
             put_lines.append(f"    {a} = o.{name}")
             values.append(a)
             if kind.classes and kind.take is not None:  # one flat value: tag, fields
-                ns[f"TAGS{i}"] = frozenset(self.tags[c] for c in kind.classes)
                 ns[f"CLS{i}"] = frozenset(kind.classes)
+                check, take = dispatch(i, kind.classes, "t", "    ")
                 take_lines += [
                     f"    t = arr[off + {at}]",
-                    f"    if type(t) is not int or t not in TAGS{i}: raise Slow",
-                    f"    {a}, off = FT[t](arr, off + {at + 1})",
+                    *check,
+                    f"    {a}, off = {take}(arr, off + {at + 1})",
                 ]
                 at = 0
                 put_lines.append(f"    if type({a}) not in CLS{i}: raise Slow")
@@ -495,8 +512,8 @@ class Codec:
             elif kind.seq is not None and kind.take is not None:  # count, then flat items
                 container, item = kind.seq
                 ns[f"C{i}"] = container
-                ns[f"TAGS{i}"] = frozenset(self.tags[c] for c in item.classes)
                 ns[f"CLS{i}"] = frozenset(item.classes)
+                check, take = dispatch(i, item.classes, "t", "        ")
                 take_lines += [
                     f"    k = arr[off + {at}]",
                     "    if type(k) is not int or k < 0: raise Slow",
@@ -504,8 +521,8 @@ class Codec:
                     "    items = []",
                     "    for _ in range(k):",
                     "        t = arr[off]",
-                    f"        if type(t) is not int or t not in TAGS{i}: raise Slow",
-                    "        x, off = FT[t](arr, off + 1)",
+                    *check,
+                    f"        x, off = {take}(arr, off + 1)",
                     "        items.append(x)",
                     f"    {a} = C{i}(items)",
                 ]
@@ -533,8 +550,9 @@ class Codec:
                 else:
                     ns[f"DEC{i}"] = kind.dec
                     ns[f"ENC{i}"] = kind.enc
-                    take_lines.append(f"    {a} = DEC{i}({a})")
-                    put_lines.append(f"    {a} = ENC{i}({a})")
+                    ns[f"SAME{i}"] = kind.same
+                    take_lines.append(f"    if type({a}) not in SAME{i}: {a} = DEC{i}({a})")
+                    put_lines.append(f"    if type({a}) not in SAME{i}: {a} = ENC{i}({a})")
                 pending.append(a)
         flush()
         end = f"off + {at}" if at else "off"
@@ -669,7 +687,9 @@ class Codec:
 
             return convert
 
-        return _Kind(desc, "union", by_type(by_py), by_type(by_wire), prims | frozenset(by_py))
+        return _Kind(
+            desc, "union", by_type(by_py), by_type(by_wire), prims | frozenset(by_py), same=prims
+        )
 
     def _sequence(self, container: Any, item: _Kind) -> _Kind:
         name = container.__name__
@@ -838,7 +858,7 @@ class Codec:
                 raise FieldError("dict has duplicate keys")
             raise FieldError(f"unknown container code {code} ({len(items)} items)")
 
-        return _Kind("Any", "any", enc, dec, frozenset())
+        return _Kind("Any", "any", enc, dec, frozenset(), same=_PRIMITIVES)
 
 
 def _each(f: Callable[[Any], Any], v: Iterable[Any]) -> list[Any]:
