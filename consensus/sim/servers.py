@@ -85,6 +85,7 @@ from consensus.replica import Outputs
 from consensus.sim.clienthosts import ClientHosts, Cores
 from consensus.sim.costrows import Row, commands_in, compile_rows, no_entries
 from consensus.sim.nodestats import (
+    AREA,
     BATCHES,
     BYTES,
     CPU,
@@ -210,6 +211,7 @@ class Servers:
         self.encode_sends = self.on_wire or config.count_bytes or self.sized
         self._decode = sim._codec.decode if self.on_wire else None
         self._batch, self._wakeup = costs.batch, costs.wakeup
+        self._woke = costs.batch + costs.wakeup  # the first terms of an idle node's batch
         self._packing = config.pack_proposals > 1
         self._apply = costs.apply
         self._send = costs.send
@@ -495,8 +497,7 @@ class Servers:
     def _wake_at(self, node: _Node, server: _Server) -> None:
         server.wake = True
         heapq.heappush(
-            self.sim._heap,
-            (server.free_at, next(self.sim._seq), _DONE, node.id, node.incarnation, None),
+            self._heap, (server.free_at, next(self._seq), _DONE, node.id, node.incarnation, None)
         )
 
     def rearm(self, node: _Node) -> None:
@@ -511,13 +512,13 @@ class Servers:
         free_at = self.servers[node.id].free_at
         if deadline < free_at:
             deadline = free_at
-        if deadline < self.sim.now:
-            deadline = self.sim.now
+        now = self.sim.now
+        if deadline < now:
+            deadline = now
         if deadline < node.timer_at:
             node.timer_at = deadline
             heapq.heappush(
-                self.sim._heap,
-                (deadline, next(self.sim._seq), _TIMER, node.id, node.incarnation, None),
+                self._heap, (deadline, next(self._seq), _TIMER, node.id, node.incarnation, None)
             )
 
     # -- a batch ------------------------------------------------------------------------
@@ -531,8 +532,13 @@ class Servers:
         messages, requests = server.messages, server.requests
         queued = len(messages) + len(requests)
         budget = self.max_batch
-        cost = self._batch + self._wakeup if woke else self._batch
-        waited: list[float] = []  # arrival times of inputs that waited
+        cost = self._woke if woke else self._batch
+        # An input that waited adds [arrived, now) to the queue's area as it is taken:
+        # NodeStats.waited, inlined for one that arrived in the interval of ``now``.
+        counts = server.stats
+        per = counts.per
+        bin_now = int(now * per)
+        row = counts.row if bin_now == counts.row_bin else counts.bin(bin_now)
         taken = 0
         out: Outputs | None = None
         merged = False
@@ -543,7 +549,10 @@ class Servers:
         while messages and budget:
             src, payload, arrived = messages.popleft()
             if arrived != now:
-                waited.append(arrived)
+                if int(arrived * per) == bin_now:
+                    row[AREA] += now - arrived
+                else:
+                    counts.waited((arrived,), now)
             if decode is not None:
                 size = len(payload)
                 message = decode(payload)
@@ -575,7 +584,10 @@ class Servers:
                 for _ in range(take):
                     request, waiter, arrived = requests.popleft()
                     if arrived != now:
-                        waited.append(arrived)
+                        if int(arrived * per) == bin_now:
+                            row[AREA] += now - arrived
+                        else:
+                            counts.waited((arrived,), now)
                     items.append((request, waiter))
                 results = [host.accept_many(now, items)]
             else:  # accept_many without packing, without its merging of every result
@@ -584,7 +596,10 @@ class Servers:
                 for _ in range(take):
                     request, waiter, arrived = requests.popleft()
                     if arrived != now:
-                        waited.append(arrived)
+                        if int(arrived * per) == bin_now:
+                            row[AREA] += now - arrived
+                        else:
+                            counts.waited((arrived,), now)
                     results.append(accept(now, request, waiter))
             cost += self.propose_cost * (host.proposals - proposals)
             for result in results:
@@ -609,8 +624,6 @@ class Servers:
             self.arm(node, deadline)
             return
         self._close(node, server, out, cost, now, taken, queued)
-        if waited:
-            server.stats.waited(waited, now)
 
     def _serve_message(
         self, node: _Node, server: _Server, src: int, payload: Any, now: float
@@ -627,7 +640,7 @@ class Servers:
         else:
             message, size = payload, 0
         base, per_byte, per_entry, count = self._rows.get(type(message), self._default)
-        cost = self._batch + self._wakeup + base + per_byte * size
+        cost = self._woke + base + per_byte * size
         if per_entry:
             cost += per_entry * count(message)
         self.delivered += 1
@@ -776,7 +789,8 @@ class Servers:
         cost = 0.0
         records, default = self._records, self._record_default
         encode = self.sim._codec.encode if self._record_bytes else None
-        for group in (out.compact or (), out.persist):
+        compact = out.compact
+        for group in (out.persist,) if not compact else (compact, out.persist):
             for record in group:
                 base, per_byte, per_entry, count = records.get(type(record), default)
                 cost += base
