@@ -733,6 +733,9 @@ class Servers:
             else:
                 outbox[:0] = early
         if outbox or replies:
+            # Only a list that holds something is replaced: an empty one the DONE
+            # also holds stays empty, as no batch starts before that DONE (and
+            # outside a batch nothing is held).
             if outbox:
                 server.outbox = []
             if replies:
