@@ -85,6 +85,7 @@ from consensus.replica import Outputs
 from consensus.sim.clienthosts import ClientHosts, Cores
 from consensus.sim.costrows import Row, commands_in, compile_rows, no_entries
 from consensus.sim.nodestats import (
+    AREA,
     BATCHES,
     BYTES,
     CPU,
@@ -120,6 +121,7 @@ class _Server:
         "outbox",
         "replies",
         "collecting",
+        "sent_cost",
         "link_free",
         "stats",
         "core",
@@ -133,6 +135,7 @@ class _Server:
         self.outbox: list[tuple[int, Any, int, Any]] = []
         self.replies: list[tuple[Any, Any]] = []
         self.collecting = False  # inside a batch: outputs are held
+        self.sent_cost = 0.0  # with send rows: what the outbox's messages cost to send
         self.link_free = 0.0
         self.stats = NodeStats(interval)
         self.core = -1  # the core this node ran on last (costs.cores)
@@ -144,6 +147,7 @@ class _Server:
         self.outbox = []
         self.replies = []
         self.collecting = False
+        self.sent_cost = 0.0
         self.wake = False
         self.free_at = now
 
@@ -207,6 +211,7 @@ class Servers:
         self.encode_sends = self.on_wire or config.count_bytes or self.sized
         self._decode = sim._codec.decode if self.on_wire else None
         self._batch, self._wakeup = costs.batch, costs.wakeup
+        self._woke = costs.batch + costs.wakeup  # the first terms of an idle node's batch
         self._packing = config.pack_proposals > 1
         self._apply = costs.apply
         self._send = costs.send
@@ -219,7 +224,10 @@ class Servers:
         self.clients = ClientHosts(sim, costs, self.cores)
         self.client_answer = self.clients.answer
         self._nodes = sim._nodes
+        self._net = sim.network
         self._blocked = sim.network.blocked  # mutated in place, never replaced
+        self._link_last = sim.network.link_last  # likewise
+        self._on_reply = sim._on_reply
         self._heap, self._seq = sim._heap, sim._seq
         self._tracer = sim._tracer
         if self._tracer is not None:  # tracing: other methods, none on the untraced path
@@ -237,26 +245,40 @@ class Servers:
         transmit = self._transmit
         on_reply = self.sim._on_reply
         outbox_of = server  # outbox and replies are replaced per batch: read them each time
+        # With send rows, a message held in a batch adds its row (base + per_byte x
+        # size, then per_entry x entries) to the batch's ``sent_cost`` as it is sent,
+        # rather than a second loop over the outbox adding them at the end.
+        rows = self._sends if self._send_rows else None
+        send_default = self._send_default
 
         if self.encode_sends:
             encode = self.sim._codec.encode
             on_wire, pairs = self.on_wire, self.pairs
-            host_of = self.sim._nodes_host
-            last: list[Any] = [None, b""]  # a broadcast encodes its message once
+            # A broadcast encodes (and costs) its message once:
+            # [message, payload, size, its send row's fixed part, its per-entry part].
+            last: list[Any] = [None, b"", 0, 0.0, 0.0]
 
             def send(dst: int, message: Any) -> None:
                 if message is last[0]:
-                    data = last[1]
+                    payload, size = last[1], last[2]
                 else:
                     data = encode(message)
-                    last[0], last[1] = message, data
-                size = len(data)
-                host = host_of(src)
+                    size = len(data)
+                    payload = data if on_wire else ((message, size) if pairs else message)
+                    last[0], last[1], last[2] = message, payload, size
+                    if rows is not None:
+                        base, per_byte, per_entry, count = rows.get(type(message), send_default)
+                        last[3] = base + per_byte * size
+                        last[4] = per_entry * count(message) if per_entry else 0.0
+                host = node.host
                 if host is not None:
                     host.sent_bytes[type(message).__name__] += size
-                payload = data if on_wire else ((message, size) if pairs else message)
                 if outbox_of.collecting:
                     outbox_of.outbox.append((dst, payload, size, message))
+                    if rows is not None:
+                        outbox_of.sent_cost += last[3]
+                        if last[4]:
+                            outbox_of.sent_cost += last[4]
                 else:
                     transmit(src, dst, payload, size, message)
 
@@ -265,6 +287,11 @@ class Servers:
             def send(dst: int, message: Any) -> None:
                 if outbox_of.collecting:
                     outbox_of.outbox.append((dst, message, 0, message))
+                    if rows is not None:
+                        base, _, per_entry, count = rows.get(type(message), send_default)
+                        outbox_of.sent_cost += base  # per_byte x size 0 adds nothing
+                        if per_entry:
+                            outbox_of.sent_cost += per_entry * count(message)
                 else:
                     transmit(src, dst, message, 0, message)
 
@@ -287,39 +314,51 @@ class Servers:
 
     def _release(self, src: int, outbox: list[tuple[int, Any, int, Any]], now: float) -> None:
         """Send what a batch held, in order, through ``src``'s link."""
-        sim = self.sim
-        net = sim.network
-        heap, seq, push = sim._heap, sim._seq, heapq.heappush
+        net = self._net
+        heap, seq, push = self._heap, self._seq, heapq.heappush
         bandwidth = self.bandwidth
-        server = self.servers[src]
-        link_free = server.link_free
-        link_time = 0.0
         sent = 0
-        clean = net.clean and not net.blocked
-        sample, fifo, last = net._sample, net.fifo, net.link_last[src]
-        for dst, payload, size, message in outbox:
-            t = now
-            if bandwidth:
-                took = size / bandwidth
-                t = (link_free if link_free > t else t) + took
-                link_free = t
-                link_time += took
-            sent += size
-            if clean:
+        if bandwidth:
+            server = self.servers[src]
+            link_free = server.link_free
+            link_time = 0.0
+        if net.clean and not net.blocked:
+            sample = net._sample
+            last = self._link_last[src] if net.fifo else None
+            for dst, payload, size, _ in outbox:
+                t = now
+                if bandwidth:
+                    took = size / bandwidth
+                    t = (link_free if link_free > t else t) + took
+                    link_free = t
+                    link_time += took
+                sent += size
                 arrival = t + sample(src, dst)
-                if fifo:
+                if last is not None:
                     if arrival < last[dst]:
                         arrival = last[dst]
                     last[dst] = arrival
                 push(heap, (arrival, next(seq), _INPUT, dst, src, payload))
-            else:
+        else:
+            for dst, payload, size, message in outbox:
+                t = now
+                if bandwidth:
+                    took = size / bandwidth
+                    t = (link_free if link_free > t else t) + took
+                    link_free = t
+                    link_time += took
+                sent += size
                 for arrival in net.arrivals(src, dst, message, t):
                     push(heap, (arrival, next(seq), _INPUT, dst, src, payload))
-        server.link_free = link_free
+        if bandwidth:
+            server.link_free = link_free
         if sent:
-            row = server.stats.row_at(now)
+            counts = self.servers[src].stats
+            b = int(now * counts.per)
+            row = counts.row if b == counts.row_bin else counts.bin(b)
             row[BYTES] += sent
-            row[LINK] += link_time
+            if bandwidth:
+                row[LINK] += link_time
 
     # -- tracing (consensus.sim.trace) --------------------------------------------------
 
@@ -378,7 +417,7 @@ class Servers:
     # -- events -------------------------------------------------------------------------
 
     def message(self, dst: int, src: int, payload: Any, now: float) -> None:
-        """INPUT: a peer message arrives at ``dst``."""
+        """INPUT: a peer message arrives at ``dst`` (inlined in ``run``: keep them in step)."""
         node = self._nodes[dst]
         if node.host is None:
             return
@@ -430,7 +469,8 @@ class Servers:
     def done(self, node_id: int, incarnation: int, held: Any, now: float) -> None:
         """DONE: a batch ends (its outputs leave), or a busy node is free again."""
         node = self._nodes[node_id]
-        if incarnation != node.incarnation or node.host is None:
+        host = node.host
+        if incarnation != node.incarnation or host is None:
             return  # the node crashed meanwhile: what the batch held is lost
         server = self.servers[node_id]
         server.wake = False
@@ -438,15 +478,17 @@ class Servers:
             outbox, replies = held
             if outbox:
                 self._release(node_id, outbox, now)
-            on_reply = self.sim._on_reply
-            for waiter, answer in replies:
-                on_reply(waiter, answer)
-            if node.host is None:
-                return  # an answer's callback crashed the node
+            if replies:
+                on_reply = self._on_reply
+                for waiter, answer in replies:
+                    on_reply(waiter, answer)
+                host = node.host
+                if host is None:
+                    return  # an answer's callback crashed the node
         if server.messages or server.requests:
             self._serve(node, server, now)
             return
-        deadline = node.host.replica.next_deadline()
+        deadline = host.replica.next_deadline()
         if deadline is not None and deadline <= now:
             self._serve(node, server, now)
         else:
@@ -455,8 +497,7 @@ class Servers:
     def _wake_at(self, node: _Node, server: _Server) -> None:
         server.wake = True
         heapq.heappush(
-            self.sim._heap,
-            (server.free_at, next(self.sim._seq), _DONE, node.id, node.incarnation, None),
+            self._heap, (server.free_at, next(self._seq), _DONE, node.id, node.incarnation, None)
         )
 
     def rearm(self, node: _Node) -> None:
@@ -471,13 +512,13 @@ class Servers:
         free_at = self.servers[node.id].free_at
         if deadline < free_at:
             deadline = free_at
-        if deadline < self.sim.now:
-            deadline = self.sim.now
+        now = self.sim.now
+        if deadline < now:
+            deadline = now
         if deadline < node.timer_at:
             node.timer_at = deadline
             heapq.heappush(
-                self.sim._heap,
-                (deadline, next(self.sim._seq), _TIMER, node.id, node.incarnation, None),
+                self._heap, (deadline, next(self._seq), _TIMER, node.id, node.incarnation, None)
             )
 
     # -- a batch ------------------------------------------------------------------------
@@ -491,8 +532,13 @@ class Servers:
         messages, requests = server.messages, server.requests
         queued = len(messages) + len(requests)
         budget = self.max_batch
-        cost = self._batch + self._wakeup if woke else self._batch
-        waited: list[float] = []  # arrival times of inputs that waited
+        cost = self._woke if woke else self._batch
+        # An input that waited adds [arrived, now) to the queue's area as it is taken:
+        # NodeStats.waited, inlined for one that arrived in the interval of ``now``.
+        counts = server.stats
+        per = counts.per
+        bin_now = int(now * per)
+        row = counts.row if bin_now == counts.row_bin else counts.bin(bin_now)
         taken = 0
         out: Outputs | None = None
         merged = False
@@ -503,7 +549,10 @@ class Servers:
         while messages and budget:
             src, payload, arrived = messages.popleft()
             if arrived != now:
-                waited.append(arrived)
+                if int(arrived * per) == bin_now:
+                    row[AREA] += now - arrived
+                else:
+                    counts.waited((arrived,), now)
             if decode is not None:
                 size = len(payload)
                 message = decode(payload)
@@ -535,7 +584,10 @@ class Servers:
                 for _ in range(take):
                     request, waiter, arrived = requests.popleft()
                     if arrived != now:
-                        waited.append(arrived)
+                        if int(arrived * per) == bin_now:
+                            row[AREA] += now - arrived
+                        else:
+                            counts.waited((arrived,), now)
                     items.append((request, waiter))
                 results = [host.accept_many(now, items)]
             else:  # accept_many without packing, without its merging of every result
@@ -544,7 +596,10 @@ class Servers:
                 for _ in range(take):
                     request, waiter, arrived = requests.popleft()
                     if arrived != now:
-                        waited.append(arrived)
+                        if int(arrived * per) == bin_now:
+                            row[AREA] += now - arrived
+                        else:
+                            counts.waited((arrived,), now)
                     results.append(accept(now, request, waiter))
             cost += self.propose_cost * (host.proposals - proposals)
             for result in results:
@@ -569,8 +624,6 @@ class Servers:
             self.arm(node, deadline)
             return
         self._close(node, server, out, cost, now, taken, queued)
-        if waited:
-            server.stats.waited(waited, now)
 
     def _serve_message(
         self, node: _Node, server: _Server, src: int, payload: Any, now: float
@@ -587,7 +640,7 @@ class Servers:
         else:
             message, size = payload, 0
         base, per_byte, per_entry, count = self._rows.get(type(message), self._default)
-        cost = self._batch + self._wakeup + base + per_byte * size
+        cost = self._woke + base + per_byte * size
         if per_entry:
             cost += per_entry * count(message)
         self.delivered += 1
@@ -615,30 +668,30 @@ class Servers:
         assert host is not None
         stats = host.storage.stats
         syncs, records = stats.syncs, stats.records_written
-        writes = out.persist or out.compact is not None
-        early: list[tuple[int, Any, int, Any]] = []
+        early: list[tuple[int, Any, int, Any]] | None = None
         early_cpu = 0.0
-        if out.eager and writes:
-            # As the runtime does: eager messages go out before the node's own disk
-            # write, which overlaps their round trip (the replica contract's step 0).
-            out = _merged(out)
-            eager, out.eager = out.eager, None
-            host.send_now(eager or [])
-            early, server.outbox = server.outbox, []
-            cost += self._outbox_cost(early)
-            early_cpu = cost
-        if self._record_costs and writes:
-            if self._record_flat:  # one cost per record, whatever its type
-                cost += self._record_flat * (len(out.persist) + len(out.compact or ()))
-            else:
-                cost += self._records_cost(out)
+        if out.persist or out.compact is not None:
+            if out.eager:
+                # As the runtime does: eager messages go out before the node's own disk
+                # write, which overlaps their round trip (the replica contract's step 0).
+                out = _merged(out)
+                eager, out.eager = out.eager, None
+                host.send_now(eager or [])
+                early, server.outbox = server.outbox, []
+                cost += self._outbox_cost(server, early)
+                early_cpu = cost
+            if self._record_costs:
+                if self._record_flat:  # one cost per record, whatever its type
+                    cost += self._record_flat * (len(out.persist) + len(out.compact or ()))
+                else:
+                    cost += self._records_cost(out)
         if self._apply and out.committed:
             cost += self._apply * commands_in(out.committed)
         host.handle(now, out)
         server.collecting = False
         outbox, replies = server.outbox, server.replies
         if outbox:
-            cost += self._outbox_cost(outbox)
+            cost += self._outbox_cost(server, outbox)
         if replies:
             cost += self._reply * len(replies)
         fsyncs = stats.syncs - syncs
@@ -648,21 +701,27 @@ class Servers:
             server.core, start = self.cores.take(server.core, now, cost)
         end = start + cost + disk
         server.free_at = end
+        # The node's statistics (nodestats); a zero is not added (x + 0.0 is x).
         counts = server.stats
         b = int(now * counts.per)
         row = counts.row if b == counts.row_bin else counts.bin(b)
         if end < (b + 1) * counts.interval:
             row[CPU] += cost
-            row[FSYNC] += disk
-            row[WAIT] += start - now
+            if fsyncs:
+                row[FSYNC] += disk
+            if start != now:
+                row[WAIT] += start - now
         else:  # a batch that runs into the next interval: split its time
             counts.spread(WAIT, now, start)
             counts.spread(CPU, start, start + cost)
             counts.spread(FSYNC, start + cost, end)
         row[BATCHES] += 1
         row[INPUTS] += taken
-        row[FSYNCS] += fsyncs
-        row[RECORDS] += stats.records_written - records
+        if fsyncs:
+            row[FSYNCS] += fsyncs
+        written = stats.records_written - records
+        if written:
+            row[RECORDS] += written
         if queued > row[QMAX]:
             row[QMAX] = queued
         if early:
@@ -674,7 +733,13 @@ class Servers:
             else:
                 outbox[:0] = early
         if outbox or replies:
-            server.outbox, server.replies = [], []
+            # Only a list that holds something is replaced: an empty one the DONE
+            # also holds stays empty, as no batch starts before that DONE (and
+            # outside a batch nothing is held).
+            if outbox:
+                server.outbox = []
+            if replies:
+                server.replies = []
             if end > now:
                 server.wake = True
                 heapq.heappush(
@@ -705,9 +770,13 @@ class Servers:
             return
         self.arm(node, host.replica.next_deadline())
 
-    def _outbox_cost(self, outbox: list[tuple[int, Any, int, Any]]) -> float:
+    def _outbox_cost(self, server: _Server, outbox: list[tuple[int, Any, int, Any]]) -> float:
+        # What sending ``outbox`` costs; with send rows, the sum its messages added to
+        # ``sent_cost`` as they were sent (attach): each its row, in the outbox's order.
         if self._send_rows:
-            return self._sends_cost(outbox)
+            cost = server.sent_cost
+            server.sent_cost = 0.0
+            return cost
         cost = self._send * len(outbox)
         if self._send_per_byte:
             cost += self._send_per_byte * sum(map(_size, outbox))
@@ -719,22 +788,12 @@ class Servers:
         if incarnation == node.incarnation and node.host is not None:
             self._release(node_id, outbox, now)
 
-    def _sends_cost(self, outbox: list[tuple[int, Any, int, Any]]) -> float:
-        # Each copy of a broadcast pays its row (its frame is written once per peer).
-        cost = 0.0
-        rows, default = self._sends, self._send_default
-        for _, _, size, message in outbox:
-            base, per_byte, per_entry, count = rows.get(type(message), default)
-            cost += base + per_byte * size
-            if per_entry:
-                cost += per_entry * count(message)
-        return cost
-
     def _records_cost(self, out: Outputs) -> float:
         cost = 0.0
         records, default = self._records, self._record_default
         encode = self.sim._codec.encode if self._record_bytes else None
-        for group in (out.compact or (), out.persist):
+        compact = out.compact
+        for group in (out.persist,) if not compact else (compact, out.persist):
             for record in group:
                 base, per_byte, per_entry, count = records.get(type(record), default)
                 cost += base
@@ -779,8 +838,10 @@ class Servers:
         """``Simulator._run`` with costs on: the same loop over this module's events."""
         sim = self.sim
         heap, pop, push = sim._heap, heapq.heappop, heapq.heappush
-        message, done, timer, early = self.message, self.done, self.timer, self.early
+        done, timer, early = self.done, self.timer, self.early
         arrive, client_timer = sim._arrive, sim._client_timer
+        nodes, servers, blocked = self._nodes, self.servers, self._blocked
+        serve, serve_message, wake_at = self._serve, self._serve_message, self._wake_at
         processed = 0
         try:
             while heap:
@@ -791,8 +852,21 @@ class Servers:
                     break
                 sim.now = time
                 processed += 1
-                if kind == 5:  # _INPUT(dst=a, src=b, payload=c)
-                    message(a, b, c, time)
+                if kind == 5:  # _INPUT(dst=a, src=b, payload=c): message(), inlined
+                    node = nodes[a]
+                    if node.host is None or (blocked and (b, a) in blocked):
+                        pass
+                    else:
+                        server = servers[a]
+                        if server.wake or server.free_at > time:
+                            server.messages.append((b, c, time))
+                            if not server.wake:
+                                wake_at(node, server)
+                        elif server.messages or server.requests:
+                            server.messages.append((b, c, time))
+                            serve(node, server, time, True)
+                        else:
+                            serve_message(node, server, b, c, time)
                 elif kind == 6:  # _DONE(node=a, incarnation=b, held=c)
                     done(a, b, c, time)
                 elif kind == 7:  # _TIMER(node=a, incarnation=b)
