@@ -232,7 +232,9 @@ async def test_another_wire_version_is_refused(tmp_path, caplog):
         await assert_still_commits(cluster)
     messages = refusals(caplog)
     ours, theirs = WIRE_VERSION, WIRE_VERSION + 1
-    assert any(f"wire version {theirs}, this node speaks {ours}" in m for m in messages), caplog.text
+    assert any(f"wire version {theirs}, this node speaks {ours}" in m for m in messages), (
+        caplog.text
+    )
     assert any(f"this codec reads {VERSION}" in m for m in messages), caplog.text
 
 
