@@ -322,6 +322,8 @@ class Servers:
             server = self.servers[src]
             link_free = server.link_free
             link_time = 0.0
+        # Two copies of the link arithmetic, one per network state, so the common one
+        # (no loss, no partition) pays no test per message: keep them in step.
         if net.clean and not net.blocked:
             sample = net._sample
             last = self._link_last[src] if net.fifo else None
