@@ -325,14 +325,12 @@ class Codec:
         if take is None:
             raise UnknownMessageType(f"unknown message tag {tag}")
         try:
-            value, end = take(v, 2)
+            taken = take(v, 2)
         except CodecError:
             raise
         except Exception as e:  # RecursionError, an unhashable set element, ...
             raise FieldError(f"{self._name[tag]}: {e!r}") from e
-        if end != len(v):
-            raise FieldError(f"{self._name[tag]}: {len(v) - end} item(s) after its fields")
-        return value
+        return _to_end(taken, v, self._name[tag])
 
     def size(self, obj: Any) -> int:
         """Encoded length of ``obj`` in bytes (without a frame prefix)."""
@@ -527,14 +525,15 @@ class Codec:
                     f"    {a} = C{i}(items)",
                 ]
                 at = 0
-                put_lines += [
-                    f"    if type({a}) is not C{i}: raise Slow",
-                    f"    for x in {a}:",
-                    f"        if type(x) not in CLS{i}: raise Slow",
-                ]
+                put_lines.append(f"    if type({a}) is not C{i}: raise Slow")
                 pending.append(f"len({a})")
                 flush()
-                put_lines += [f"    for x in {a}:", "        FP[type(x)](x, out)"]
+                # A stray item raises part-way: the caller truncates what was appended.
+                put_lines += [
+                    f"    for x in {a}:",
+                    f"        if type(x) not in CLS{i}: raise Slow",
+                    "        FP[type(x)](x, out)",
+                ]
             else:
                 take_lines.append(f"    {a} = arr[off + {at}]")
                 at += 1
@@ -636,10 +635,7 @@ class Codec:
             return out
 
         def dec(v: Any) -> Any:
-            value, end = take(_array(v, f"{desc} as [tag, fields...]"), 0)
-            if end != len(v):
-                raise FieldError(f"{desc}: {len(v) - end} item(s) after its fields")
-            return value
+            return _to_end(take(_array(v, f"{desc} as [tag, fields...]"), 0), v, desc)
 
         return _Kind(
             desc, "array", enc, dec, frozenset(classes), classes=tuple(classes), put=put, take=take
@@ -837,10 +833,7 @@ class Codec:
                 f = take_by_tag.get(code)
                 if f is None:
                     raise UnknownMessageType(f"unknown message tag {code}")
-                value, end = f(v, 1)
-                if end != len(v):
-                    raise FieldError(f"tag {code}: {len(v) - end} item(s) after its fields")
-                return value
+                return _to_end(f(v, 1), v, f"tag {code}")
             items = [dec(x) for x in v[1:]]
             if code == _TUPLE:
                 return tuple(items)
@@ -859,6 +852,14 @@ class Codec:
             raise FieldError(f"unknown container code {code} ({len(items)} items)")
 
         return _Kind("Any", "any", enc, dec, frozenset(), same=_PRIMITIVES)
+
+
+def _to_end(taken: tuple[Any, int], arr: Any, what: str) -> Any:
+    # The value a take read, which must have used up ``arr`` (a frame, a boxed value).
+    value, end = taken
+    if end != len(arr):
+        raise FieldError(f"{what}: {len(arr) - end} item(s) after its fields")
+    return value
 
 
 def _each(f: Callable[[Any], Any], v: Iterable[Any]) -> list[Any]:
