@@ -19,7 +19,7 @@ the simulation goes on (``rows``) works on a copy.
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import Any
 
 __all__ = ["STAT_FIELDS", "NodeStats"]
 
@@ -79,7 +79,7 @@ class NodeStats:
             self.bin(b)[field] += width
         self.bin(last)[field] += end - last * width
 
-    def waited(self, arrivals: Iterable[float], now: float) -> None:
+    def waited(self, arrivals: list[float], now: float) -> None:
         """Each input's wait ``[arrived, now)`` adds to the queue's area."""
         per, width = self.per, self.interval
         last = int(now * per)

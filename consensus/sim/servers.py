@@ -85,7 +85,6 @@ from consensus.replica import Outputs
 from consensus.sim.clienthosts import ClientHosts, Cores
 from consensus.sim.costrows import Row, commands_in, compile_rows, no_entries
 from consensus.sim.nodestats import (
-    AREA,
     BATCHES,
     BYTES,
     CPU,
@@ -121,7 +120,6 @@ class _Server:
         "outbox",
         "replies",
         "collecting",
-        "sent_cost",
         "link_free",
         "stats",
         "core",
@@ -135,7 +133,6 @@ class _Server:
         self.outbox: list[tuple[int, Any, int, Any]] = []
         self.replies: list[tuple[Any, Any]] = []
         self.collecting = False  # inside a batch: outputs are held
-        self.sent_cost = 0.0  # with send rows: what the outbox's messages cost to send
         self.link_free = 0.0
         self.stats = NodeStats(interval)
         self.core = -1  # the core this node ran on last (costs.cores)
@@ -147,7 +144,6 @@ class _Server:
         self.outbox = []
         self.replies = []
         self.collecting = False
-        self.sent_cost = 0.0
         self.wake = False
         self.free_at = now
 
@@ -245,18 +241,12 @@ class Servers:
         transmit = self._transmit
         on_reply = self.sim._on_reply
         outbox_of = server  # outbox and replies are replaced per batch: read them each time
-        # With send rows, a message held in a batch adds its row (base + per_byte x
-        # size, then per_entry x entries) to the batch's ``sent_cost`` as it is sent,
-        # rather than a second loop over the outbox adding them at the end.
-        rows = self._sends if self._send_rows else None
-        send_default = self._send_default
 
         if self.encode_sends:
             encode = self.sim._codec.encode
             on_wire, pairs = self.on_wire, self.pairs
-            # A broadcast encodes (and costs) its message once:
-            # [message, payload, size, its send row's fixed part, its per-entry part].
-            last: list[Any] = [None, b"", 0, 0.0, 0.0]
+            # A broadcast encodes its message once: [message, payload, size].
+            last: list[Any] = [None, b"", 0]
 
             def send(dst: int, message: Any) -> None:
                 if message is last[0]:
@@ -266,19 +256,11 @@ class Servers:
                     size = len(data)
                     payload = data if on_wire else ((message, size) if pairs else message)
                     last[0], last[1], last[2] = message, payload, size
-                    if rows is not None:
-                        base, per_byte, per_entry, count = rows.get(type(message), send_default)
-                        last[3] = base + per_byte * size
-                        last[4] = per_entry * count(message) if per_entry else 0.0
                 host = node.host
                 if host is not None:
                     host.sent_bytes[type(message).__name__] += size
                 if outbox_of.collecting:
                     outbox_of.outbox.append((dst, payload, size, message))
-                    if rows is not None:
-                        outbox_of.sent_cost += last[3]
-                        if last[4]:
-                            outbox_of.sent_cost += last[4]
                 else:
                     transmit(src, dst, payload, size, message)
 
@@ -287,11 +269,6 @@ class Servers:
             def send(dst: int, message: Any) -> None:
                 if outbox_of.collecting:
                     outbox_of.outbox.append((dst, message, 0, message))
-                    if rows is not None:
-                        base, _, per_entry, count = rows.get(type(message), send_default)
-                        outbox_of.sent_cost += base  # per_byte x size 0 adds nothing
-                        if per_entry:
-                            outbox_of.sent_cost += per_entry * count(message)
                 else:
                     transmit(src, dst, message, 0, message)
 
@@ -317,50 +294,35 @@ class Servers:
         net = self._net
         heap, seq, push = self._heap, self._seq, heapq.heappush
         bandwidth = self.bandwidth
+        server = self.servers[src]
+        link_free = server.link_free
+        link_time = 0.0
         sent = 0
-        if bandwidth:
-            server = self.servers[src]
-            link_free = server.link_free
-            link_time = 0.0
-        # Two copies of the link arithmetic, one per network state, so the common one
-        # (no loss, no partition) pays no test per message: keep them in step.
-        if net.clean and not net.blocked:
-            sample = net._sample
-            last = self._link_last[src] if net.fifo else None
-            for dst, payload, size, _ in outbox:
-                t = now
-                if bandwidth:
-                    took = size / bandwidth
-                    t = (link_free if link_free > t else t) + took
-                    link_free = t
-                    link_time += took
-                sent += size
+        clean = net.clean and not net.blocked
+        sample, fifo, last = net._sample, net.fifo, self._link_last[src]
+        for dst, payload, size, message in outbox:
+            t = now
+            if bandwidth:
+                took = size / bandwidth
+                t = (link_free if link_free > t else t) + took
+                link_free = t
+                link_time += took
+            sent += size
+            if clean:
                 arrival = t + sample(src, dst)
-                if last is not None:
+                if fifo:
                     if arrival < last[dst]:
                         arrival = last[dst]
                     last[dst] = arrival
                 push(heap, (arrival, next(seq), _INPUT, dst, src, payload))
-        else:
-            for dst, payload, size, message in outbox:
-                t = now
-                if bandwidth:
-                    took = size / bandwidth
-                    t = (link_free if link_free > t else t) + took
-                    link_free = t
-                    link_time += took
-                sent += size
+            else:
                 for arrival in net.arrivals(src, dst, message, t):
                     push(heap, (arrival, next(seq), _INPUT, dst, src, payload))
-        if bandwidth:
-            server.link_free = link_free
+        server.link_free = link_free
         if sent:
-            counts = self.servers[src].stats
-            b = int(now * counts.per)
-            row = counts.row if b == counts.row_bin else counts.bin(b)
+            row = server.stats.row_at(now)
             row[BYTES] += sent
-            if bandwidth:
-                row[LINK] += link_time
+            row[LINK] += link_time
 
     # -- tracing (consensus.sim.trace) --------------------------------------------------
 
@@ -419,7 +381,7 @@ class Servers:
     # -- events -------------------------------------------------------------------------
 
     def message(self, dst: int, src: int, payload: Any, now: float) -> None:
-        """INPUT: a peer message arrives at ``dst`` (inlined in ``run``: keep them in step)."""
+        """INPUT: a peer message arrives at ``dst``."""
         node = self._nodes[dst]
         if node.host is None:
             return
@@ -535,12 +497,7 @@ class Servers:
         queued = len(messages) + len(requests)
         budget = self.max_batch
         cost = self._woke if woke else self._batch
-        # An input that waited adds [arrived, now) to the queue's area as it is taken:
-        # NodeStats.waited, inlined for one that arrived in the interval of ``now``.
-        counts = server.stats
-        per = counts.per
-        bin_now = int(now * per)
-        row = counts.row if bin_now == counts.row_bin else counts.bin(bin_now)
+        waited: list[float] = []  # arrival times of inputs that waited
         taken = 0
         out: Outputs | None = None
         merged = False
@@ -551,10 +508,7 @@ class Servers:
         while messages and budget:
             src, payload, arrived = messages.popleft()
             if arrived != now:
-                if int(arrived * per) == bin_now:
-                    row[AREA] += now - arrived
-                else:
-                    counts.waited((arrived,), now)
+                waited.append(arrived)
             if decode is not None:
                 size = len(payload)
                 message = decode(payload)
@@ -586,10 +540,7 @@ class Servers:
                 for _ in range(take):
                     request, waiter, arrived = requests.popleft()
                     if arrived != now:
-                        if int(arrived * per) == bin_now:
-                            row[AREA] += now - arrived
-                        else:
-                            counts.waited((arrived,), now)
+                        waited.append(arrived)
                     items.append((request, waiter))
                 results = [host.accept_many(now, items)]
             else:  # accept_many without packing, without its merging of every result
@@ -598,10 +549,7 @@ class Servers:
                 for _ in range(take):
                     request, waiter, arrived = requests.popleft()
                     if arrived != now:
-                        if int(arrived * per) == bin_now:
-                            row[AREA] += now - arrived
-                        else:
-                            counts.waited((arrived,), now)
+                        waited.append(arrived)
                     results.append(accept(now, request, waiter))
             cost += self.propose_cost * (host.proposals - proposals)
             for result in results:
@@ -626,6 +574,8 @@ class Servers:
             self.arm(node, deadline)
             return
         self._close(node, server, out, cost, now, taken, queued)
+        if waited:
+            server.stats.waited(waited, now)
 
     def _serve_message(
         self, node: _Node, server: _Server, src: int, payload: Any, now: float
@@ -680,7 +630,7 @@ class Servers:
                 eager, out.eager = out.eager, None
                 host.send_now(eager or [])
                 early, server.outbox = server.outbox, []
-                cost += self._outbox_cost(server, early)
+                cost += self._outbox_cost(early)
                 early_cpu = cost
             if self._record_costs:
                 if self._record_flat:  # one cost per record, whatever its type
@@ -693,7 +643,7 @@ class Servers:
         server.collecting = False
         outbox, replies = server.outbox, server.replies
         if outbox:
-            cost += self._outbox_cost(server, outbox)
+            cost += self._outbox_cost(outbox)
         if replies:
             cost += self._reply * len(replies)
         fsyncs = stats.syncs - syncs
@@ -772,13 +722,9 @@ class Servers:
             return
         self.arm(node, host.replica.next_deadline())
 
-    def _outbox_cost(self, server: _Server, outbox: list[tuple[int, Any, int, Any]]) -> float:
-        # What sending ``outbox`` costs; with send rows, the sum its messages added to
-        # ``sent_cost`` as they were sent (attach): each its row, in the outbox's order.
+    def _outbox_cost(self, outbox: list[tuple[int, Any, int, Any]]) -> float:
         if self._send_rows:
-            cost = server.sent_cost
-            server.sent_cost = 0.0
-            return cost
+            return self._sends_cost(outbox)
         cost = self._send * len(outbox)
         if self._send_per_byte:
             cost += self._send_per_byte * sum(map(_size, outbox))
@@ -790,12 +736,22 @@ class Servers:
         if incarnation == node.incarnation and node.host is not None:
             self._release(node_id, outbox, now)
 
+    def _sends_cost(self, outbox: list[tuple[int, Any, int, Any]]) -> float:
+        # Each copy of a broadcast pays its row (its frame is written once per peer).
+        cost = 0.0
+        rows, default = self._sends, self._send_default
+        for _, _, size, message in outbox:
+            base, per_byte, per_entry, count = rows.get(type(message), default)
+            cost += base + per_byte * size
+            if per_entry:
+                cost += per_entry * count(message)
+        return cost
+
     def _records_cost(self, out: Outputs) -> float:
         cost = 0.0
         records, default = self._records, self._record_default
         encode = self.sim._codec.encode if self._record_bytes else None
-        compact = out.compact
-        for group in (out.persist,) if not compact else (compact, out.persist):
+        for group in (out.compact or (), out.persist):
             for record in group:
                 base, per_byte, per_entry, count = records.get(type(record), default)
                 cost += base
@@ -840,10 +796,8 @@ class Servers:
         """``Simulator._run`` with costs on: the same loop over this module's events."""
         sim = self.sim
         heap, pop, push = sim._heap, heapq.heappop, heapq.heappush
-        done, timer, early = self.done, self.timer, self.early
+        message, done, timer, early = self.message, self.done, self.timer, self.early
         arrive, client_timer = sim._arrive, sim._client_timer
-        nodes, servers, blocked = self._nodes, self.servers, self._blocked
-        serve, serve_message, wake_at = self._serve, self._serve_message, self._wake_at
         processed = 0
         try:
             while heap:
@@ -854,21 +808,8 @@ class Servers:
                     break
                 sim.now = time
                 processed += 1
-                if kind == 5:  # _INPUT(dst=a, src=b, payload=c): message(), inlined
-                    node = nodes[a]
-                    if node.host is None or (blocked and (b, a) in blocked):
-                        pass
-                    else:
-                        server = servers[a]
-                        if server.wake or server.free_at > time:
-                            server.messages.append((b, c, time))
-                            if not server.wake:
-                                wake_at(node, server)
-                        elif server.messages or server.requests:
-                            server.messages.append((b, c, time))
-                            serve(node, server, time, True)
-                        else:
-                            serve_message(node, server, b, c, time)
+                if kind == 5:  # _INPUT(dst=a, src=b, payload=c)
+                    message(a, b, c, time)
                 elif kind == 6:  # _DONE(node=a, incarnation=b, held=c)
                     done(a, b, c, time)
                 elif kind == 7:  # _TIMER(node=a, incarnation=b)
