@@ -58,7 +58,9 @@ entries`` by least squares over the timed calls, after dropping the slowest
 2% (a garbage collection, the scheduler); a coefficient that comes out
 negative is dropped and the fit redone without it.  Timings are CPU-bound
 wall-clock times on a shared machine: run it when the machine is quiet, and
-compare the table with the last one before shipping it.
+compare the table with the last one before shipping it, or take the median
+of several runs (``--repeat``, ``combine``): one run's fsync or wake-up can
+be a quarter off the next one's, minutes apart.
 
 What it cannot see: the operating system's share of a real cluster's work
 beyond the calls timed here (TCP on loopback, scheduling three node
@@ -96,7 +98,7 @@ from consensus.sim.costrows import entry_counter
 from consensus.sim.simulator import Simulator
 from consensus.wal import DurableStorage
 
-__all__ = ["calibrate", "measure_fsync", "to_toml"]
+__all__ = ["calibrate", "combine", "measure_fsync", "to_toml"]
 
 PROTOCOLS = ("raft", "multipaxos", "paxos")
 #: Fits need this much spread to separate a per-byte or per-entry cost from noise.
@@ -684,6 +686,51 @@ def calibrate(
         table["wakeup"] += max(idle["real_follower_batch"] - idle["simulated_follower_batch"], 0.0)
         table["end_to_end"] = {**measured, **idle}
     return table
+
+
+_TERMS = ("base", "per_byte", "per_entry")
+
+
+def combine(tables: list[dict[str, Any]]) -> dict[str, Any]:
+    """One table from several ``calibrate`` runs: every number their median.
+
+    A row is the median of the runs that have it (a run may not see a rare
+    message type); a term that a run's fit dropped (a per-byte or per-entry
+    cost that came out negative) counts as zero there, and a term whose median
+    is zero is left out, as ``calibrate`` leaves it out.
+    """
+    if not tables:
+        raise ValueError("combine: no tables")
+    if len(tables) == 1:
+        return tables[0]
+    first = tables[0]
+    combined: dict[str, Any] = {"note": f"{first['note']}, median of {len(tables)} runs"}
+    for key, value in first.items():
+        if isinstance(value, (int, float)):
+            combined[key] = statistics.median(float(t.get(key, 0.0)) for t in tables)
+    for group in ("inputs", "sends", "records"):
+        names = sorted({name for t in tables for name in t[group]})
+        rows: dict[str, Any] = {}
+        for name in names:
+            seen = [t[group][name] for t in tables if name in t[group]]
+            row: dict[str, Any] = {}
+            for term in _TERMS:
+                value = statistics.median(float(r.get(term, 0.0)) for r in seen)
+                if value or term == "base":
+                    row[term] = value
+            entries = next((r["entries"] for r in seen if r.get("entries")), None)
+            if "per_entry" in row and entries:
+                row["entries"] = entries
+            else:
+                row.pop("per_entry", None)
+            rows[name] = row
+        combined[group] = rows
+    measured = [t["end_to_end"] for t in tables if t.get("end_to_end")]
+    if measured:
+        combined["end_to_end"] = {
+            key: statistics.median(m[key] for m in measured if key in m) for key in measured[0]
+        }
+    return combined
 
 
 def _fitted(samples: _Samples, sizes: bool = True) -> dict[str, Any]:

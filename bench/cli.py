@@ -257,17 +257,23 @@ def _cmd_speed(args: argparse.Namespace, console: Console) -> int:
 
 
 def _cmd_calibrate(args: argparse.Namespace, console: Console) -> int:
-    from bench.calibrate import PROTOCOLS, calibrate, to_toml, write
+    from bench.calibrate import PROTOCOLS, calibrate, combine, to_toml, write
 
     err = Console(stderr=True)
+    tables = []
     with err.status("calibrating...") as status:
-        table = calibrate(
-            tuple(args.protocol or PROTOCOLS),
-            seconds=args.seconds,
-            start=args.start,
-            end_to_end=not args.no_real,
-            progress=lambda what: status.update(f"calibrating: {what}"),
-        )
+        for run in range(1, args.repeat + 1):
+            of = f" (run {run} of {args.repeat})" if args.repeat > 1 else ""
+            tables.append(
+                calibrate(
+                    tuple(args.protocol or PROTOCOLS),
+                    seconds=args.seconds,
+                    start=args.start,
+                    end_to_end=not args.no_real,
+                    progress=lambda what, of=of: status.update(f"calibrating{of}: {what}"),
+                )
+            )
+    table = combine(tables)
     if args.out:
         path = write(table, args.out)
         console.print(f"[costs] table written to {path}")
@@ -637,6 +643,14 @@ def build_parser() -> argparse.ArgumentParser:
         default="default",
         help="costs the timed runs simulate with, so they batch as under load (a preset or"
         " a file; default: the shipped table)",
+    )
+    calibrate.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        choices=range(1, 21),
+        metavar="N",
+        help="calibrate N times and write each number's median (a shared machine's noise)",
     )
     calibrate.add_argument(
         "--no-real",

@@ -128,6 +128,50 @@ def test_calibration_writes_a_table_the_simulator_reads(tmp_path, capsys):
     assert to_toml(calibrate_table(path)) == path.read_text()
 
 
+def test_repeated_calibration_keeps_each_numbers_median():
+    from bench.calibrate import combine
+
+    def table(fsync, append, per_entry, extra=None):
+        inputs = {"raft.AppendEntries": {"base": append, "entries": "requests"}}
+        if per_entry:
+            inputs["raft.AppendEntries"]["per_entry"] = per_entry
+        if extra:
+            inputs["raft.RequestVote"] = {"base": extra}
+        return {
+            "note": "measured",
+            "fsync": fsync,
+            "send": 1e-5,
+            "inputs": inputs,
+            "sends": {},
+            "records": {"raft.Entry": {"base": 2e-6}},
+            "end_to_end": {"real_node": fsync * 10},
+        }
+
+    runs = [table(1e-4, 2e-5, 4e-7), table(3e-4, 1e-5, 0.0), table(2e-4, 3e-5, 5e-7, 9e-6)]
+    combined = combine(runs)
+    assert combined["note"] == "measured, median of 3 runs"
+    assert combined["fsync"] == pytest.approx(2e-4) and combined["send"] == 1e-5
+    # A per-entry term one run's fit dropped counts as zero in the median.
+    assert combined["inputs"]["raft.AppendEntries"] == {
+        "base": pytest.approx(2e-5),
+        "per_entry": pytest.approx(4e-7),
+        "entries": "requests",
+    }
+    # A row only one run saw is that run's.
+    assert combined["inputs"]["raft.RequestVote"] == {"base": 9e-6}
+    assert combined["end_to_end"]["real_node"] == pytest.approx(2e-3)
+    # Dropped by most runs, the term is left out and so is the entries field.
+    runs[2]["inputs"]["raft.AppendEntries"].pop("per_entry")
+    assert combine(runs)["inputs"]["raft.AppendEntries"] == {"base": pytest.approx(2e-5)}
+    assert combine(runs[:1]) is runs[0]
+    structure(CostConfig, {k: v for k, v in combined.items() if k != "end_to_end"}, path="costs")
+
+
+def test_calibrate_repeat_is_checked():
+    with pytest.raises(SystemExit):
+        main(["calibrate", "--repeat", "0"])
+
+
 def calibrate_table(path):
     # The table as calibrate returned it, back from its TOML (to_toml round-trips it).
     import tomllib
