@@ -782,7 +782,7 @@ def to_toml(table: dict[str, Any]) -> str:
     lines = [
         "# What a node's work costs on one machine, for the simulator (consensus.costs).",
         "# Written by `python -m bench calibrate`; re-run it to measure this machine:",
-        "#   python -m bench calibrate --out bench/configs/costs-default.toml",
+        "#   python -m bench calibrate --repeat 3 --out bench/configs/costs-default.toml",
         "# Every number is CPU seconds, except fsync (seconds) and bandwidth (bytes/s).",
         "",
         "[costs]",
