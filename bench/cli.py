@@ -119,6 +119,9 @@ def _cmd_run(args: argparse.Namespace, console: Console) -> int:
             f" {config.tcp.processes} load processes)"
         )
     console.print(summary_table(results.summary, title))
+    if args.plot:
+        _write_plot(results, config.name, args.plot)
+        console.print(f"plot written to {args.plot}")
     if args.out:
         out = results.save(args.out)
         console.print(
@@ -131,6 +134,25 @@ def _cmd_run(args: argparse.Namespace, console: Console) -> int:
             + ("" if args.out else " (give --out DIR to keep it: trace.parquet)")
         )
     return 0
+
+
+def _write_plot(results: Any, name: str, path: Path) -> None:
+    """``--plot``: throughput over time (the first protocol's faults marked) beside
+    the latency CDF, as a PNG.  A bare ``Figure``, so no pyplot backend is chosen."""
+    from matplotlib.figure import Figure
+
+    from bench.plots import plot_latency_cdf, plot_throughput
+
+    fig = Figure(figsize=(12, 4))
+    left, right = fig.subplots(1, 2)
+    first = results.summary["protocol"].iloc[0]
+    faults = results.faults[results.faults["protocol"] == first]
+    plot_throughput(results.throughput, left, faults)
+    left.set_title(f"{name}: completed operations per second")
+    plot_latency_cdf(results.ops, right)
+    right.set_title("latency distribution")
+    fig.tight_layout()
+    fig.savefig(path)
 
 
 def _executor(args: argparse.Namespace) -> Executor:

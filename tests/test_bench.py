@@ -129,6 +129,16 @@ def test_cli_run_prints_the_table_and_writes_parquet(tmp_path, capsys):
     assert set(Results.load(tmp_path / "out").ops["seed"]) == {3}
 
 
+def test_cli_run_plot_writes_a_png(tmp_path):
+    config = tmp_path / "small.toml"
+    config.write_text(
+        'protocols = ["sequencer"]\n[workload]\nclients = 2\nduration = 1.0\nwarmup = 0.1\n'
+    )
+    png = tmp_path / "run.png"
+    assert main(["run", str(config), "--plot", str(png)]) == 0
+    assert png.read_bytes().startswith(b"\x89PNG")
+
+
 def test_run_config_evolves_the_baseline_per_protocol():
     config = RunConfig(
         protocols=("sequencer",),
