@@ -288,3 +288,49 @@ def test_the_status_table_shows_the_ballot_a_paxos_follower_promised():
     # Every node shows the leader's ballot, not the one it would campaign with.
     assert [term_of(row) for row in rows] == [leading] * 3
     assert term_of({"term": 7, "ballot": "x"}) == 7 and term_of({}) == "-"
+
+
+async def test_a_scripted_fault_waits_for_the_one_before_it_to_heal():
+    # No processes: a stand-in cluster whose restart takes 0.3 s, so the first
+    # fault still holds its node when the second one's time comes (as on a loaded
+    # machine).  The second is injected once the first has healed, not skipped.
+    import random
+    import time
+
+    import trio
+
+    from bench.realchaos import _Nemesis
+
+    class SlowCluster:
+        node_ids = (0, 1, 2)
+
+        def __init__(self) -> None:
+            self.calls: list[str] = []
+
+        def kill(self, node: int) -> None:
+            self.calls.append(f"kill {node}")
+
+        def start(self, node: int) -> None:
+            time.sleep(0.3)  # in a worker thread, as the nemesis calls it
+            self.calls.append(f"start {node}")
+
+        def pause(self, node: int) -> None:
+            self.calls.append(f"pause {node}")
+
+        def resume(self, node: int) -> None:
+            self.calls.append(f"resume {node}")
+
+    class Client:
+        leader = None
+
+        async def status(self, node: int) -> dict[str, int]:
+            return {"leader": 1}
+
+    cluster = SlowCluster()
+    nemesis = _Nemesis(cluster, random.Random(1), ("kill_leader", "pause_leader"))
+    script = ((0.0, "kill_leader", 0.1), (0.15, "pause_leader", 0.05))
+    with trio.fail_after(10):
+        await nemesis.run(Client(), time.monotonic() + 5.0, script)
+    assert cluster.calls == ["kill 1", "start 1", "pause 1", "resume 1"]
+    notes = [text for _, text in nemesis.log]
+    assert "pause_leader node 1 (SIGSTOP)" in notes and not any("no target" in n for n in notes)
