@@ -35,7 +35,12 @@ writes the ``[costs]`` table the simulator charges (``consensus.costs``):
 4. **fsync**: the mean latency of appending a record and fsyncing it
    through the write-ahead log, one after the other, in the system's
    temporary directory (where ``bench run --tcp`` keeps its nodes' logs).
-   The mean, not the median: a node's rate of fsyncs is one over it.
+   The mean, not the median: a node's rate of fsyncs is one over it.  Then
+   three logs doing the same at once, as a 3-node cluster on one machine
+   does: the disk's time per fsync when kept busy (``fsync_serial``, the
+   part of an fsync the device serves one at a time; about 60 of the
+   110 us here), which the simulator charges nodes that share a disk
+   (``costs.disks``).
 5. **The rest of the runtime, end to end**: a real one-node cluster
    (``bench.tcprun``, no fsync, requests packed as by default) under a
    closed loop for a few seconds.  Its node process's CPU time per
@@ -504,6 +509,40 @@ def measure_fsync(directory: str | None = None, rounds: int = 300) -> float:
     return statistics.fmean(times)
 
 
+def measure_fsync_serial(
+    directory: str | None = None, writers: int = 3, rounds: int = 300
+) -> float:
+    """Step 4, shared: the seconds per fsync of one disk kept busy by ``writers``
+    write-ahead logs syncing at once (one thread each: an fsync releases the GIL),
+    as a cluster's nodes on one machine do: the part of an fsync the device serves
+    one at a time (``costs.fsync_serial``)."""
+    import threading
+
+    from consensus.wal import WriteAheadLog
+
+    with tempfile.TemporaryDirectory(dir=directory, prefix="calibrate-") as tmp:
+        wals = [WriteAheadLog(Path(tmp) / f"fsync-{i}.wal", fsync="always") for i in range(writers)]
+        start = threading.Barrier(writers + 1)
+
+        def write(wal: WriteAheadLog) -> None:
+            start.wait()
+            for i in range(rounds):
+                wal.append([b"r" * 100 + str(i).encode()])
+                wal.sync()
+
+        threads = [threading.Thread(target=write, args=(wal,)) for wal in wals]
+        for thread in threads:
+            thread.start()
+        start.wait()
+        started = time.perf_counter()
+        for thread in threads:
+            thread.join()
+        elapsed = time.perf_counter() - started
+        for wal in wals:
+            wal.close()
+    return elapsed / (writers * rounds)
+
+
 #: Loopback TCP as the simulator models it: 30 us one way on average, with
 #: jitter (a constant delay phase-locks light loads; bench/configs/validate.toml
 #: models it the same way).
@@ -632,8 +671,9 @@ def calibrate(
             sends[f"{protocol}.{name}"] = _fitted(_encode_costs(codec, kept))
     say("the runtime: client requests, replies, TCP frames, the driver loop")
     runtime = _runtime_costs()
-    say("fsync through the write-ahead log")
+    say("fsync through the write-ahead log, alone and three at once")
     fsync = measure_fsync()
+    fsync_serial = min(measure_fsync_serial(), fsync)
     apply = per_command(applies)
     frame = runtime["frame"]
     # A peer message is also a frame the transport received, or wrote.
@@ -666,6 +706,7 @@ def calibrate(
         "apply": apply,
         "record": median(records),
         "fsync": fsync,
+        "fsync_serial": fsync_serial,
         "bandwidth": 0.0,
         "client": 0.0,
         "inputs": inputs,
@@ -772,6 +813,7 @@ COMMENTS = {
     "apply": "per command applied to the key-value store",
     "record": "per record persisted (types without a row below)",
     "fsync": "seconds per fsync through the write-ahead log (the node waits)",
+    "fsync_serial": "seconds of it one disk serves at a time, when nodes share it (disks)",
     "bandwidth": "bytes/s a node sends; 0: unlimited (loopback). 1.25e8 is 1 Gbit/s",
     "client": "per operation, on a client's host (the load generator's CPU)",
 }

@@ -47,6 +47,14 @@ simulator always did.  With costs on, each node is a server with a queue
   client's answer that needs CPU waits for the first core to come free
   (first come, first served; an fsync holds no core).  0 (the default):
   each node and client host has a CPU of its own, as in a deployment.
+  ``disks`` > 0: the nodes share that many disks (node i writes to disk
+  i mod ``disks``), as a cluster on loopback shares one machine's.  Of an
+  fsync's ``fsync`` seconds, the last ``fsync_serial`` (0: all of it) are
+  the device's, one fsync at a time: an fsync that finds the device busy
+  waits for it, so three nodes syncing at once take ``fsync``,
+  ``fsync + fsync_serial`` and ``fsync + 2 fsync_serial`` (first come,
+  first served, in the order their batches started).  0 (the default):
+  each node has a disk of its own.
 
 Rows are looked up by ``"<protocol>.<Type>"`` first, then ``"<Type>"``;
 ``inputs`` also takes ``"<protocol>.request"``, ``"<protocol>.propose"``
@@ -138,6 +146,7 @@ _NUMBERS = (
     "apply",
     "record",
     "fsync",
+    "fsync_serial",
     "bandwidth",
     "client",
 )
@@ -161,15 +170,24 @@ class CostConfig:
     apply: float = attrs.field(default=0.0, validator=non_negative)
     record: float = attrs.field(default=0.0, validator=non_negative)
     fsync: float = attrs.field(default=0.0, validator=non_negative)
+    fsync_serial: float = attrs.field(default=0.0, validator=non_negative)
     bandwidth: float = attrs.field(default=0.0, validator=non_negative)
     client: float = attrs.field(default=0.0, validator=non_negative)
     client_hosts: int = attrs.field(default=0, validator=non_negative)
     cores: int = attrs.field(default=0, validator=non_negative)
+    disks: int = attrs.field(default=0, validator=non_negative)
     inputs: dict[str, CostRow] = attrs.field(factory=dict, converter=_input_rows, hash=False)
     records: dict[str, CostRow] = attrs.field(factory=dict, converter=_record_rows, hash=False)
     sends: dict[str, CostRow] = attrs.field(factory=dict, converter=_send_rows, hash=False)
     #: Where the numbers come from (``bench calibrate`` writes the machine and date).
     note: str = ""
+
+    def __attrs_post_init__(self) -> None:
+        if self.fsync_serial > self.fsync:
+            raise ConfigError(
+                f"costs.fsync_serial: {self.fsync_serial} is more than the whole fsync"
+                f" ({self.fsync}); it is the part of an fsync a shared disk serves alone"
+            )
 
     @property
     def enabled(self) -> bool:
@@ -196,7 +214,7 @@ class CostConfig:
         cpu = {
             name: getattr(self, name) * factor
             for name in _NUMBERS
-            if name not in ("fsync", "bandwidth")  # a client's CPU scales too
+            if name not in ("fsync", "fsync_serial", "bandwidth")  # a client's CPU scales too
         }
 
         def scale(rows: dict[str, CostRow]) -> dict[str, CostRow]:

@@ -201,6 +201,40 @@ def test_commit_latency_is_two_delays_plus_the_service_times_on_the_critical_pat
         sim.run_for(0.3)
 
 
+@pytest.mark.parametrize("protocol", ["raft", "multipaxos"])
+def test_nodes_sharing_a_disk_wait_for_its_serial_part_of_each_others_fsyncs(protocol):
+    # Only fsyncs cost anything.  The leader sends its entry before its own fsync
+    # (eagerly), so with disks of their own a commit takes D there, the follower's
+    # fsync F, D back.  On one shared disk the follower's fsync, asked for at D, finds
+    # the device serving the leader's (its serial part s, from F - s to F) and ends at
+    # F + s: the commit takes F + s + D.
+    d, f, s = 1e-4, 1e-3, 6e-4
+    latencies = {}
+    for disks, serial in ((0, s), (1, s), (1, 0.0)):
+        costs = {"fsync": f, "fsync_serial": serial, "disks": disks}
+        network = {"delay": {"kind": "constant", "value": d}}
+        sim = simulator(protocol, network=network, costs=costs, seed=2)
+        sim.run_for(2.0123)  # off the heartbeats' beat: nothing else is syncing
+        leader = sim.leaders()[0]
+        seen = []
+        for i in range(3):
+            op = sim.submit(Put(key="x", value=str(i)), node=leader)
+            assert sim.run_until(lambda op=op: op.done, timeout=5)
+            seen.append(op.latency)
+            sim.run_for(0.3)
+        latencies[disks, serial] = seen
+    assert latencies[0, s] == [pytest.approx(2 * d + f, abs=1e-12)] * 3
+    assert latencies[1, s] == [pytest.approx(f + s + d, abs=1e-12)] * 3
+    # fsync_serial 0: the whole fsync is the device's.
+    assert latencies[1, 0.0] == [pytest.approx(2 * f + d, abs=1e-12)] * 3
+
+
+def test_an_fsyncs_serial_part_is_no_more_than_the_fsync():
+    with pytest.raises(ConfigError, match="fsync_serial"):
+        structure(ClusterConfig, {"costs": {"fsync": 1e-4, "fsync_serial": 2e-4, "disks": 1}})
+    assert CostConfig(fsync=1e-4, fsync_serial=1e-4, disks=1).enabled
+
+
 def test_costs_on_same_seed_same_history_and_still_linearizable():
     def history(seed: int) -> Any:
         sim = simulator(

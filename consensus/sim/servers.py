@@ -65,7 +65,9 @@ The ``Simulator``'s harness calls (``propose``, ``snapshot``, a test
 calling ``host.handle``) bypass the queue: their outputs leave at once,
 through the link, as if the node were idle.
 
-With ``costs.cores`` the nodes and client hosts share one machine's cores,
+With ``costs.disks`` the nodes' fsyncs share a machine's disks (a batch's
+disk time is reserved on its disk when the batch starts, first come, first
+served); with ``costs.cores`` the nodes and client hosts share one machine's cores,
 and with ``costs.client`` the clients' answers wait for their hosts
 (``consensus.sim.clienthosts``); cost rows are compiled per class
 (``consensus.sim.costrows``); what each node did is counted per interval
@@ -214,6 +216,10 @@ class Servers:
         self._send_per_byte = costs.send_per_byte
         self._reply = costs.reply
         self._fsync = costs.fsync
+        # Shared disks (costs.disks): when each is next free, and an fsync's two parts.
+        self._disk_free = [0.0] * costs.disks
+        self._fsync_serial = costs.fsync_serial or costs.fsync
+        self._fsync_lead = costs.fsync - self._fsync_serial
         self.servers = [_Server(stats_interval) for _ in sim.node_ids]
         self.cores = Cores(costs.cores)
         self._core_free = self.cores.free  # empty: no limit (consensus.sim.clienthosts)
@@ -651,6 +657,8 @@ class Servers:
         start = now
         if self._core_free and cost:  # one machine's cores: wait for the first free one
             server.core, start = self.cores.take(server.core, now, cost)
+        if fsyncs and self._disk_free:  # one machine's disk: wait for the device
+            disk = self._shared_fsyncs(node.id, start + cost, fsyncs)
         end = start + cost + disk
         server.free_at = end
         # The node's statistics (nodestats); a zero is not added (x + 0.0 is x).
@@ -705,6 +713,21 @@ class Servers:
             self._wake_at(node, server)
             return
         self.arm(node, host.replica.next_deadline())
+
+    def _shared_fsyncs(self, node_id: int, at: float, fsyncs: int) -> float:
+        # Seconds the batch's fsyncs take from ``at`` on a shared disk (costs.disks): the
+        # lead part of each overlaps others', the serial part waits for the device.
+        free = self._disk_free
+        disk = node_id % len(free)
+        lead, serial = self._fsync_lead, self._fsync_serial
+        t = at
+        for _ in range(fsyncs):
+            t += lead
+            if free[disk] > t:
+                t = free[disk]
+            t += serial
+            free[disk] = t
+        return t - at
 
     def done_now(self, node: _Node, outbox: list[Any], replies: list[Any]) -> None:
         # A batch that cost nothing: release at once (no DONE event).
