@@ -320,3 +320,25 @@ def test_the_host_wakes_its_driver_after_every_input_it_is_given() -> None:
     host.tick(1.0)
     assert host.snapshot(1.0) == 2
     assert len(woken) == 5
+
+
+@pytest.mark.parametrize("protocol", ["raft", "multipaxos", "paxos"])
+def test_with_costs_on_objects_and_bytes_give_the_same_run(protocol: str) -> None:
+    # Per-byte costs need each message's size: objects mode takes it from the codec,
+    # so the wire mode changes the simulator's speed, never what it simulates.
+    from bench.config import cost_preset
+    from consensus.config import CostConfig, structure
+
+    def run(wire: str) -> Any:
+        costs = structure(CostConfig, cost_preset("default"), path="costs")
+        sim = cluster(protocol, seed=4, wire=wire, costs=costs)
+        for i in range(40):
+            sim.submit(Put(key=f"k{i % 5}", value="v" * (i * 37)))
+        sim.run_for(0.5)
+        sim.crash(1)
+        sim.run_for(0.3)
+        return sim.history.fingerprint(), sim.messages_delivered, sim.node_stats()
+
+    objects = run("objects")
+    assert objects[1] > 0 and any(row["cpu_s"] for row in objects[2])
+    assert run("bytes") == objects
