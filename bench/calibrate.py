@@ -831,7 +831,7 @@ def to_toml(table: dict[str, Any]) -> str:
         f'note = "{table["note"]}"',
     ]
     for key, comment in COMMENTS.items():
-        line = f"{key} = {_number(float(table[key]))}"
+        line = f"{key} = {_number(float(table.get(key, 0.0)))}"
         lines.append(f"{line:<32}# {comment}" if comment else line)
     measured = table.get("end_to_end")
     if measured:
