@@ -119,6 +119,8 @@ def test_calibration_writes_a_table_the_simulator_reads(tmp_path, capsys):
     assert str(path) in capsys.readouterr().out
     costs = structure(CostConfig, cost_preset(str(path)), path="costs")
     assert costs.enabled and costs.fsync > 0 and costs.send > 0 and costs.apply > 0
+    # The device's share of an fsync, measured with three logs syncing at once.
+    assert 0 < costs.fsync_serial <= costs.fsync and costs.disks == 0
     append = costs.input_row("raft", "AppendEntries")
     assert append is not None and append.base > 0
     assert costs.input_row("raft", "request").base > 0
