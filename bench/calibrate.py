@@ -493,29 +493,12 @@ def _cross_process_round_trip(rounds: int) -> float:
         echo.wait()
 
 
-def measure_fsync(directory: str | None = None, rounds: int = 300) -> float:
-    """Step 4: the mean seconds of one small append + fsync through the WAL."""
-    from consensus.wal import WriteAheadLog
-
-    with tempfile.TemporaryDirectory(dir=directory, prefix="calibrate-") as tmp:
-        wal = WriteAheadLog(Path(tmp) / "fsync.wal", fsync="always")
-        times = []
-        for i in range(rounds):
-            started = time.perf_counter()
-            wal.append([b"r" * 100 + str(i).encode()])
-            wal.sync()
-            times.append(time.perf_counter() - started)
-        wal.close()
-    return statistics.fmean(times)
-
-
-def measure_fsync_serial(
-    directory: str | None = None, writers: int = 3, rounds: int = 300
-) -> float:
-    """Step 4, shared: the seconds per fsync of one disk kept busy by ``writers``
-    write-ahead logs syncing at once (one thread each: an fsync releases the GIL),
-    as a cluster's nodes on one machine do: the part of an fsync the device serves
-    one at a time (``costs.fsync_serial``)."""
+def measure_fsync(directory: str | None = None, rounds: int = 300, writers: int = 1) -> float:
+    """Step 4: the mean seconds per small append + fsync through the WAL, ``rounds``
+    of them one after the other in each of ``writers`` logs syncing at once (a
+    thread each: an fsync releases the GIL).  One writer: an fsync's latency.
+    Three, as a cluster's nodes on one machine: the disk's time per fsync when
+    kept busy, the part it serves one at a time (``costs.fsync_serial``)."""
     import threading
 
     from consensus.wal import WriteAheadLog
@@ -673,7 +656,7 @@ def calibrate(
     runtime = _runtime_costs()
     say("fsync through the write-ahead log, alone and three at once")
     fsync = measure_fsync()
-    fsync_serial = min(measure_fsync_serial(), fsync)
+    fsync_serial = min(measure_fsync(writers=3), fsync)
     apply = per_command(applies)
     frame = runtime["frame"]
     # A peer message is also a frame the transport received, or wrote.
