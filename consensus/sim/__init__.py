@@ -7,8 +7,8 @@
 * ``clients``: the retry policy simulated clients share;
 * ``servers``: the cost model at work (``consensus.costs``): each node a server
   with a queue, batches, CPU, fsync and link time; with ``clienthosts`` (client
-  hosts, one machine's cores), ``costrows`` (cost rows compiled per class) and
-  ``nodestats`` (what each node did, per interval of virtual time);
+  hosts, one machine's cores and disks), ``costrows`` (cost rows compiled per
+  class) and ``nodestats`` (what each node did, per interval of virtual time);
 * ``trace``: the message trace of ``Simulator(..., trace=True)`` (every
   message's send and arrival or drop, client operations, role changes).
 """

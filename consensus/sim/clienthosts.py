@@ -1,4 +1,4 @@
-"""Client hosts and one machine's cores, in the cost model (costs on).
+"""Client hosts and one machine's cores and disks, in the cost model (costs on).
 
 Theory of operation
 -------------------
@@ -8,6 +8,12 @@ cost)`` gives work of ``cost`` CPU seconds a core from ``start`` on: the
 core its owner ran on last if that one is free by then (a process keeps
 its CPU while it has work), else the first core to come free, from then.
 Keeping only each core's next free time, work is first come, first served.
+
+``Disks`` (``costs.disks`` > 0): the disks the nodes of one machine share.
+``sync(node, at, fsyncs)`` is when ``fsyncs`` fsyncs asked for at ``at`` end:
+each first takes the lead part of ``fsync`` (which overlaps other nodes'),
+then the last ``fsync_serial`` seconds on the device, once it has finished
+the fsyncs before (first come, first served, in the order asked).
 
 ``ClientHosts`` (``costs.client`` > 0): a client's answer waits until its
 host has handled it, ``client`` CPU seconds each.  Clients share
@@ -34,7 +40,7 @@ from consensus.costs import CostConfig
 if TYPE_CHECKING:
     from consensus.sim.simulator import Simulator
 
-__all__ = ["ClientHosts", "Cores"]
+__all__ = ["ClientHosts", "Cores", "Disks"]
 
 _CALL = 2  # the simulator's CALL event: (time, seq, _CALL, fn, args, None)
 
@@ -57,6 +63,31 @@ class Cores:
                 start = free[last]
         free[last] = start + cost
         return last, start
+
+
+class Disks:
+    """One machine's disks (see the theory of operation); empty: each node its own."""
+
+    __slots__ = ("free", "lead", "serial")
+
+    def __init__(self, costs: CostConfig) -> None:
+        #: When each disk is next free.
+        self.free = [0.0] * costs.disks
+        self.serial = costs.fsync_serial or costs.fsync
+        self.lead = costs.fsync - self.serial
+
+    def sync(self, node: int, at: float, fsyncs: int) -> float:
+        """When ``node``'s ``fsyncs`` fsyncs, asked for at ``at``, have ended."""
+        free = self.free
+        disk = node % len(free)
+        t = at
+        for _ in range(fsyncs):
+            t += self.lead
+            if free[disk] > t:
+                t = free[disk]
+            t += self.serial
+            free[disk] = t
+        return t
 
 
 class ClientHosts:

@@ -66,8 +66,8 @@ calling ``host.handle``) bypass the queue: their outputs leave at once,
 through the link, as if the node were idle.
 
 With ``costs.disks`` the nodes' fsyncs share a machine's disks (a batch's
-disk time is reserved on its disk when the batch starts, first come, first
-served); with ``costs.cores`` the nodes and client hosts share one machine's cores,
+disk time is reserved on its disk when the batch starts); with
+``costs.cores`` the nodes and client hosts share one machine's cores,
 and with ``costs.client`` the clients' answers wait for their hosts
 (``consensus.sim.clienthosts``); cost rows are compiled per class
 (``consensus.sim.costrows``); what each node did is counted per interval
@@ -84,7 +84,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from consensus.commands import Request
 from consensus.replica import Outputs
-from consensus.sim.clienthosts import ClientHosts, Cores
+from consensus.sim.clienthosts import ClientHosts, Cores, Disks
 from consensus.sim.costrows import Row, commands_in, compile_rows, no_entries
 from consensus.sim.nodestats import (
     BATCHES,
@@ -216,13 +216,11 @@ class Servers:
         self._send_per_byte = costs.send_per_byte
         self._reply = costs.reply
         self._fsync = costs.fsync
-        # Shared disks (costs.disks): when each is next free, and an fsync's two parts.
-        self._disk_free = [0.0] * costs.disks
-        self._fsync_serial = costs.fsync_serial or costs.fsync
-        self._fsync_lead = costs.fsync - self._fsync_serial
         self.servers = [_Server(stats_interval) for _ in sim.node_ids]
         self.cores = Cores(costs.cores)
         self._core_free = self.cores.free  # empty: no limit (consensus.sim.clienthosts)
+        self.disks = Disks(costs)
+        self._disks_shared = bool(self.disks.free)  # else each node has a disk of its own
         self.clients = ClientHosts(sim, costs, self.cores)
         self.client_answer = self.clients.answer
         self._nodes = sim._nodes
@@ -657,8 +655,8 @@ class Servers:
         start = now
         if self._core_free and cost:  # one machine's cores: wait for the first free one
             server.core, start = self.cores.take(server.core, now, cost)
-        if fsyncs and self._disk_free:  # one machine's disk: wait for the device
-            disk = self._shared_fsyncs(node.id, start + cost, fsyncs)
+        if fsyncs and self._disks_shared:  # one machine's disk: wait for the device
+            disk = self.disks.sync(node.id, start + cost, fsyncs) - (start + cost)
         end = start + cost + disk
         server.free_at = end
         # The node's statistics (nodestats); a zero is not added (x + 0.0 is x).
@@ -713,21 +711,6 @@ class Servers:
             self._wake_at(node, server)
             return
         self.arm(node, host.replica.next_deadline())
-
-    def _shared_fsyncs(self, node_id: int, at: float, fsyncs: int) -> float:
-        # Seconds the batch's fsyncs take from ``at`` on a shared disk (costs.disks): the
-        # lead part of each overlaps others', the serial part waits for the device.
-        free = self._disk_free
-        disk = node_id % len(free)
-        lead, serial = self._fsync_lead, self._fsync_serial
-        t = at
-        for _ in range(fsyncs):
-            t += lead
-            if free[disk] > t:
-                t = free[disk]
-            t += serial
-            free[disk] = t
-        return t - at
 
     def done_now(self, node: _Node, outbox: list[Any], replies: list[Any]) -> None:
         # A batch that cost nothing: release at once (no DONE event).
