@@ -131,24 +131,30 @@ class _Nemesis:
                     await trio.sleep(self.rng.uniform(0.3, 1.2))
                     fault = self.rng.choice(self.faults)
                     outage = self.rng.uniform(0.3, 1.5)
-                target = None
-                while script and time.monotonic() < until:
-                    # A scripted fault waits (within the run) for the one before it to heal
-                    # and for a target: on a loaded machine a restart can outlast its slot.
-                    if len(self.down) < self.minority:
-                        target = await self._target(client, fault)
-                        if target is not None and target not in self.down:
-                            break
-                    await trio.sleep(0.05)
-                if len(self.down) >= self.minority or time.monotonic() >= until:
-                    continue
-                if not script:
+                if script:
+                    target = await self._scripted_target(client, fault, until)
+                    if target is None:
+                        continue  # the run ended first
+                else:
+                    if len(self.down) >= self.minority or time.monotonic() >= until:
+                        continue
                     target = await self._target(client, fault)
-                if target is None or target in self.down:
-                    self.note(f"{fault}: no target")
-                    continue
+                    if target is None or target in self.down:
+                        self.note(f"{fault}: no target")
+                        continue
                 self.down.add(target)
                 nursery.start_soon(self._fault, fault, target, outage)
+
+    async def _scripted_target(self, client: Client, fault: str, until: float) -> int | None:
+        # A scripted fault waits, within the run, for the one before it to heal and for
+        # a target: on a loaded machine a restart can outlast its slot.  None: time is up.
+        while time.monotonic() < until:
+            if len(self.down) < self.minority:
+                target = await self._target(client, fault)
+                if target is not None and target not in self.down:
+                    return target
+            await trio.sleep(0.05)
+        return None
 
     async def _target(self, client: Client, fault: str) -> int | None:
         if fault.endswith("_leader"):
