@@ -774,7 +774,7 @@ def _number(value: float) -> str:
 
 def _row(row: dict[str, Any]) -> str:
     parts = []
-    for key in ("base", "per_byte", "per_entry"):
+    for key in _TERMS:
         if row.get(key):
             parts.append(f"{key} = {_number(row[key])}")
     if row.get("entries"):
