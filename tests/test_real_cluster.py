@@ -8,14 +8,17 @@ chaos runner closes its cluster in ``finally``).  Nothing asserts on timing.
 from __future__ import annotations
 
 import os
+import random
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+import trio
 
-from bench.realchaos import real_chaos_run
+from bench.realchaos import _Nemesis, real_chaos_run
 from consensus.runtime.launcher import LocalCluster, free_ports, write_local_cluster_file
 
 PROTOCOLS = ["raft", "multipaxos", "paxos"]
@@ -294,13 +297,6 @@ async def test_a_scripted_fault_waits_for_the_one_before_it_to_heal():
     # No processes: a stand-in cluster whose restart takes 0.3 s, so the first
     # fault still holds its node when the second one's time comes (as on a loaded
     # machine).  The second is injected once the first has healed, not skipped.
-    import random
-    import time
-
-    import trio
-
-    from bench.realchaos import _Nemesis
-
     class SlowCluster:
         node_ids = (0, 1, 2)
 
